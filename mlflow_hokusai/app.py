@@ -1,0 +1,33 @@
+"""``create_app``: the ``mlflow.app`` entry point behind ``mlflow server --app-name hokusai``.
+
+MLflow's auth engine builds the app (authorization, admin users, fail-closed route tables)
+with our authentication function; we add our routes and wrap it in the gate. Imports of
+MLflow's server happen inside ``create_app`` only: `mlflow server` imports this module in its
+parent process just to inspect ``create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+def create_app():
+    from mlflow_hokusai import _mlflow, bootstrap
+    from mlflow_hokusai.auth import flask_auth
+    from mlflow_hokusai.config import load_settings
+    from mlflow_hokusai.keys.service import KeyService
+    from mlflow_hokusai.routes import api, gate
+
+    logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
+    settings = load_settings()
+    started = bootstrap.start(settings)
+    service = KeyService(
+        started.key_store,
+        cache_ttl=settings.auth_cache_ttl_seconds,
+        environment=settings.key_environment,
+        check_password=_mlflow.password_checker(_mlflow.running_user_store()),
+    )
+    flask_auth.configure(service)
+    api.register(started.flask_app)
+    gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
+    return gate_class(started.runner_app, service, settings.url_prefix, _mlflow.static_prefix())

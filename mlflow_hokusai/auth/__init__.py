@@ -1,0 +1,1 @@
+"""Authentication: parsing credentials from a request and resolving them to an identity."""

@@ -1,0 +1,91 @@
+"""The one request parser for credentials.
+
+Accepted: ``Authorization: Bearer <key>`` (what MLFLOW_TRACKING_TOKEN sends),
+``X-API-Key: <key>``, and ``Authorization: Basic`` with a key as the password (browsers and
+the MLflow UI; the username is then ignored) or with an MLflow username and password.
+Works on any case-insensitive header mapping, so the ASGI gate and Flask share it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from mlflow_hokusai.keys.format import looks_like_key
+
+MAX_HEADER_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: str  # "none" | "key" | "password" | "malformed"
+    key: str = ""
+    username: str = ""
+    password: str = ""
+    problem: str = ""
+
+
+NONE = Credential("none")
+
+
+def _malformed(problem: str) -> Credential:
+    return Credential("malformed", problem=problem)
+
+
+def _from_basic(encoded: str) -> Credential:
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return _malformed("the Basic credentials are not valid base64 of 'username:password'")
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        return _malformed("the Basic credentials have no ':' between username and password")
+    if looks_like_key(password):
+        return Credential("key", key=password, username=username)
+    if looks_like_key(username) and not password:
+        return Credential("key", key=username)  # curl -u KEY:
+    if not username or not password:
+        return _malformed("the Basic credentials need a username and a password (or an API key)")
+    return Credential("password", username=username, password=password)
+
+
+def parse(authorization: str | None, api_key: str | None) -> Credential:
+    """Parse the Authorization and X-API-Key header values (None when absent)."""
+    for value in (authorization, api_key):
+        if value is not None and len(value) > MAX_HEADER_LENGTH:
+            return _malformed("the credential header is too long")
+    from_header = NONE
+    if authorization is not None and authorization.strip():
+        scheme, _, rest = authorization.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            token = rest.strip()
+            from_header = Credential("key", key=token) if token else _malformed("empty Bearer token")
+        elif scheme == "basic":
+            from_header = _from_basic(rest)
+        else:
+            return _malformed("unsupported Authorization scheme; use Bearer or Basic")
+        if from_header.kind == "malformed":
+            return from_header
+    if api_key is not None and api_key.strip():
+        token = api_key.strip()
+        if from_header.kind == "none" or (from_header.kind == "key" and from_header.key == token):
+            return Credential("key", key=token)
+        return _malformed("the X-API-Key and Authorization headers carry different credentials")
+    return from_header
+
+
+
+def from_headers(get_all) -> Credential:
+    """Parse from a function returning all values of a header name (case-insensitive).
+
+    A repeated credential header is ambiguous, so it is refused rather than guessed at.
+    """
+    values = []
+    for name in ("Authorization", "X-API-Key"):
+        found = get_all(name)
+        if len(found) > 1:
+            return _malformed(f"more than one {name} header")
+        values.append(found[0] if found else None)
+    return parse(*values)

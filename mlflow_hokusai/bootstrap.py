@@ -1,0 +1,139 @@
+"""Start-up: everything a worker needs before serving, safe when workers and replicas race.
+
+Under one start-up lock: our migrations, the shared Flask secret key, MLflow's auth engine
+(its migrations and admin user) and the admin API key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from mlflow_hokusai import _mlflow
+from mlflow_hokusai.config import Settings
+from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.store.engine import get_engine, sqlite_path, startup_lock, upgrade
+from mlflow_hokusai.store.keys import KeyStore
+from mlflow_hokusai.store.models import mlflow_users
+
+_logger = logging.getLogger("mlflow_hokusai")
+ADMIN_KEY_FILE = "hokusai_admin_key"
+ADMIN_PASSWORD_FILE = "hokusai_admin_password"
+
+
+@dataclass
+class Started:
+    key_store: KeyStore
+    flask_app: object
+    runner_app: object  # what MLflow's engine returned: FastAPI (uvicorn) or Flask (WSGI)
+
+
+def bootstrap_dir(settings: Settings) -> str:
+    if settings.bootstrap_dir:
+        return settings.bootstrap_dir
+    path = sqlite_path(settings.database_uri)
+    return os.path.dirname(path) if path else os.getcwd()
+
+
+def write_private_file(path: str, content: str) -> None:
+    """Write ``content`` to ``path`` readable by the owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
+
+
+def _write_mlflow_auth_config(settings: Settings) -> str:
+    parser = configparser.ConfigParser(interpolation=None)
+    section = {"default_permission": "READ", **settings.mlflow_section}
+    section.update(
+        database_uri=settings.database_uri,
+        admin_username=settings.admin_username,
+        authorization_function=_mlflow.AUTHORIZATION_FUNCTION,
+    )
+    section.pop("admin_password", None)  # passed by environment, never written to disk
+    parser["mlflow"] = section
+    path = os.path.join(tempfile.mkdtemp(prefix="mlflow-hokusai-"), "auth.ini")
+    with open(path, "w") as handle:
+        parser.write(handle)
+    return path
+
+
+def _admin_exists(engine, username: str) -> bool:
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(mlflow_users.c.id).where(mlflow_users.c.username == username)
+            ).first()
+    except sa.exc.OperationalError:
+        return False  # MLflow's auth tables do not exist yet
+    except sa.exc.ProgrammingError:
+        return False
+    return row is not None
+
+
+def _admin_password(settings: Settings, engine) -> str | None:
+    if settings.admin_password or _admin_exists(engine, settings.admin_username):
+        return settings.admin_password
+    password = secrets.token_urlsafe(24)
+    path = os.path.join(bootstrap_dir(settings), ADMIN_PASSWORD_FILE)
+    write_private_file(path, password + "\n")
+    _logger.warning(
+        "Created the MLflow admin user %r; its generated password is in %s (mode 0600).",
+        settings.admin_username,
+        path,
+    )
+    return password
+
+
+def _ensure_admin_key(settings: Settings, store: KeyStore) -> None:
+    admin = settings.admin_username
+    if settings.admin_api_key:
+        parsed = keyformat.parse_key(settings.admin_api_key)
+        record = store.lookup(parsed.digest)
+        if record is None:
+            store.insert(parsed.key, admin, name="bootstrap (HOKUSAI_ADMIN_API_KEY)")
+            _logger.info("Registered HOKUSAI_ADMIN_API_KEY for user %r.", admin)
+        elif record.username != admin:
+            raise RuntimeError("HOKUSAI_ADMIN_API_KEY belongs to another user; refusing to start")
+        elif record.status() != "active":
+            _logger.warning("HOKUSAI_ADMIN_API_KEY is %s; it will be refused.", record.status())
+        return
+    if store.has_active_key(admin):
+        return
+    key, _ = store.create(admin, environment=settings.key_environment, name="bootstrap")
+    path = os.path.join(bootstrap_dir(settings), ADMIN_KEY_FILE)
+    write_private_file(path, key + "\n")
+    _logger.warning("Generated an admin API key for %r; it is in %s (mode 0600).", admin, path)
+
+
+def start(settings: Settings) -> Started:
+    engine = get_engine(settings.database_uri)
+    store = KeyStore(engine)
+    _mlflow.preload()
+    with startup_lock(engine):
+        upgrade(engine)
+        if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"] = store.setting(
+                "flask_secret_key", lambda: secrets.token_hex(32)
+            )
+        os.environ["MLFLOW_AUTH_CONFIG_PATH"] = _write_mlflow_auth_config(settings)
+        password = _admin_password(settings, engine)
+        had_password_env = "MLFLOW_AUTH_ADMIN_PASSWORD" in os.environ
+        if password:
+            os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+        try:
+            flask_app, runner_app = _mlflow.build_auth_app()
+        finally:
+            if not had_password_env:
+                os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+        _ensure_admin_key(settings, store)
+    return Started(store, flask_app, runner_app)

@@ -1,0 +1,104 @@
+"""Settings: environment variables win over the ini file, which wins over packaged defaults.
+
+The ini file (``HOKUSAI_CONFIG``) has a ``[hokusai]`` section for our settings and an optional
+``[mlflow]`` section that is passed through to MLflow's auth engine (e.g. ``default_permission``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+DEFAULT_DATABASE_URI = "sqlite:///hokusai_auth.db"
+DEFAULT_URL_PREFIX = "/api/mlflow"
+
+# setting name -> environment variable
+_ENV = {
+    "database_uri": "HOKUSAI_DATABASE_URI",
+    "admin_api_key": "HOKUSAI_ADMIN_API_KEY",
+    "url_prefix": "HOKUSAI_URL_PREFIX",
+    "key_environment": "HOKUSAI_KEY_ENVIRONMENT",
+    "admin_username": "MLFLOW_AUTH_ADMIN_USERNAME",
+    "admin_password": "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "auth_cache_ttl_seconds": "HOKUSAI_AUTH_CACHE_TTL_SECONDS",
+    "bootstrap_dir": "HOKUSAI_BOOTSTRAP_DIR",
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_uri: str = DEFAULT_DATABASE_URI
+    admin_api_key: str | None = None
+    url_prefix: str = DEFAULT_URL_PREFIX
+    key_environment: str = "live"
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    # How long a worker may reuse a key lookup. The design bounds staleness at 1 s.
+    auth_cache_ttl_seconds: float = 1.0
+    # Where the generated admin key/password files go (default: next to a SQLite DB, else cwd).
+    bootstrap_dir: str | None = None
+    # Passed through to MLflow's auth engine as its [mlflow] section.
+    mlflow_section: dict = field(default_factory=dict)
+    # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
+    hokusai_section: dict = field(default_factory=dict)
+
+
+def _read_ini(path: str | None) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    default_text = resources.files("mlflow_hokusai").joinpath("default.ini").read_text()
+    parser.read_string(default_text)
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"HOKUSAI_CONFIG points to {path!r}, which is not a file")
+        parser.read(path)
+    return parser
+
+
+def _normalise_prefix(prefix: str) -> str:
+    prefix = prefix.strip()
+    if not prefix or prefix == "/":
+        return ""
+    if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%;\\"):
+        raise ConfigError(
+            f"HOKUSAI_URL_PREFIX must be a plain absolute path such as /api/mlflow, not {prefix!r}"
+        )
+    return prefix.rstrip("/")
+
+
+def load_settings(environ: dict | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    parser = _read_ini(environ.get("HOKUSAI_CONFIG"))
+    section = dict(parser["hokusai"]) if parser.has_section("hokusai") else {}
+    values: dict = {}
+    for name, env_name in _ENV.items():
+        if env_name in environ:
+            values[name] = environ[env_name]
+        elif name in section:
+            values[name] = section[name]
+    if "url_prefix" in values:
+        values["url_prefix"] = _normalise_prefix(values["url_prefix"])
+    if values.get("key_environment", "live") not in ("live", "test"):
+        raise ConfigError("HOKUSAI_KEY_ENVIRONMENT must be 'live' or 'test'")
+    if "auth_cache_ttl_seconds" in values:
+        try:
+            ttl = float(values["auth_cache_ttl_seconds"])
+        except ValueError:
+            ttl = -1.0
+        if not 0 <= ttl <= 1:
+            raise ConfigError("HOKUSAI_AUTH_CACHE_TTL_SECONDS must be a number between 0 and 1")
+        values["auth_cache_ttl_seconds"] = ttl
+    for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):
+        if optional in values and not values[optional]:
+            values[optional] = None
+    if not values.get("admin_username", "admin"):
+        raise ConfigError("the admin username must not be empty")
+    if not values.get("database_uri", DEFAULT_DATABASE_URI):
+        raise ConfigError("HOKUSAI_DATABASE_URI must not be empty")
+    mlflow_section = dict(parser["mlflow"]) if parser.has_section("mlflow") else {}
+    return Settings(**values, mlflow_section=mlflow_section, hokusai_section=section)

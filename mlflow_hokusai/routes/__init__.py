@@ -1,0 +1,1 @@
+"""HTTP layer: the outer gate (prefix + authentication) and our REST endpoints."""

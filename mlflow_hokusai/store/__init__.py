@@ -1,0 +1,1 @@
+"""Persistence for keys and settings. Never imports Flask."""

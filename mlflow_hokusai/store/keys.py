@@ -1,0 +1,235 @@
+"""The key repository: rows in ``hokusai_api_keys`` and ``hokusai_settings``.
+
+Lookup by digest is one indexed query that also fetches the owner's admin flag from MLflow's
+``users`` table, so authenticating a key costs one round trip whatever the number of keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.store.models import ApiKey, Setting, mlflow_users
+
+SCOPES = ("read", "write")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    username: str
+    name: str
+    scope: str
+    display_prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    # None when the owner no longer exists in MLflow's user table.
+    user_is_admin: bool | None = None
+
+    def status(self, now: datetime | None = None) -> str:
+        now = now or utcnow()
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict:
+        def iso(value):
+            return value.replace(tzinfo=timezone.utc).isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "username": self.username,
+            "name": self.name,
+            "scope": self.scope,
+            "prefix": self.display_prefix,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+            "revoked_at": iso(self.revoked_at),
+            "status": self.status(),
+        }
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+_COLUMNS = (
+    ApiKey.id,
+    ApiKey.username,
+    ApiKey.name,
+    ApiKey.scope,
+    ApiKey.display_prefix,
+    ApiKey.created_at,
+    ApiKey.expires_at,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+)
+
+
+def _record(row) -> KeyRecord:
+    values = dict(row._mapping)
+    is_admin = values.pop("is_admin", None)
+    has_user = values.pop("user_id", None) is not None
+    return KeyRecord(**values, user_is_admin=bool(is_admin) if has_user else None)
+
+
+class KeyStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _select(self):
+        return sa.select(
+            *_COLUMNS, mlflow_users.c.id.label("user_id"), mlflow_users.c.is_admin
+        ).outerjoin(mlflow_users, mlflow_users.c.username == ApiKey.username)
+
+    def lookup(self, digest: str) -> KeyRecord | None:
+        """The key with this digest, with its owner's admin flag: one indexed query."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._select().where(ApiKey.digest == digest)).first()
+        return _record(row) if row else None
+
+    def get(self, key_id: str) -> KeyRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._select().where(ApiKey.id == key_id)).first()
+        if row is None:
+            raise KeyNotFound(key_id)
+        return _record(row)
+
+    def list(self, username: str | None = None) -> list[KeyRecord]:
+        query = self._select().order_by(ApiKey.created_at, ApiKey.id)
+        if username is not None:
+            query = query.where(ApiKey.username == username)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def insert(
+        self,
+        key: str,
+        username: str,
+        *,
+        name: str = "",
+        scope: str = "write",
+        expires_at: datetime | None = None,
+        conn=None,
+    ) -> KeyRecord:
+        parsed = keyformat.parse_key(key)
+        values = {
+            "id": secrets.token_hex(8),
+            "digest": parsed.digest,
+            "display_prefix": parsed.display_prefix,
+            "username": username,
+            "name": name,
+            "scope": scope,
+            "created_at": utcnow(),
+            "expires_at": expires_at,
+        }
+        if conn is None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(ApiKey).values(**values))
+        else:
+            conn.execute(sa.insert(ApiKey).values(**values))
+        return KeyRecord(
+            **{k: values[k] for k in ("id", "username", "name", "scope", "created_at")},
+            display_prefix=parsed.display_prefix,
+            expires_at=expires_at,
+            last_used_at=None,
+            revoked_at=None,
+        )
+
+    def create(
+        self,
+        username: str,
+        *,
+        environment: str = "live",
+        name: str = "",
+        scope: str = "write",
+        expires_in_days: float | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """Make a new key; return the plaintext (shown once) and its record."""
+        expires_at = None
+        if expires_in_days is not None:
+            expires_at = utcnow() + timedelta(days=expires_in_days)
+        key = keyformat.generate_key(environment)
+        return key, self.insert(key, username, name=name, scope=scope, expires_at=expires_at)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            if result.rowcount == 0 and conn.execute(
+                sa.select(ApiKey.id).where(ApiKey.id == key_id)
+            ).first() is None:
+                raise KeyNotFound(key_id)
+        return self.get(key_id)
+
+    def rotate(self, key_id: str, *, environment: str = "live") -> tuple[str, KeyRecord]:
+        """Revoke ``key_id`` and issue a key with the same owner, name, scope and lifetime."""
+        old = self.get(key_id)
+        lifetime = old.expires_at - old.created_at if old.expires_at else None
+        key = keyformat.generate_key(environment)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            record = self.insert(
+                key,
+                old.username,
+                name=old.name,
+                scope=old.scope,
+                expires_at=utcnow() + lifetime if lifetime else None,
+                conn=conn,
+            )
+        return key, record
+
+    def touch(self, key_id: str, when: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+    def has_active_key(self, username: str) -> bool:
+        now = utcnow()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(ApiKey.id).where(
+                    ApiKey.username == username,
+                    ApiKey.revoked_at.is_(None),
+                    sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+                )
+            ).first()
+        return row is not None
+
+    def setting(self, name: str, make_value) -> str:
+        """Return the stored setting ``name``, creating it with ``make_value()`` if absent.
+
+        Race-safe: when two processes insert at once, the loser reads the winner's value.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(Setting.value).where(Setting.name == name)).first()
+        if row:
+            return row[0]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(Setting).values(name=name, value=make_value()))
+        except IntegrityError:
+            pass
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(Setting.value).where(Setting.name == name)).scalar_one()

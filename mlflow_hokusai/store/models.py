@@ -1,0 +1,53 @@
+"""SQLAlchemy models of our own tables (all prefixed ``hokusai_``).
+
+They live in the same database as MLflow's auth tables, so a key can be resolved to its user
+in one indexed query, but our schema is migrated by our own alembic chain
+(version table ``hokusai_alembic_version``) and never touches MLflow's tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class ApiKey(Base):
+    __tablename__ = "hokusai_api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    display_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    scope: Mapped[str] = mapped_column(String(16), nullable=False, default="write")
+    # Naive UTC everywhere: SQLite keeps no time zone, so we never store one.
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Setting(Base):
+    """Server-generated secrets (e.g. the Flask secret key) shared by every worker and replica."""
+
+    __tablename__ = "hokusai_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+# MLflow's auth ``users`` table, read-only, only the columns needed to resolve a key's owner in
+# the same query. Declared on a separate MetaData so our migrations never manage it.
+mlflow_users = Table(
+    "users",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("username", String(255)),
+    Column("is_admin", Integer),
+)

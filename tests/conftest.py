@@ -1,0 +1,37 @@
+import contextlib
+import os
+
+import pytest
+
+from tests.server import Server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One shared server with two uvicorn workers (SQLite stores, local proxied artifacts)."""
+    srv = Server(str(tmp_path_factory.mktemp("server")), workers=2)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def tracking(monkeypatch):
+    """Point the stock MLflow client at a server with a key, the way users do."""
+
+    @contextlib.contextmanager
+    def use(srv, key, prefix=""):
+        for name in list(os.environ):
+            if name.startswith("MLFLOW_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url + prefix)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
+        import mlflow
+
+        mlflow.set_tracking_uri(srv.url + prefix)
+        try:
+            yield mlflow
+        finally:
+            mlflow.set_tracking_uri(None)
+
+    return use
