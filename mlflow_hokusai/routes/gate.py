@@ -85,7 +85,7 @@ class AsgiGate(_Gate):
         # A key lookup may touch the database: keep it off the event loop.
         error = await anyio.to_thread.run_sync(self.check, path, scope.get("method", "GET"), get_all)
         if error is None:
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, _json_denials(send))
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
         status, headers_out, body = error
@@ -117,7 +117,72 @@ class WsgiGate(_Gate):
 
         error = self.check(path, environ.get("REQUEST_METHOD", "GET"), get_all)
         if error is None:
-            return self.app(environ, start_response)
+            return _wsgi_json_denials(self.app, environ, start_response)
         status, headers_out, body = error
         start_response(f"{status} {HTTPStatus(status).phrase}", headers_out)
         return [body]
+
+
+def _is_plain_denial(status: int, headers) -> bool:
+    if status != 403:
+        return False
+    for name, value in headers:
+        if name.lower() in ("content-type", b"content-type"):
+            value = value.decode("latin-1") if isinstance(value, bytes) else value
+            return not value.startswith("application/json")
+    return True
+
+
+def _denial(message: bytes):
+    text = message.decode("utf-8", "replace").strip() or "Permission denied"
+    return error_parts("PERMISSION_DENIED", text if text.endswith(".") else text + ".")
+
+
+def _json_denials(send):
+    """Wrap ``send`` so MLflow's plain-text 403s reach the client as our JSON 403."""
+    state = {"denial": False, "body": b""}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start" and _is_plain_denial(
+            message["status"], message.get("headers", [])
+        ):
+            state["denial"] = True
+            return None
+        if state["denial"] and message["type"] == "http.response.body":
+            state["body"] += message.get("body", b"")
+            if message.get("more_body"):
+                return None
+            status, headers, body = _denial(state["body"])
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+                }
+            )
+            return await send({"type": "http.response.body", "body": body})
+        return await send(message)
+
+    return wrapped
+
+
+def _wsgi_json_denials(app, environ, start_response):
+    captured = {}
+
+    def capture(status, headers, exc_info=None):
+        if _is_plain_denial(int(status.split(" ", 1)[0]), headers):
+            captured["denial"] = True
+            return lambda data: None
+        return start_response(status, headers, exc_info)
+
+    result = app(environ, capture)
+    if not captured:
+        return result
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    status, headers, body = _denial(body)
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+    return [body]

@@ -1,0 +1,20 @@
+"""Small helpers shared by tests (keys written straight into a server's database, etc.)."""
+
+from datetime import timedelta
+
+from mlflow_hokusai.keys.format import generate_key
+from mlflow_hokusai.store.engine import get_engine
+from mlflow_hokusai.store.keys import KeyStore, utcnow
+
+
+def insert_expired_key(database_uri: str, username: str) -> str:
+    """A key for ``username`` that expired a minute ago (the CLI cannot make one)."""
+    key = generate_key()
+    KeyStore(get_engine(database_uri)).insert(
+        key, username, name="expired", expires_at=utcnow() - timedelta(minutes=1)
+    )
+    return key
+
+
+def key_id_of(server, key: str) -> str:
+    return server.get("/api/2.0/mlflow/hokusai/whoami", key).json()["key_id"]
