@@ -29,5 +29,6 @@ def create_app():
     )
     flask_auth.configure(service)
     api.register(started.flask_app)
+    # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     return gate_class(started.runner_app, service, settings.url_prefix, _mlflow.static_prefix())

@@ -1,0 +1,1 @@
+"""Client side: the request-auth plugin, the app client and the SDK."""
