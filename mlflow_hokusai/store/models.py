@@ -42,6 +42,17 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text, nullable=False)
 
 
+class TokenClaim(Base):
+    """A write of a Hokusai token id in flight (see ``store/token_claims.py``)."""
+
+    __tablename__ = "hokusai_token_claims"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_key: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    model_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
 # MLflow's auth ``users`` table, read-only, only the columns needed to resolve a key's owner in
 # the same query. Declared on a separate MetaData so our migrations never manage it.
 mlflow_users = Table(
