@@ -61,6 +61,14 @@ def running_user_store():
     return auth.store
 
 
+def registry_store():
+    """The model registry store the server's handlers write to (same instance, same workspace
+    context), for read-only look-ups through its public store API."""
+    from mlflow.server.handlers import _get_model_registry_store
+
+    return _get_model_registry_store()
+
+
 def password_checker(store):
     """A function (username, password) -> is_admin, or None when the login is wrong."""
 
