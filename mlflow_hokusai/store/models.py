@@ -53,6 +53,21 @@ class TokenClaim(Base):
     claimed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
 
 
+class AuditEvent(Base):
+    """One key lifecycle event or refused key use (see ``store/audit.py``). Never the key."""
+
+    __tablename__ = "hokusai_audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    username: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    detail: Mapped[str] = mapped_column(String(512), nullable=False, default="")
+
+
 # MLflow's auth ``users`` table, read-only, only the columns needed to resolve a key's owner in
 # the same query. Declared on a separate MetaData so our migrations never manage it.
 mlflow_users = Table(
