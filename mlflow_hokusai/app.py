@@ -17,6 +17,7 @@ def create_app():
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.service import KeyService
     from mlflow_hokusai.routes import api, gate
+    from mlflow_hokusai.routes import token_tags
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     settings = load_settings()
@@ -30,5 +31,6 @@ def create_app():
     flask_auth.configure(service)
     api.register(started.flask_app)
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
+    token_tags.install(started.flask_app, settings)
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     return gate_class(started.runner_app, service, settings.url_prefix, _mlflow.static_prefix())

@@ -1,0 +1,123 @@
+"""The token-tag hook: every MLflow route that can write registry tags is checked before its
+handler runs, so a bad Hokusai token tag is refused and nothing is written.
+
+``TAG_WRITING_ROUTES`` is the one table of those routes; ``tests/test_token_tag_routes.py``
+walks the built app's route map and fails if a route that can carry registry tags is missing.
+The hook is a Flask ``before_request`` function registered after MLflow's auth engine's own:
+Flask runs them in registration order and stops at the first that answers, so a caller who is
+not authenticated or not authorized gets MLflow's 401/403, never a tag message. The URL prefix
+is stripped by the gate before Flask sees the path, so prefixed requests match too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, g, request
+
+from mlflow_hokusai import _mlflow
+from mlflow_hokusai.config import ConfigError, Settings
+from mlflow_hokusai.errors import HokusaiError, flask_error
+from mlflow_hokusai.store.engine import get_engine
+from mlflow_hokusai.store.token_claims import TokenClaims
+from mlflow_hokusai.tags.guard import MODEL_VERSION, REGISTERED_MODEL, TokenTagGuard
+from mlflow_hokusai.tags.rules import TagRules
+
+_logger = logging.getLogger(__name__)
+
+# How a request carries tags: a "tags" list of {key, value}, or one top-level key/value.
+TAG_LIST = "tags"
+KEY_VALUE = "key_value"
+
+# (base path, method, entity written, how the tags are carried, creates the entity)
+TAG_WRITING_ROUTES = [
+    ("/mlflow/registered-models/create", "POST", REGISTERED_MODEL, TAG_LIST, True),
+    ("/mlflow/registered-models/set-tag", "POST", REGISTERED_MODEL, KEY_VALUE, False),
+    ("/mlflow/model-versions/create", "POST", MODEL_VERSION, TAG_LIST, True),
+    ("/mlflow/model-versions/set-tag", "POST", MODEL_VERSION, KEY_VALUE, False),
+]
+
+
+def route_table() -> dict[tuple[str, str], tuple]:
+    """(full path, method) -> table row, for the REST and ajax-api path of every row."""
+    prefix = _mlflow.static_prefix()
+    table = {}
+    for row in TAG_WRITING_ROUTES:
+        base, method = row[0], row[1]
+        for api in ("api", "ajax-api"):
+            table[(f"{prefix}/{api}/2.0{base}", method)] = row
+    return table
+
+
+def _request_json():
+    """The body the way MLflow's handlers read it (forced JSON, double-encoded allowed)."""
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    return body if isinstance(body, dict) else None
+
+
+def _pairs(body: dict, carried: str) -> list[tuple[object, object]]:
+    if carried == KEY_VALUE:
+        value = body.get("value")
+        return [(body.get("key"), "" if value is None else value)]
+    tags = body.get("tags")
+    if not isinstance(tags, list):
+        return []
+    pairs = []
+    for tag in tags:
+        if isinstance(tag, dict):
+            value = tag.get("value")
+            pairs.append((tag.get("key"), "" if value is None else value))
+    return pairs
+
+
+def install(app: Flask, settings: Settings) -> TokenTagGuard:
+    """Register the hook on MLflow's Flask app. Call after MLflow's auth engine is set up."""
+    try:
+        rules = TagRules.from_config(settings.hokusai_section)
+    except ValueError as error:
+        raise ConfigError(f"[hokusai] token tag rules: {error}") from None
+    guard = TokenTagGuard(
+        rules, _mlflow.registry_store, TokenClaims(get_engine(settings.database_uri))
+    )
+    table = route_table()
+
+    def check_token_tags():
+        row = table.get((request.path, request.method))
+        if row is None:
+            return None
+        _, _, entity, carried, creating = row
+        body = _request_json()
+        if body is None or not isinstance(body.get("name"), str):
+            return None  # MLflow's handler refuses such a request itself
+        version = body.get("version")
+        if entity == MODEL_VERSION and not creating and not isinstance(version, str):
+            return None
+        pairs = _pairs(body, carried)
+        try:
+            g.hokusai_token_claims = guard.check(entity, body["name"], version, pairs, creating)
+        except HokusaiError as error:
+            return flask_error(error.error_code, error.message, error.status)
+        except Exception:
+            _logger.exception("could not check token tags on %s", request.path)
+            return flask_error(
+                "TEMPORARILY_UNAVAILABLE", "Could not check the Hokusai token tags; try again."
+            )
+        return None
+
+    def release_claims(_exc):
+        claims = g.pop("hokusai_token_claims", None)
+        if claims:
+            try:
+                guard.release(claims)
+            except Exception:  # the claim expires on its own
+                _logger.warning("could not release a token claim", exc_info=True)
+
+    app.before_request(check_token_tags)
+    app.teardown_request(release_claims)
+    return guard

@@ -1,0 +1,129 @@
+"""The service behind the token-tag hook: checks one registry tag write before it happens.
+
+Rules come from ``tags/rules.py`` (shared with the SDK). On top of them this adds what needs
+the server's data: the entity's existing tags (so the second of ``benchmark_metric`` and
+``benchmark_value`` is checked against the first) and the uniqueness of a token id across
+registered models, made safe against concurrent writers by ``store/token_claims.py``.
+No Flask here: the hook hands in plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from mlflow.exceptions import MlflowException
+
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.store.token_claims import ClaimedElsewhere, TokenClaims
+from mlflow_hokusai.tags.rules import (
+    TOKEN_ID_TAG,
+    TOKEN_TAGS,
+    TagRuleError,
+    TagRules,
+    validate_tags,
+)
+
+_logger = logging.getLogger(__name__)
+REGISTERED_MODEL = "registered_model"
+MODEL_VERSION = "model_version"
+_PAGE = 1000
+
+
+class TokenTagGuard:
+    def __init__(self, rules: TagRules, registry_store: Callable[[], object], claims: TokenClaims):
+        self.rules = rules
+        self.registry_store = registry_store
+        self.claims = claims
+
+    def check(
+        self,
+        entity: str,
+        model_name: str,
+        version: str | None,
+        pairs: Iterable[tuple[object, object]],
+        creating: bool,
+    ) -> list[str]:
+        """Check the (key, value) pairs about to be written to a registered model or model
+        version. Raises HokusaiError (400 or 409). Returns the ids of the claims the caller
+        must release once the write is done (committed or failed)."""
+        written: dict[str, object] = {}
+        for key, value in pairs:
+            if key not in TOKEN_TAGS:
+                continue
+            if not isinstance(value, str):
+                raise _invalid(TagRuleError(key, value, "tag values must be strings"))
+            if key in written and written[key] != value:
+                raise _invalid(TagRuleError(key, value, "the tag is given twice with two values"))
+            written[key] = value
+        if not written:
+            return []
+        existing = {} if creating else self._existing_tags(entity, model_name, version)
+        try:
+            checked = validate_tags(written, existing, self.rules)
+        except TagRuleError as error:
+            raise _invalid(error) from None
+        token_id = checked.get(TOKEN_ID_TAG)
+        if token_id is None:
+            return []
+        return [self._claim(token_id, model_name)]
+
+    def release(self, claim_ids: Iterable[str]) -> None:
+        for claim_id in claim_ids:
+            self.claims.release(claim_id)
+
+    def _claim(self, token_id: str, model_name: str) -> str:
+        try:
+            claim_id = self.claims.acquire(token_id, model_name)
+        except ClaimedElsewhere as busy:
+            raise _taken(token_id, busy.model_name, in_flight=True) from None
+        try:
+            holder = self.holder_of(token_id, model_name)
+        except BaseException:
+            self.claims.release(claim_id)
+            raise
+        if holder is not None:
+            self.claims.release(claim_id)
+            raise _taken(token_id, holder)
+        return claim_id
+
+    def holder_of(self, token_id: str, model_name: str) -> str | None:
+        """The name of another registered model whose own tags or whose versions' tags carry
+        ``token_id`` (compared case-insensitively), or None."""
+        store = self.registry_store()
+        # Validated ids hold only letters, digits and '-': safe to quote, and no LIKE
+        # wildcards, so ILIKE is a case-insensitive equality here.
+        where = f"tags.`{TOKEN_ID_TAG}` ILIKE '{token_id}'"
+        for search in (store.search_model_versions, store.search_registered_models):
+            token = None
+            while True:
+                page = search(filter_string=where, max_results=_PAGE, page_token=token)
+                for item in page:
+                    if item.name != model_name:
+                        return item.name
+                token = page.token
+                if not token:
+                    break
+        return None
+
+    def _existing_tags(self, entity: str, model_name: str, version: str | None) -> dict:
+        store = self.registry_store()
+        try:
+            if entity == MODEL_VERSION:
+                return dict(store.get_model_version(model_name, version).tags)
+            return dict(store.get_registered_model(model_name).tags)
+        except MlflowException:
+            return {}  # no such entity: MLflow's handler answers the request with its error
+
+
+def _invalid(error: TagRuleError) -> HokusaiError:
+    return HokusaiError("INVALID_PARAMETER_VALUE", str(error) + ".")
+
+
+def _taken(token_id: str, holder: str, in_flight: bool = False) -> HokusaiError:
+    how = "is being assigned to" if in_flight else "already belongs to"
+    return HokusaiError(
+        "RESOURCE_ALREADY_EXISTS",
+        f"Invalid tag {TOKEN_ID_TAG}={token_id!r}: the token id {how} registered model "
+        f"{holder!r}; a token id belongs to at most one registered model.",
+    )
