@@ -228,3 +228,26 @@ def test_bad_config_is_refused_with_the_key(section):
     with pytest.raises(ValueError) as info:
         TagRules.from_config(section)
     assert next(iter(section)) in str(info.value)
+
+
+def test_rules_read_from_the_config_file(tmp_path):
+    from mlflow_hokusai.config import load_settings
+
+    path = tmp_path / "hokusai.ini"
+    path.write_text(
+        "[hokusai]\n"
+        "benchmark_metrics = accuracy, f1, r2, mse, Lift\n"
+        "metric_range.Lift = 0,\n"
+        "metric_range.r2 = -1, 1\n"
+    )
+    rules = TagRules.from_config(load_settings({"HOKUSAI_CONFIG": str(path)}).hokusai_section)
+    assert rules.metrics == ("accuracy", "f1", "r2", "mse", "lift")
+    assert rules.range_for("LIFT") == (0.0, None)
+    assert rules.range_for("r2") == (-1.0, 1.0)
+    assert rules.range_for("accuracy") == (0.0, 1.0)
+
+
+def test_packaged_defaults_give_the_default_rules():
+    from mlflow_hokusai.config import load_settings
+
+    assert TagRules.from_config(load_settings({}).hokusai_section) == DEFAULT_RULES
