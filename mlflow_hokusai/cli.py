@@ -1,7 +1,9 @@
-"""``mlflow-hokusai``: manage API keys and the key database offline.
+"""``mlflow-hokusai``: manage API keys, the audit trail and the key database.
 
 Every command works directly on ``--database-uri`` (default: the configured database), so an
-operator can create the first keys before the server ever starts. Commands that make a key
+operator can create the first keys before the server ever starts; the ``keys`` commands also
+have an online mode (``--tracking-uri``) that calls a server's REST API with the caller's own
+key (``HOKUSAI_API_KEY`` or ``MLFLOW_TRACKING_TOKEN``). Commands that make a key
 print the key ALONE on stdout; everything else goes to stderr, so
 ``KEY=$(mlflow-hokusai keys create --user alice)`` works.
 """
@@ -9,14 +11,13 @@ print the key ALONE on stdout; everything else goes to stderr, so
 from __future__ import annotations
 
 import json
-import secrets
 
 import click
 
 from mlflow_hokusai.config import ConfigError, load_settings
-
-MAX_EXPIRY_DAYS = 3650
-MAX_NAME_LENGTH = 255
+from mlflow_hokusai.keys.management import MAX_EXPIRY_DAYS, parse_expiry, parse_name, parse_username
+from mlflow_hokusai.store.audit import EVENTS as AUDIT_EVENTS
+from mlflow_hokusai.store.keys import SCOPES
 
 
 def _settings():
@@ -37,12 +38,16 @@ def _database_option(func):
 
 
 def _open_store(database_uri: str | None):
+    """Migrate ours and MLflow's auth tables (keys are joined to MLflow's users), open ours."""
+    from mlflow_hokusai import _mlflow
     from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
     from mlflow_hokusai.store.keys import KeyStore
 
-    engine = get_engine(database_uri or _settings().database_uri)
+    uri = database_uri or _settings().database_uri
+    engine = get_engine(uri)
     with startup_lock(engine):
         upgrade(engine)
+        _mlflow.user_store(uri)
     return KeyStore(engine)
 
 
@@ -60,99 +65,184 @@ def keys():
     """Create, list, revoke and rotate API keys."""
 
 
-@keys.command("create")
-@click.option("--user", "username", required=True, help="MLflow user who will own the key "
-              "(created, with an unusable random password, if missing).")
-@click.option("--admin", is_flag=True, help="Make the user an MLflow admin.")
-@click.option("--scope", type=click.Choice(["read", "write"]), default="write", show_default=True,
-              help="'read' keys may only perform reads, whatever the user may do.")
-@click.option("--name", default="", help="A label to recognise the key by.")
-@click.option("--expires-in-days", type=click.IntRange(1, MAX_EXPIRY_DAYS), default=None,
-              help="Expire the key after this many days (default: never).")
-@_database_option
-def create_key(username, admin, scope, name, expires_in_days, database_uri):
-    """Create a key for USER and print it (alone) on stdout."""
+def _validated(parse):
+    """A click callback running one of ``keys.management``'s validators (one implementation
+    for the CLI and the REST API)."""
+
+    def callback(ctx, param, value):
+        from mlflow_hokusai.errors import HokusaiError
+
+        try:
+            return value if value is None else parse(value)
+        except HokusaiError as e:
+            raise click.BadParameter(e.message) from None
+
+    return callback
+
+
+def _tracking_option(func):
+    return click.option(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="Online mode: call this server's REST API with the key in HOKUSAI_API_KEY (else "
+        "MLFLOW_TRACKING_TOKEN), with that key's rights, instead of opening the database.",
+    )(func)
+
+
+def _backend(database_uri, tracking_uri):
+    """Offline (the database) or online (a server's REST API); see ``keys/backends.py``."""
+    from mlflow_hokusai.keys import backends
+
+    if tracking_uri:
+        from mlflow_hokusai.client.auth_provider import configured_key
+
+        if database_uri:
+            raise click.UsageError("use either --tracking-uri (online) or --database-uri")
+        key = configured_key()
+        if not key:
+            raise click.UsageError(
+                "--tracking-uri needs your API key in HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
+            )
+        return backends.Online(tracking_uri, key)
     from mlflow_hokusai import _mlflow
 
-    username = username.strip()
-    if not username:
-        raise click.BadParameter("must not be empty", param_hint="--user")
-    if len(name) > MAX_NAME_LENGTH:
-        raise click.BadParameter(f"at most {MAX_NAME_LENGTH} characters", param_hint="--name")
     settings = _settings()
     uri = database_uri or settings.database_uri
     store = _open_store(uri)
-    users = _mlflow.user_store(uri)
-    if not users.has_user(username):
-        users.create_user(username, secrets.token_urlsafe(32), is_admin=admin)
-        _note(f"Created user {username!r}{' (admin)' if admin else ''}.")
-    elif admin and not users.get_user(username).is_admin:
-        users.update_user(username, is_admin=True)
-        _note(f"Made user {username!r} an admin.")
-    key, record = store.create(
-        username,
-        environment=settings.key_environment,
-        name=name,
-        scope=scope,
-        expires_in_days=expires_in_days,
-    )
-    expiry = f", expires {record.expires_at.isoformat()}Z" if record.expires_at else ""
-    _note(f"Created {scope} key {record.id} ({record.display_prefix}…) for {username!r}{expiry}.")
+    return backends.Offline(store, _mlflow.user_store(uri), settings.key_environment, _note)
+
+
+def _run(action):
+    """Run ``action``; turn rule violations and server errors into a clean CLI error."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_hokusai.errors import HokusaiError
+
+    try:
+        return action()
+    except HokusaiError as e:
+        raise click.ClickException(e.message) from None
+    except MlflowException as e:
+        raise click.ClickException(e.message) from None
+
+
+@keys.command("create")
+@click.option("--user", "username", default=None, callback=_validated(parse_username),
+              help="MLflow user who will own the key (offline: required; created, with an "
+              "unusable random password, if missing. Online: default yourself; others' "
+              "keys need an admin key).")
+@click.option("--admin", is_flag=True, help="Make the user an MLflow admin (offline only).")
+@click.option("--scope", type=click.Choice(list(SCOPES)), default="write", show_default=True,
+              help="'read' keys may only perform reads, whatever the user may do.")
+@click.option("--name", default="", callback=_validated(parse_name),
+              help="A label to recognise the key by.")
+@click.option("--expires-in-days", type=int, default=None, callback=_validated(parse_expiry),
+              help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never).")
+@_database_option
+@_tracking_option
+def create_key(username, admin, scope, name, expires_in_days, database_uri, tracking_uri):
+    """Create a key and print it (alone) on stdout."""
+    if tracking_uri and admin:
+        raise click.UsageError("--admin works offline only (or use MLflow's users/update-admin)")
+    if not tracking_uri and username is None:
+        raise click.UsageError("offline, --user is required")
+    backend = _backend(database_uri, tracking_uri)
+    key, record = _run(lambda: backend.create(
+        username=username, name=name, scope=scope, expires_in_days=expires_in_days,
+        make_admin=admin,
+    ))
+    expiry = f", expires {record['expires_at']}" if record["expires_at"] else ""
+    _note(f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
+          f"for {record['username']!r}{expiry}.")
     click.echo(key)
 
 
 @keys.command("list")
-@click.option("--user", "username", default=None, help="Only this user's keys.")
+@click.option("--user", "username", default=None, callback=_validated(parse_username),
+              help="Only this user's keys (online: yours unless an admin names another).")
+@click.option("--all", "everyone", is_flag=True,
+              help="Online, admins: every user's keys (offline lists them all by default).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @_database_option
-def list_keys(username, fmt, database_uri):
+@_tracking_option
+def list_keys(username, everyone, fmt, database_uri, tracking_uri):
     """List keys (never the keys themselves: id, prefix and metadata)."""
-    records = [r.to_dict() for r in _open_store(database_uri).list(username)]
+    backend = _backend(database_uri, tracking_uri)
+    records = _run(lambda: backend.list(username=username, everyone=everyone))
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
         return
     columns = ["id", "prefix", "username", "name", "scope", "status", "created_at",
                "expires_at", "last_used_at"]
-    rows = [[str(r[c] or "-") for c in columns] for r in records]
+    _table(columns, [[str(r[c] or "-") for c in columns] for r in records])
+
+
+def _table(columns, rows):
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def _existing(store, key_id):
-    from mlflow_hokusai.store.keys import KeyNotFound
-
-    try:
-        return store.get(key_id)
-    except KeyNotFound:
-        raise click.ClickException(f"no API key with id {key_id!r}") from None
-
-
 @keys.command("revoke")
 @click.argument("key_id")
 @_database_option
-def revoke_key(key_id, database_uri):
+@_tracking_option
+def revoke_key(key_id, database_uri, tracking_uri):
     """Revoke KEY_ID: every server refuses it within a second."""
-    store = _open_store(database_uri)
-    _existing(store, key_id)
-    record = store.revoke(key_id)
-    _note(f"Revoked key {record.id} ({record.display_prefix}…) of {record.username!r}.")
+    backend = _backend(database_uri, tracking_uri)
+    record = _run(lambda: backend.revoke(key_id))
+    _note(f"Revoked key {record['id']} ({record['prefix']}…) of {record['username']!r}.")
 
 
 @keys.command("rotate")
 @click.argument("key_id")
 @_database_option
-def rotate_key(key_id, database_uri):
+@_tracking_option
+def rotate_key(key_id, database_uri, tracking_uri):
     """Revoke KEY_ID and print a new key (alone) with the same owner, name, scope and lifetime."""
-    store = _open_store(database_uri)
-    old = _existing(store, key_id)
-    if old.status() == "revoked":
-        raise click.ClickException(f"key {key_id!r} is revoked; create a new key instead")
-    key, record = store.rotate(key_id, environment=_settings().key_environment)
-    _note(f"Rotated key {old.id} -> {record.id} ({record.display_prefix}…) for {record.username!r}.")
+    backend = _backend(database_uri, tracking_uri)
+    key, record, old = _run(lambda: backend.rotate(key_id))
+    _note(f"Rotated key {old['id']} -> {record['id']} ({record['prefix']}…) "
+          f"for {record['username']!r}.")
     click.echo(key)
+
+
+@cli.group()
+def audit():
+    """The audit trail of key events (created, rotated, revoked, expired-use, denied-use)."""
+
+
+@audit.command("list")
+@click.option("--user", default=None, help="Only events about this user's keys or by this actor.")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Only events since WHEN: an ISO date/time (2026-01-31, "
+              "2026-01-31T12:00:00Z) or a duration ago (30m, 1h, 7d, 2w).")
+@click.option("--event", type=click.Choice(list(AUDIT_EVENTS)), default=None,
+              help="Only this kind of event.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the newest N events.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_database_option
+def audit_list(user, since, event, limit, fmt, database_uri):
+    """List audit events, oldest first (times in UTC)."""
+    from mlflow_hokusai.keys.audit import parse_since
+    from mlflow_hokusai.store.audit import AuditStore
+
+    try:
+        since_at = parse_since(since) if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    store = AuditStore(_open_store(database_uri).engine)
+    records = [r.to_dict() for r in store.list(user=user, since=since_at, event=event,
+                                                limit=limit)]
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    columns = ["time", "event", "actor", "key_id", "username", "source", "detail"]
+    _table(columns, [[str(r[c] or "-") for c in columns] for r in records])
 
 
 @cli.group()
@@ -165,11 +255,8 @@ def db():
 def db_upgrade(database_uri):
     """Apply mlflow-hokusai's and MLflow auth's migrations (idempotent; the server also does
     this at start-up)."""
-    from mlflow_hokusai import _mlflow
-
     uri = database_uri or _settings().database_uri
     _open_store(uri)
-    _mlflow.user_store(uri)
     _note(f"Database {uri} is up to date.")
 
 
