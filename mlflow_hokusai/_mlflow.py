@@ -78,3 +78,70 @@ def password_checker(store):
         return store.get_user(username).is_admin
 
     return check
+
+
+def rpc_routes() -> list[tuple[str, str, str]]:
+    """(Flask rule, method, RPC name) for every protobuf-described MLflow endpoint, e.g.
+    ('/api/2.0/mlflow/runs/search', 'POST', 'mlflow.SearchRuns'). RPC names come from MLflow's
+    public protos, so they outlive handler renames."""
+    from mlflow.server.handlers import get_endpoints
+
+    routes = []
+    for path, handler, methods in get_endpoints(lambda request_class: request_class):
+        descriptor = getattr(handler, "DESCRIPTOR", None)
+        if descriptor is not None:
+            routes.extend((path, method, descriptor.full_name) for method in methods)
+    return routes
+
+
+def native_routes(asgi_app) -> list[tuple[str, frozenset, str]]:
+    """(path template, methods, name) of the routes FastAPI serves itself (not through the
+    mounted Flask app), in dispatch order. Newer FastAPI wraps included routers in objects
+    that expose their routes through ``effective_candidates()``; older ones list them flat."""
+    from starlette.routing import Mount
+
+    found = []
+
+    def walk(routes):
+        for route in routes:
+            if isinstance(route, Mount):
+                continue
+            candidates = getattr(route, "effective_candidates", None)
+            if callable(candidates):
+                walk(candidates())
+            elif getattr(route, "path", None) is not None:
+                methods = getattr(route, "methods", None) or {"GET"}
+                found.append((route.path, frozenset(methods), getattr(route, "name", "")))
+
+    walk(getattr(asgi_app, "routes", []))
+    return found
+
+
+def graphql_root_fields() -> set[str]:
+    """Every root field of MLflow's GraphQL schema (queries and mutations)."""
+    from mlflow.server.graphql.graphql_schema_extensions import schema
+
+    schema = schema.graphql_schema
+    fields: set[str] = set()
+    for root in (schema.query_type, schema.mutation_type, schema.subscription_type):
+        if root is not None:
+            fields.update(f"{root.name}.{name}" for name in root.fields)
+    return fields
+
+
+def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwargs) -> dict:
+    """One JSON call to an MLflow server with a bearer token, through MLflow's own REST
+    helper (retries, TLS settings, MLflow's error exceptions with the server's message)."""
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request, verify_rest_response
+
+    response = http_request(MlflowHostCreds(tracking_uri, token=token), endpoint, method, **kwargs)
+    response = verify_rest_response(response, endpoint)
+    return response.json() if response.content else {}
+
+
+# Authorization lookups worth caching: (kind, auth-store method). Each is a pure read keyed by
+# its arguments; the user row and role grants change only through the store's write methods.
+_CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
+# Store methods that only read; every other public method is treated as a write and clears the
+# cache (a new MLflow method is then safe by default: it invalidates rather than goes stale).
+_STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")

@@ -18,6 +18,8 @@ def create_app():
     from mlflow_hokusai.keys.service import KeyService
     from mlflow_hokusai.routes import api, gate
     from mlflow_hokusai.routes import token_tags
+    from mlflow_hokusai.auth.scopes import ReadScope
+    from mlflow_hokusai.routes import keys_api
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     settings = load_settings()
@@ -32,5 +34,11 @@ def create_app():
     api.register(started.flask_app)
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
     token_tags.install(started.flask_app, settings)
+    audit = keys_api.install(started.flask_app, started.key_store, service, settings)
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
-    return gate_class(started.runner_app, service, settings.url_prefix, _mlflow.static_prefix())
+    native = started.runner_app if started.runner_app is not started.flask_app else None
+    read_scope = ReadScope(started.flask_app, native, _mlflow.static_prefix())
+    return gate_class(
+        started.runner_app, service, settings.url_prefix, _mlflow.static_prefix(),
+        read_scope=read_scope, audit=audit,
+    )

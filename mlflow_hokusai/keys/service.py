@@ -44,6 +44,10 @@ class Identity:
 @dataclass(frozen=True)
 class AuthFailure:
     message: str
+    # Set when a known key was refused ("expired", "revoked"), for the audit trail.
+    reason: str | None = None
+    key_id: str | None = None
+    username: str | None = None
 
 
 _UNSET = object()
@@ -109,11 +113,15 @@ class KeyService:
             return AuthFailure("Invalid API key: no such key.")
         status = record.status()
         if status == "revoked":
-            return AuthFailure(f"This API key ({record.display_prefix}…) has been revoked.")
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) has been revoked.",
+                "revoked", record.id, record.username,
+            )
         if status == "expired":
             return AuthFailure(
                 f"This API key ({record.display_prefix}…) expired at "
-                f"{record.expires_at.isoformat()}Z; create a new one."
+                f"{record.expires_at.isoformat()}Z; create a new one.",
+                "expired", record.id, record.username,
             )
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.")

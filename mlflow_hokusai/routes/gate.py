@@ -18,6 +18,7 @@ import anyio
 import mlflow
 
 from mlflow_hokusai.auth.credentials import from_headers
+from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.errors import error_parts
 from mlflow_hokusai.keys.service import AuthFailure, KeyService
 
@@ -43,13 +44,17 @@ def is_public(path: str, static_prefix: str = "") -> bool:
 
 
 class _Gate:
-    def __init__(self, app, service: KeyService, url_prefix: str, static_prefix: str):
+    def __init__(self, app, service: KeyService, url_prefix: str, static_prefix: str,
+                 read_scope: ReadScope | None = None, audit=None):
         self.app = app
         self.service = service
         self.url_prefix = url_prefix
         self.static_prefix = static_prefix
+        # Without a route table every request of a read-only key is refused (fail closed).
+        self.read_scope = read_scope or ReadScope()
+        self.audit = audit  # keys.audit.AuditLog: refused uses of known keys
 
-    def check(self, path: str, method: str, get_all):
+    def check(self, path: str, method: str, get_all, peer: str | None = None):
         """None when the request may go on, else a response (status, headers, body)."""
         if is_public(path, self.static_prefix):
             if method in ("GET", "HEAD") and strip_prefix(path, self.static_prefix) == "/version":
@@ -60,7 +65,14 @@ class _Gate:
             return None
         result = self.service.resolve(from_headers(get_all))
         if isinstance(result, AuthFailure):
+            if self.audit is not None:
+                self.audit.failed_key(result, peer)
             return error_parts("UNAUTHENTICATED", result.message)
+        refusal = self.read_scope.refusal(result, path, method)
+        if refusal is not None:
+            if self.audit is not None:
+                self.audit.read_only_refusal(result, f"{method} {path}", peer)
+            return error_parts("PERMISSION_DENIED", refusal)
         return None
 
 
@@ -83,7 +95,10 @@ class AsgiGate(_Gate):
             return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
         # A key lookup may touch the database: keep it off the event loop.
-        error = await anyio.to_thread.run_sync(self.check, path, scope.get("method", "GET"), get_all)
+        client = scope.get("client")
+        error = await anyio.to_thread.run_sync(
+            self.check, path, scope.get("method", "GET"), get_all, client[0] if client else None
+        )
         if error is None:
             return await self.app(scope, receive, _json_denials(send))
         if scope["type"] == "websocket":
@@ -115,7 +130,9 @@ class WsgiGate(_Gate):
             value = environ.get(key)
             return [] if value is None else [value]
 
-        error = self.check(path, environ.get("REQUEST_METHOD", "GET"), get_all)
+        error = self.check(
+            path, environ.get("REQUEST_METHOD", "GET"), get_all, environ.get("REMOTE_ADDR")
+        )
         if error is None:
             return _wsgi_json_denials(self.app, environ, start_response)
         status, headers_out, body = error

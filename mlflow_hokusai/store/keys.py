@@ -68,6 +68,10 @@ class KeyNotFound(LookupError):
     pass
 
 
+class KeyRevoked(ValueError):
+    """The key was already revoked (e.g. rotated twice at once): it cannot be rotated."""
+
+
 _COLUMNS = (
     ApiKey.id,
     ApiKey.username,
@@ -186,11 +190,13 @@ class KeyStore:
         lifetime = old.expires_at - old.created_at if old.expires_at else None
         key = keyformat.generate_key(environment)
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 sa.update(ApiKey)
                 .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
+            if result.rowcount == 0:
+                raise KeyRevoked(key_id)
             record = self.insert(
                 key,
                 old.username,

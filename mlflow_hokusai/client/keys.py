@@ -1,0 +1,103 @@
+"""Client side of the key-management REST API, shared by the app client and the CLI's online
+mode. ``KeyManagementMixin`` needs one method from its host class, MLflow's
+``_request(endpoint, method, **kwargs) -> dict`` (as in ``AuthServiceClient``); errors are
+MLflow's: a ``RestException`` (an ``MlflowException``) carrying the server's message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+BASE = "/api/2.0/mlflow/hokusai"
+WHOAMI = f"{BASE}/whoami"
+CREATE_API_KEY = f"{BASE}/api-keys/create"
+LIST_API_KEYS = f"{BASE}/api-keys/list"
+REVOKE_API_KEY = f"{BASE}/api-keys/revoke"
+ROTATE_API_KEY = f"{BASE}/api-keys/rotate"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key's metadata; ``key`` holds the plaintext only right after create or rotate."""
+
+    id: str
+    username: str
+    name: str = ""
+    scope: str = "write"
+    prefix: str = ""
+    status: str = "active"
+    created_at: str | None = None
+    expires_at: str | None = None
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+    key: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict, key: str | None = None) -> "ApiKey":
+        known = {f.name for f in fields(cls)} - {"key"}
+        return cls(**{k: v for k, v in data.items() if k in known}, key=key)
+
+    def to_dict(self) -> dict:
+        """The metadata as the server sends it (never the plaintext key)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "key"}
+
+    def __repr__(self) -> str:  # keep the plaintext out of logs and tracebacks
+        return f"ApiKey(id={self.id!r}, username={self.username!r}, scope={self.scope!r}, " \
+               f"status={self.status!r})"
+
+
+class KeyManagementMixin:
+    def whoami(self) -> dict:
+        """The caller: ``{"username", "is_admin", "key_id", "scope"}``."""
+        return self._request(WHOAMI, "GET")
+
+    def create_api_key(
+        self,
+        name: str | None = None,
+        scope: str | None = None,
+        expires_in_days: int | None = None,
+        username: str | None = None,
+    ) -> ApiKey:
+        """Create a key (for ``username``: admins only). The result's ``.key`` is the plaintext,
+        shown this once."""
+        body = {"name": name, "scope": scope, "expires_in_days": expires_in_days,
+                "username": username}
+        resp = self._request(
+            CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}
+        )
+        return ApiKey.from_json(resp["api_key"], key=resp["key"])
+
+    def list_api_keys(self, username: str | None = None, all_users: bool = False) -> list[ApiKey]:
+        """Your keys; admins may name a ``username`` or ask for ``all_users``."""
+        params = {}
+        if username is not None:
+            params["username"] = username
+        if all_users:
+            params["all"] = "true"
+        resp = self._request(LIST_API_KEYS, "GET", params=params)
+        return [ApiKey.from_json(item) for item in resp.get("api_keys", [])]
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        """Revoke a key by id; every server refuses it within a second."""
+        resp = self._request(REVOKE_API_KEY, "POST", json={"key_id": key_id})
+        return ApiKey.from_json(resp["api_key"])
+
+    def rotate_api_key(self, key_id: str) -> ApiKey:
+        """Revoke a key and return its replacement (same owner, name, scope and lifetime),
+        with the plaintext in ``.key``."""
+        resp = self._request(ROTATE_API_KEY, "POST", json={"key_id": key_id})
+        return ApiKey.from_json(resp["api_key"], key=resp["key"])
+
+
+class RestKeys(KeyManagementMixin):
+    """Key management against ``tracking_uri`` with an explicit key (the CLI's online mode),
+    without importing MLflow's server packages."""
+
+    def __init__(self, tracking_uri: str, api_key: str):
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self._api_key = api_key
+
+    def _request(self, endpoint, method, **kwargs) -> dict:
+        from mlflow_hokusai import _mlflow
+
+        return _mlflow.rest_call(self.tracking_uri, self._api_key, endpoint, method, **kwargs)

@@ -1,0 +1,103 @@
+"""Writing the audit trail without letting it slow requests down or be flooded.
+
+Lifecycle events (created / rotated / revoked) are written at once by the service that made
+the change. Refused uses (expired-use / denied-use) come from the gate, on the request path
+of a possibly hostile client: they are written off the request's path, and at most once a
+minute per (event, key) per process, so hammering the server with a revoked key adds at most
+one row a minute per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+from cachetools import TTLCache
+
+from mlflow_hokusai.store.audit import AuditStore
+from mlflow_hokusai.store.keys import utcnow
+
+_logger = logging.getLogger(__name__)
+REFUSAL_INTERVAL_SECONDS = 60.0
+
+
+class AuditLog:
+    def __init__(self, store: AuditStore, *, refusal_interval: float = REFUSAL_INTERVAL_SECONDS):
+        self.store = store
+        self._recent: TTLCache = TTLCache(
+            maxsize=100_000, ttl=refusal_interval, timer=time.monotonic
+        )
+        self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+
+    def record(self, event: str, *, actor: str, **fields) -> None:
+        """Write a lifecycle event now. A failed audit write is logged, never raised: the
+        change it describes has already happened."""
+        try:
+            self.store.add(event, actor=actor, occurred_at=utcnow(), **fields)
+        except Exception:
+            _logger.warning("could not write audit event %s", event, exc_info=True)
+
+    def refused(self, event: str, *, key_id: str, username: str | None, source: str | None,
+                detail: str) -> None:
+        """Note a refused use of ``key_id`` (rate-limited, written in the background)."""
+        with self._lock:
+            if (event, key_id) in self._recent:
+                return
+            self._recent[(event, key_id)] = True
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-audit")
+        actor = username or "-"
+        when = utcnow()
+        self._writer.submit(self._write, event, actor, when, key_id, username, source, detail)
+
+    def failed_key(self, failure, source: str | None) -> None:
+        """A known key was refused at authentication (keys.service.AuthFailure). Unknown or
+        malformed keys name no key and are not recorded: anyone can send those."""
+        if failure.key_id is None:
+            return
+        event = "expired-use" if failure.reason == "expired" else "denied-use"
+        self.refused(event, key_id=failure.key_id, username=failure.username, source=source,
+                     detail=f"{failure.reason} key")
+
+    def read_only_refusal(self, identity, request_line: str, source: str | None) -> None:
+        """A read-only key tried something that is not a read."""
+        if identity.key_id is None:
+            return
+        self.refused("denied-use", key_id=identity.key_id, username=identity.username,
+                     source=source, detail=f"read-only key: {request_line}")
+
+    def _write(self, event, actor, when, key_id, username, source, detail) -> None:
+        try:
+            self.store.add(event, actor=actor, occurred_at=when, key_id=key_id,
+                           username=username, source=source, detail=detail)
+        except Exception:
+            _logger.warning("could not write audit event %s", event, exc_info=True)
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO date or date-time (naive = UTC) or a duration ago (``1h``, ``7d``);
+    returns naive UTC, as stored."""
+    text = text.strip()
+    match = _DURATION.fullmatch(text.lower())
+    if match:
+        now = now or utcnow()
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO date/time (2026-01-31, 2026-01-31T12:00:00Z) nor a "
+            "duration such as 30m, 1h, 7d or 2w"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when

@@ -1,0 +1,65 @@
+"""Where the CLI's ``keys`` commands act: the key database (offline, the operator is trusted
+like an admin) or a server's REST API (online, with the caller's own key and rights).
+
+Both give the same small interface over plain dicts (the REST API's JSON shapes), so each
+command has one code path and one output format whichever mode it runs in. Rules and input
+validation live in ``keys.management`` (offline here, on the server online): one
+implementation.
+"""
+
+from __future__ import annotations
+
+from mlflow_hokusai.keys.management import Actor, KeyManager
+
+
+class Offline:
+    def __init__(self, key_store, users, environment: str, note):
+        from mlflow_hokusai.keys.audit import AuditLog
+        from mlflow_hokusai.store.audit import AuditStore
+
+        self.actor = Actor.operator()
+        self.manager = KeyManager(
+            key_store, users, AuditLog(AuditStore(key_store.engine)),
+            environment=environment, on_note=note,
+        )
+
+    def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
+        key, record = self.manager.create(
+            self.actor, username=username, name=name, scope=scope,
+            expires_in_days=expires_in_days, make_admin=make_admin,
+        )
+        return key, record.to_dict()
+
+    def list(self, *, username, everyone) -> list[dict]:
+        records = self.manager.list(self.actor, username=username, everyone=username is None)
+        return [r.to_dict() for r in records]
+
+    def revoke(self, key_id) -> dict:
+        return self.manager.revoke(self.actor, key_id).to_dict()
+
+    def rotate(self, key_id) -> tuple[str, dict, dict]:
+        key, record, old = self.manager.rotate(self.actor, key_id)
+        return key, record.to_dict(), old.to_dict()
+
+
+class Online:
+    def __init__(self, tracking_uri: str, api_key: str):
+        from mlflow_hokusai.client.keys import RestKeys
+
+        self.client = RestKeys(tracking_uri, api_key)
+
+    def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
+        created = self.client.create_api_key(
+            name=name or None, scope=scope, expires_in_days=expires_in_days, username=username
+        )
+        return created.key, created.to_dict()
+
+    def list(self, *, username, everyone) -> list[dict]:
+        return [k.to_dict() for k in self.client.list_api_keys(username, all_users=everyone)]
+
+    def revoke(self, key_id) -> dict:
+        return self.client.revoke_api_key(key_id).to_dict()
+
+    def rotate(self, key_id) -> tuple[str, dict, dict]:
+        new = self.client.rotate_api_key(key_id)
+        return new.key, new.to_dict(), {"id": key_id}

@@ -1,0 +1,253 @@
+"""Key management rules: who may create, list, revoke and rotate which keys, and what input
+is valid. One implementation shared by the REST endpoints and the offline CLI.
+
+Rules:
+- users manage their own keys; admins (and the offline CLI operator) manage anyone's;
+- a read-only key may list keys but not create, rotate or revoke any (fail closed: a leaked
+  read key must not be able to mint a write key or lock its owner out);
+- when an admin creates a key for a user who does not exist yet, the MLflow user is created
+  with a random password nobody knows (users log in with keys), as the CLI always has.
+Every change is written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.store.keys import SCOPES, KeyNotFound, KeyRecord, KeyRevoked, KeyStore
+
+MAX_EXPIRY_DAYS = 3650
+MAX_NAME_LENGTH = 255
+MAX_USERNAME_LENGTH = 255
+_INVALID = "INVALID_PARAMETER_VALUE"
+
+
+def _bad(message: str) -> HokusaiError:
+    return HokusaiError(_INVALID, message)
+
+
+def _has_control_chars(value: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+# -- validation (pure) ------------------------------------------------------------------------
+def parse_scope(value) -> str:
+    if value is None:
+        return "write"
+    if not isinstance(value, str) or value not in SCOPES:
+        raise _bad(f"'scope' must be one of {', '.join(repr(s) for s in SCOPES)}, not {value!r}.")
+    return value
+
+
+def parse_expiry(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(
+            f"'expires_in_days' must be a whole number of days (1 to {MAX_EXPIRY_DAYS}), "
+            f"not {value!r}."
+        )
+    if not 1 <= value <= MAX_EXPIRY_DAYS:
+        raise _bad(
+            f"'expires_in_days' must be between 1 and {MAX_EXPIRY_DAYS} days, not {value}; "
+            "omit it for a key that does not expire."
+        )
+    return value
+
+
+def parse_name(value) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(f"'name' must be a string, not {type(value).__name__}.")
+    if len(value) > MAX_NAME_LENGTH:
+        raise _bad(f"'name' must be at most {MAX_NAME_LENGTH} characters, not {len(value)}.")
+    if _has_control_chars(value):
+        raise _bad("'name' must not contain control characters.")
+    return value
+
+
+def parse_username(value, field: str = "username") -> str:
+    if not isinstance(value, str):
+        raise _bad(f"'{field}' must be a string, not {type(value).__name__}.")
+    value = value.strip()
+    if not value:
+        raise _bad(f"'{field}' must not be empty.")
+    if len(value) > MAX_USERNAME_LENGTH or _has_control_chars(value):
+        raise _bad(
+            f"'{field}' must be at most {MAX_USERNAME_LENGTH} characters without control "
+            "characters."
+        )
+    return value
+
+
+def parse_key_id(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad("'key_id' is required: the id shown by api-keys/list (not the key itself).")
+    if len(value) > 64 or _has_control_chars(value):
+        raise _bad("'key_id' is not a valid key id.")
+    return value.strip()
+
+
+# -- who is asking ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Actor:
+    name: str  # the MLflow username, or "cli:<os user>" for the offline CLI
+    is_admin: bool
+    scope: str = "write"
+    source: str | None = None  # peer address, or "local" for the CLI
+
+    @classmethod
+    def from_identity(cls, identity, source: str | None) -> "Actor":
+        return cls(identity.username, identity.is_admin, identity.scope, source)
+
+    @classmethod
+    def operator(cls) -> "Actor":
+        """The offline CLI: whoever can open the database is trusted like an admin."""
+        try:
+            who = getpass.getuser()
+        except Exception:  # no user name in the environment (some containers)
+            who = "unknown"
+        return cls(f"cli:{who}", True, "write", "local")
+
+
+class UserDirectory(Protocol):
+    """The subset of MLflow's auth user store we use."""
+
+    def has_user(self, username: str) -> bool: ...
+    def create_user(self, username: str, password: str, is_admin: bool = False): ...
+    def get_user(self, username: str): ...
+    def update_user(self, username: str, password=None, is_admin=None): ...
+
+
+# -- the service ------------------------------------------------------------------------------
+class KeyManager:
+    def __init__(
+        self,
+        store: KeyStore,
+        users: UserDirectory,
+        audit: AuditLog,
+        *,
+        environment: str = "live",
+        on_change: Callable[[], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ):
+        self.store = store
+        self.users = users
+        self.audit = audit
+        self.environment = environment
+        self._on_change = on_change or (lambda: None)
+        # Side effects worth telling someone about (the CLI prints them on stderr).
+        self._note = on_note or (lambda message: None)
+
+    def _require_write(self, actor: Actor, what: str) -> None:
+        if actor.scope != "write":
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                f"This API key is read-only: it cannot {what}. Use a write key.",
+            )
+
+    def _owned(self, actor: Actor, key_id: str) -> KeyRecord:
+        try:
+            record = self.store.get(parse_key_id(key_id))
+        except KeyNotFound:
+            raise HokusaiError(
+                "RESOURCE_DOES_NOT_EXIST", f"There is no API key with id {key_id!r}."
+            )
+        if not actor.is_admin and record.username != actor.name:
+            raise HokusaiError(
+                "PERMISSION_DENIED", f"API key {key_id!r} belongs to another user."
+            )
+        return record
+
+    def _ensure_user(self, username: str, make_admin: bool) -> None:
+        if not self.users.has_user(username):
+            try:
+                self.users.create_user(username, secrets.token_urlsafe(32), is_admin=make_admin)
+                self._note(f"Created user {username!r}{' (admin)' if make_admin else ''}.")
+                return
+            except Exception:
+                if not self.users.has_user(username):  # not just a concurrent creation
+                    raise
+        if make_admin and not self.users.get_user(username).is_admin:
+            self.users.update_user(username, is_admin=True)
+            self._note(f"Made user {username!r} an admin.")
+
+    def create(
+        self,
+        actor: Actor,
+        *,
+        username=None,
+        name=None,
+        scope=None,
+        expires_in_days=None,
+        make_admin: bool = False,
+    ) -> tuple[str, KeyRecord]:
+        """Create a key; return the plaintext (shown once) and its record."""
+        self._require_write(actor, "create keys")
+        owner = actor.name if username is None else parse_username(username)
+        name, scope = parse_name(name), parse_scope(scope)
+        expires_in_days = parse_expiry(expires_in_days)
+        if owner != actor.name and not actor.is_admin:
+            raise HokusaiError(
+                "PERMISSION_DENIED", "Only admins may create keys for other users."
+            )
+        if make_admin and not actor.is_admin:
+            raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
+        if actor.is_admin:
+            self._ensure_user(owner, make_admin)
+        key, record = self.store.create(
+            owner, environment=self.environment, name=name, scope=scope,
+            expires_in_days=expires_in_days,
+        )
+        expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
+        self.audit.record(
+            "created", actor=actor.name, key_id=record.id, username=owner, source=actor.source,
+            detail=f"scope={scope} name={name!r}{expiry}",
+        )
+        return key, record
+
+    def list(self, actor: Actor, *, username=None, everyone: bool = False) -> list[KeyRecord]:
+        if everyone:
+            if not actor.is_admin:
+                raise HokusaiError("PERMISSION_DENIED", "Only admins may list every user's keys.")
+            return self.store.list(None)
+        owner = actor.name if username is None else parse_username(username)
+        if owner != actor.name and not actor.is_admin:
+            raise HokusaiError("PERMISSION_DENIED", "You may only list your own keys.")
+        return self.store.list(owner)
+
+    def revoke(self, actor: Actor, key_id) -> KeyRecord:
+        self._require_write(actor, "revoke keys")
+        record = self._owned(actor, key_id)
+        if record.revoked_at is not None:
+            return record  # idempotent: nothing changed, nothing to audit
+        record = self.store.revoke(record.id)
+        self._on_change()
+        self.audit.record(
+            "revoked", actor=actor.name, key_id=record.id, username=record.username,
+            source=actor.source, detail=f"name={record.name!r}",
+        )
+        return record
+
+    def rotate(self, actor: Actor, key_id) -> tuple[str, KeyRecord, KeyRecord]:
+        """Revoke ``key_id`` and issue its replacement: (new key, new record, old record)."""
+        self._require_write(actor, "rotate keys")
+        old = self._owned(actor, key_id)
+        if old.revoked_at is not None:
+            raise _bad(f"API key {old.id!r} is revoked; create a new key instead.")
+        try:
+            key, record = self.store.rotate(old.id, environment=self.environment)
+        except KeyRevoked:  # revoked (or rotated) by someone else a moment ago
+            raise _bad(f"API key {old.id!r} is revoked; create a new key instead.") from None
+        self._on_change()
+        self.audit.record(
+            "rotated", actor=actor.name, key_id=old.id, username=old.username,
+            source=actor.source, detail=f"replaced by {record.id} name={old.name!r}",
+        )
+        return key, record, self.store.get(old.id)

@@ -1,0 +1,117 @@
+"""The audit repository: rows in ``hokusai_audit_events``.
+
+An event names what happened to which key (by id, never the key), who did it and from where.
+Writers are the key-management service (created / rotated / revoked) and the gate
+(expired-use / denied-use); readers are ``mlflow-hokusai audit list``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from mlflow_hokusai.store.models import AuditEvent
+
+EVENTS = ("created", "rotated", "revoked", "expired-use", "denied-use")
+_LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    occurred_at: datetime
+    event: str
+    actor: str
+    key_id: str | None
+    username: str | None
+    source: str | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "time": self.occurred_at.replace(tzinfo=timezone.utc).isoformat(),
+            "event": self.event,
+            "actor": self.actor,
+            "key_id": self.key_id,
+            "username": self.username,
+            "source": self.source,
+            "detail": self.detail,
+        }
+
+
+def _clip(values: dict) -> dict:
+    # Columns are bounded; a long header value must never make an audit write fail.
+    return {
+        k: (v[: _LIMITS[k]] if isinstance(v, str) and k in _LIMITS else v)
+        for k, v in values.items()
+    }
+
+
+class AuditStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def add(
+        self,
+        event: str,
+        *,
+        actor: str,
+        occurred_at: datetime,
+        key_id: str | None = None,
+        username: str | None = None,
+        source: str | None = None,
+        detail: str = "",
+    ) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        values = _clip(
+            {
+                "event": event,
+                "actor": actor or "-",
+                "occurred_at": occurred_at,
+                "key_id": key_id,
+                "username": username,
+                "source": source,
+                "detail": detail or "",
+            }
+        )
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(AuditEvent).values(**values))
+
+    def list(
+        self,
+        *,
+        user: str | None = None,
+        since: datetime | None = None,
+        event: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Events oldest first; ``user`` matches the key's owner or the actor."""
+        query = sa.select(
+            AuditEvent.id,
+            AuditEvent.occurred_at,
+            AuditEvent.event,
+            AuditEvent.actor,
+            AuditEvent.key_id,
+            AuditEvent.username,
+            AuditEvent.source,
+            AuditEvent.detail,
+        )
+        if user is not None:
+            query = query.where(sa.or_(AuditEvent.username == user, AuditEvent.actor == user))
+        if since is not None:
+            query = query.where(AuditEvent.occurred_at >= since)
+        if event is not None:
+            query = query.where(AuditEvent.event == event)
+        if limit is not None:
+            # The newest ``limit`` events, still returned oldest first.
+            inner = query.order_by(AuditEvent.id.desc()).limit(limit).subquery()
+            query = sa.select(inner).order_by(inner.c.id)
+        else:
+            query = query.order_by(AuditEvent.id)
+        with self.engine.connect() as conn:
+            return [AuditRecord(**dict(row._mapping)) for row in conn.execute(query)]
