@@ -17,7 +17,7 @@ def create_app():
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.service import KeyService
     from mlflow_hokusai.routes import api, gate
-    from mlflow_hokusai.routes import token_tags
+    from mlflow_hokusai.routes import availability, token_tags
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.routes import keys_api
 
@@ -34,6 +34,7 @@ def create_app():
     api.register(started.flask_app)
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
     token_tags.install(started.flask_app, settings)
+    availability.install(started.flask_app, started.runner_app)
     audit = keys_api.install(started.flask_app, started.key_store, service, settings)
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     native = started.runner_app if started.runner_app is not started.flask_app else None

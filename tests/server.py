@@ -93,6 +93,10 @@ class Server:
             cmd += ["--app-name", self.app_name]
         if not any(a.startswith(("--gunicorn-opts", "--waitress-opts")) for a in self.args):
             cmd += ["--workers", str(self.workers)]
+            if not any(a.startswith("--uvicorn-opts") for a in self.args):
+                # uvicorn kills a worker that does not answer its 5 s health check; on a busy
+                # 2-core machine a worker still importing MLflow can miss it, forever.
+                cmd += ["--uvicorn-opts", "--timeout-worker-healthcheck 120"]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             cmd, cwd=self.workdir, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,

@@ -22,6 +22,8 @@ from cachetools import TTLCache
 
 from mlflow_hokusai.auth.credentials import Credential
 from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.store.engine import database_unavailable
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, utcnow
 
 _logger = logging.getLogger(__name__)
@@ -48,6 +50,17 @@ class AuthFailure:
     reason: str | None = None
     key_id: str | None = None
     username: str | None = None
+
+
+class Unavailable(HokusaiError):
+    """The key database cannot be reached: requests are refused with 503 + Retry-After."""
+
+    def __init__(self):
+        super().__init__(
+            "TEMPORARILY_UNAVAILABLE",
+            "The authentication database is unreachable; no request can be authenticated "
+            "right now. Retry later.",
+        )
 
 
 _UNSET = object()
@@ -98,9 +111,16 @@ class KeyService:
             return AuthFailure(MISSING_MESSAGE)
         if credential.kind == "malformed":
             return AuthFailure(f"Invalid credentials: {credential.problem}.")
-        if credential.kind == "password":
-            return self._resolve_password(credential.username, credential.password)
-        return self._resolve_key(credential.key)
+        try:
+            if credential.kind == "password":
+                return self._resolve_password(credential.username, credential.password)
+            return self._resolve_key(credential.key)
+        except Exception as error:
+            # Fail closed, and say so: a 503 the client may retry, never a 500 or a pass.
+            if database_unavailable(error):
+                _logger.warning("key lookup failed: the key database is unreachable (%s)", error)
+                raise Unavailable() from error
+            raise
 
     def _resolve_key(self, key: str) -> Identity | AuthFailure:
         try:

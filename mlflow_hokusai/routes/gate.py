@@ -19,7 +19,7 @@ import mlflow
 
 from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.auth.scopes import ReadScope
-from mlflow_hokusai.errors import error_parts
+from mlflow_hokusai.errors import HokusaiError, error_parts
 from mlflow_hokusai.keys.service import AuthFailure, KeyService
 
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
@@ -63,7 +63,10 @@ class _Gate:
                 body = b"" if method == "HEAD" else mlflow.__version__.encode()
                 return 200, [("Content-Type", "text/plain; charset=utf-8")], body
             return None
-        result = self.service.resolve(from_headers(get_all))
+        try:
+            result = self.service.resolve(from_headers(get_all))
+        except HokusaiError as error:  # the key database is unreachable: 503, fail closed
+            return error_parts(error.error_code, error.message, error.status)
         if isinstance(result, AuthFailure):
             if self.audit is not None:
                 self.audit.failed_key(result, peer)
