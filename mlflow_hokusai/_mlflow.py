@@ -145,3 +145,39 @@ _CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
 # Store methods that only read; every other public method is treated as a write and clears the
 # cache (a new MLflow method is then safe by default: it invalidates rather than goes stale).
 _STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
+
+
+# Authorization lookups worth caching: (kind, auth-store method). Each is a pure read keyed by
+# its arguments; the user row and role grants change only through the store's write methods.
+_CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
+# Store methods that only read; every other public method is treated as a write and clears the
+# cache (a new MLflow method is then safe by default: it invalidates rather than goes stale).
+_STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
+
+
+def cache_authorization_lookups(cache) -> None:
+    """Put ``cache`` (a ``LookupCache``) in front of the per-request lookups of MLflow's auth
+    engine, in this worker: the user row and role grants (auth store ``get_user``,
+    ``list_grants``) and the run that run routes load only to learn its experiment
+    (``_fetch_or_none(get_run, run_id)``; a run never changes experiment). Every write method
+    of the auth store clears the cache after it runs."""
+    import inspect
+
+    from mlflow.server import auth
+
+    store = auth.store
+    for kind, name in _CACHED_STORE_READS:
+        setattr(store, name, cache.cached(kind, getattr(store, name)))
+    for name, member in inspect.getmembers(type(store), inspect.isfunction):
+        if not name.startswith("_") and not name.startswith(_STORE_READ_PREFIXES):
+            setattr(store, name, cache.invalidating(getattr(store, name)))
+
+    fetch_or_none = auth._fetch_or_none
+
+    def cached_fetch_or_none(fetch, resource_id):
+        if getattr(fetch, "__name__", "") != "get_run":
+            return fetch_or_none(fetch, resource_id)
+        return cache.get(("run", resource_id), lambda: fetch_or_none(fetch, resource_id),
+                         keep=lambda run: run is not None)
+
+    auth._fetch_or_none = cached_fetch_or_none

@@ -13,7 +13,7 @@ import logging
 
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
-    from mlflow_hokusai.auth import flask_auth
+    from mlflow_hokusai.auth import flask_auth, lookup_cache
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.service import KeyService
     from mlflow_hokusai.routes import api, gate
@@ -33,6 +33,7 @@ def create_app():
     flask_auth.configure(service)
     api.register(started.flask_app)
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
+    lookup_cache.install(settings.auth_cache_ttl_seconds, service)
     token_tags.install(started.flask_app, settings)
     availability.install(started.flask_app, started.runner_app)
     audit = keys_api.install(started.flask_app, started.key_store, service, settings)

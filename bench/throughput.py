@@ -1,0 +1,207 @@
+"""Request throughput: plain MLflow vs MLflow basic-auth vs mlflow-hokusai, side by side.
+
+Starts, on 127.0.0.1, a plain ``mlflow server``, ``--app-name basic-auth`` (credential cache
+off, and on with ``auth_cache_ttl_seconds = 60``) and ``--app-name hokusai``, all on SQLite with
+the same worker count. Each target gets its own experiment and one run per client thread, made
+by the identity under test (a non-admin user; for Hokusai also the admin key). Then, in several
+rounds whose order rotates, each target gets the same mixed workload for the same time:
+log-metric, log-batch, get-run and search-runs, from several threads. The client speaks raw
+HTTP over one keep-alive connection per thread (``http.client``), the cheapest client Python
+has, so the servers are the bottleneck.
+
+Prints the median req/s per target and its ratio to plain MLflow (the median of the per-round
+ratios, so machine noise that hits a whole round cancels out).
+
+    python bench/throughput.py [--rounds 5] [--duration 10] [--threads 4] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import _support
+
+API = "/api/2.0/mlflow"
+
+
+@dataclass
+class Target:
+    name: str
+    server: object
+    headers: dict
+    experiment_id: str = ""
+    run_ids: list = field(default_factory=list)
+    rates: list = field(default_factory=list)
+    ratios: list = field(default_factory=list)
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection with fixed headers."""
+
+    def __init__(self, url: str, headers: dict):
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        self.headers = {"Content-Type": "application/json", **headers}
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = None if body is None else json.dumps(body).encode()
+        self.conn.request(method, path, body=payload, headers=self.headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    def json(self, method: str, path: str, body: dict | None = None) -> dict:
+        status, data = self.call(method, path, body)
+        if status != 200:
+            raise RuntimeError(f"{method} {path} -> {status}: {data[:300]!r}")
+        return json.loads(data)
+
+    def close(self):
+        self.conn.close()
+
+
+def setup(target: Target, threads: int) -> None:
+    client = Client(target.server.url, target.headers)
+    name = f"bench-{target.name}-{time.time_ns()}"
+    target.experiment_id = client.json("POST", f"{API}/experiments/create", {"name": name})[
+        "experiment_id"
+    ]
+    for _ in range(threads):
+        run = client.json(
+            "POST", f"{API}/runs/create",
+            {"experiment_id": target.experiment_id, "start_time": int(time.time() * 1000)},
+        )
+        target.run_ids.append(run["run"]["info"]["run_id"])
+    client.close()
+
+
+def workload(target: Target, run_id: str, stop_at: float, counts: list, index: int) -> None:
+    """The mixed request cycle, repeated until ``stop_at``."""
+    client = Client(target.server.url, target.headers)
+    search = {"experiment_ids": [target.experiment_id], "max_results": 10}
+    done = errors = step = 0
+    try:
+        while time.monotonic() < stop_at:
+            step += 1
+            now = int(time.time() * 1000)
+            calls = (
+                ("POST", f"{API}/runs/log-metric",
+                 {"run_id": run_id, "key": f"m{step % 5}", "value": step * 0.5,
+                  "timestamp": now, "step": step}),
+                ("POST", f"{API}/runs/log-batch",
+                 {"run_id": run_id, "metrics": [
+                     {"key": f"b{i}", "value": step + i, "timestamp": now, "step": step}
+                     for i in range(5)]}),
+                ("GET", f"{API}/runs/get?run_id={run_id}", None),
+                ("POST", f"{API}/runs/search", search),
+            )
+            for method, path, body in calls:
+                status, data = client.call(method, path, body)
+                if status == 200:
+                    done += 1
+                else:
+                    errors += 1
+                    if errors == 1:
+                        print(f"  {target.name}: {method} {path} -> {status} {data[:200]!r}",
+                              file=sys.stderr)
+    finally:
+        client.close()
+        counts[index] = (done, errors)
+
+
+def measure(target: Target, threads: int, duration: float) -> tuple[float, int]:
+    counts: list = [(0, 0)] * threads
+    stop_at = time.monotonic() + duration
+    started = time.monotonic()
+    pool = [
+        threading.Thread(target=workload, args=(target, target.run_ids[i], stop_at, counts, i))
+        for i in range(threads)
+    ]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return sum(c[0] for c in counts) / elapsed, sum(c[1] for c in counts)
+
+
+def basic(user: str, password: str) -> dict:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target per round")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target, not counted")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--workers", type=int, default=2, help="server workers (all servers)")
+    options = parser.parse_args(argv)
+
+    workers = options.workers
+    plain = _support.plain_server(workers=workers)
+    basic_auth = _support.BasicAuthServer(workers=workers)
+    basic_cached = _support.BasicAuthServer(workers=workers, cache_ttl=60)
+    hokusai = _support.hokusai_server(workers=workers)
+    servers = [plain, basic_auth, basic_cached, hokusai]
+    try:
+        for server in servers:
+            server.start()
+        hokusai_key = hokusai.create_key("bench-user")
+        targets = [
+            Target("mlflow (no auth)", plain, {}),
+            Target("basic-auth, non-admin", basic_auth, basic(*basic_auth.create_user("bench-user"))),
+            Target("basic-auth + cache, non-admin", basic_cached,
+                   basic(*basic_cached.create_user("bench-user"))),
+            Target("hokusai, non-admin write key", hokusai, {"Authorization": f"Bearer {hokusai_key}"}),
+            Target("hokusai, admin key", hokusai, {"Authorization": f"Bearer {hokusai.admin_key}"}),
+        ]
+        for target in targets:
+            setup(target, options.threads)
+        print(f"throughput: {len(targets)} targets, {options.workers} workers each, "
+              f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s")
+        if options.warmup > 0:
+            for target in targets:
+                measure(target, options.threads, options.warmup)
+        errors = 0
+        for round_no in range(options.rounds):
+            order = targets[round_no % len(targets):] + targets[: round_no % len(targets)]
+            for target in order:
+                rate, failed = measure(target, options.threads, options.duration)
+                target.rates.append(rate)
+                errors += failed
+            for target in targets:
+                target.ratios.append(target.rates[-1] / targets[0].rates[-1])
+            print(f"round {round_no + 1}: " + ", ".join(
+                f"{t.name} {t.rates[-1]:.0f}/s" for t in targets), flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+
+    print()
+    _support.print_table(
+        ["server", "req/s (median)", "ratio to plain MLflow"],
+        [[t.name, f"{_support.median(t.rates):.0f}", f"{_support.median(t.ratios):.2f}x"]
+         for t in targets],
+    )
+    ours = _support.median(targets[3].ratios)
+    print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.90x)")
+    print(f"ratio hokusai admin / plain: {_support.median(targets[4].ratios):.2f}x")
+    print(f"ratio hokusai non-admin / basic-auth non-admin: "
+          f"{_support.median(targets[3].rates) / _support.median(targets[1].rates):.2f}x")
+    if errors:
+        print(f"{errors} requests failed; the figures above are not valid", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

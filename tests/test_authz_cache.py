@@ -1,0 +1,170 @@
+"""The authorization-lookup cache never hides a change made through the worker that made it.
+
+One server with ONE worker and the longest allowed cache (1 s): every request reaches the same
+process, and each check follows the change at once, so a stale cache entry would show.
+"""
+
+import threading
+
+import pytest
+import requests
+
+from mlflow_hokusai.auth.lookup_cache import LookupCache
+from tests.server import Server
+
+API2 = "/api/2.0/mlflow"
+API3 = "/api/3.0/mlflow"
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    srv = Server(str(tmp_path_factory.mktemp("authz-cache")), workers=1,
+                 env={"HOKUSAI_AUTH_CACHE_TTL_SECONDS": "1"})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _run_in_new_experiment(server, key, name):
+    experiment = server.post(f"{API2}/experiments/create", key, json={"name": name})
+    assert experiment.status_code == 200, experiment.text
+    experiment_id = experiment.json()["experiment_id"]
+    run = server.post(f"{API2}/runs/create", key, json={"experiment_id": experiment_id})
+    assert run.status_code == 200, run.text
+    return experiment_id, run.json()["run"]["info"]["run_id"]
+
+
+def _call(server, method, path, body):
+    """An admin call with a method ``Server`` has no helper for."""
+    return requests.request(method, server.url + path, json=body, timeout=30,
+                            headers={"Authorization": f"Bearer {server.admin_key}"})
+
+
+def _log_metric(server, key, run_id):
+    return server.post(f"{API2}/runs/log-metric", key,
+                       json={"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0})
+
+
+def test_permission_grant_and_revoke_apply_at_once(one_worker):
+    server = one_worker
+    owner = server.create_key("cache-owner")
+    other = server.create_key("cache-other")
+    experiment_id, run_id = _run_in_new_experiment(server, owner, "cache-grant")
+    # The owner may write at once (the "creator gets MANAGE" grant is a store write too).
+    assert _log_metric(server, owner, run_id).status_code == 200
+    assert _log_metric(server, other, run_id).status_code == 403  # READ by default; now cached
+    grant = {"username": "cache-other", "resource_type": "experiment",
+             "resource_id": experiment_id, "permission": "EDIT"}
+    response = server.post(f"{API3}/users/permissions/grant", server.admin_key, json=grant)
+    assert response.status_code == 200, response.text
+    assert _log_metric(server, other, run_id).status_code == 200
+    revoke = {k: grant[k] for k in ("username", "resource_type", "resource_id")}
+    response = server.post(f"{API3}/users/permissions/revoke", server.admin_key, json=revoke)
+    assert response.status_code == 200, response.text
+    assert _log_metric(server, other, run_id).status_code == 403
+
+
+def test_admin_flag_change_applies_at_once(one_worker):
+    server = one_worker
+    owner = server.create_key("cache-owner2")
+    promoted = server.create_key("cache-promoted")
+    _, run_id = _run_in_new_experiment(server, owner, "cache-admin")
+    assert _log_metric(server, promoted, run_id).status_code == 403
+    for is_admin, status in ((True, 200), (False, 403)):
+        response = _call(server, "PATCH", f"{API2}/users/update-admin",
+                         {"username": "cache-promoted", "is_admin": is_admin})
+        assert response.status_code == 200, response.text
+        whoami = server.get(f"{API2}/hokusai/whoami", promoted).json()
+        assert whoami["is_admin"] is is_admin
+        assert _log_metric(server, promoted, run_id).status_code == status
+
+
+def test_deleted_user_is_refused_at_once(one_worker):
+    server = one_worker
+    key = server.create_key("cache-leaver")
+    assert server.get(f"{API2}/hokusai/whoami", key).status_code == 200
+    response = _call(server, "DELETE", f"{API2}/users/delete", {"username": "cache-leaver"})
+    assert response.status_code == 200, response.text
+    assert server.get(f"{API2}/hokusai/whoami", key).status_code == 401
+
+
+# -- the cache itself ------------------------------------------------------------------------
+def test_values_are_cached_until_cleared():
+    cache = LookupCache(ttl=60)
+    calls = []
+
+    def load(name):
+        calls.append(name)
+        return name.upper()
+
+    cached = cache.cached("user", load)
+    assert cached("a") == "A" and cached("a") == "A"
+    assert calls == ["a"]
+    cache.clear()
+    assert cached("a") == "A"
+    assert calls == ["a", "a"]
+
+
+def test_arguments_key_the_cache_and_sets_are_order_free():
+    cache = LookupCache(ttl=60)
+    calls = []
+
+    def grants(user_id, workspace, types):
+        calls.append((user_id, workspace))
+        return sorted(types)
+
+    cached = cache.cached("grants", grants)
+    assert cached(1, "default", {"run", "experiment"}) == ["experiment", "run"]
+    assert cached(1, "default", {"experiment", "run"}) == ["experiment", "run"]
+    assert cached(2, "default", {"run"}) == ["run"]
+    assert cached(1, "default", [bytearray(b"x")]) == [bytearray(b"x")]
+    assert cached(1, "default", [bytearray(b"x")]) == [bytearray(b"x")]
+    assert calls == [(1, "default"), (2, "default"), (1, "default"), (1, "default")]
+
+
+def test_exceptions_and_unkept_values_are_not_cached():
+    cache = LookupCache(ttl=60)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise LookupError("no such user")
+
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            cache.get("k", failing)
+        assert cache.get("none", lambda: calls.append(2), keep=lambda v: v is not None) is None
+    assert calls == [1, 2, 1, 2]
+
+
+def test_writes_clear_the_cache_and_notify_listeners():
+    cache = LookupCache(ttl=60)
+    cleared = []
+    cache.on_clear(lambda: cleared.append(True))
+    cache.get("k", lambda: 1)
+
+    def write():
+        raise RuntimeError("half done")
+
+    with pytest.raises(RuntimeError):
+        cache.invalidating(write)()
+    assert cleared == [True]
+    assert cache.get("k", lambda: 2) == 2
+
+
+def test_a_lookup_racing_a_clear_is_not_stored():
+    cache = LookupCache(ttl=60)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_old_value():
+        started.set()
+        release.wait(10)
+        return "old"
+
+    reader = threading.Thread(target=lambda: cache.get("k", slow_old_value))
+    reader.start()
+    started.wait(10)
+    cache.clear()  # a write committed while the read was in flight
+    release.set()
+    reader.join(10)
+    assert cache.get("k", lambda: "new") == "new"
