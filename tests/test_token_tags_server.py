@@ -6,9 +6,11 @@ import threading
 import uuid
 
 import pytest
-import requests
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+from mlflow_hokusai.store.engine import get_engine
 
 SOURCE = "s3://hokusai-models/model"
 ROUTES = ["rm-create", "rm-set-tag", "mv-create", "mv-set-tag"]
@@ -24,21 +26,28 @@ def unique(prefix="m"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-# (key, value, accepted) — one accepted and several refused values for each rule.
+# (key, value, accepted): an accepted and a refused value for each rule, on every route.
 CASES = [
     ("hokusai_token_id", None, True),  # None: a fresh unique valid id
     ("hokusai_token_id", "-bad", False),
-    ("hokusai_token_id", "a_b", False),
-    ("hokusai_token_id", "x" * 65, False),
     ("benchmark_metric", "F1", True),
     ("benchmark_metric", "banana", False),
-    ("benchmark_metric", " f1", False),
     ("benchmark_value", "0.0000001", True),
-    ("benchmark_value", "-0", True),
     ("benchmark_value", "banana", False),
+]
+# The edge cases, on the route the SDK and most clients use (model-versions/set-tag).
+EDGE_CASES = [
+    ("hokusai_token_id", "a_b", False),
+    ("hokusai_token_id", "x" * 65, False),
+    ("hokusai_token_id", "x" * 64, True),
+    ("benchmark_metric", " f1", False),
+    ("benchmark_value", "-0", True),
+    ("benchmark_value", "1e-07", True),
     ("benchmark_value", "nan", False),
+    ("benchmark_value", "inf", False),
     ("benchmark_value", "1e309", False),
     ("benchmark_value", "1,5", False),
+    ("benchmark_value", " 0.5", False),
     ("benchmark_value", "", False),
     ("benchmark_value", "True", False),
 ]
@@ -128,6 +137,13 @@ def _check_case(client, route, key, value, accepted):
 @pytest.mark.parametrize("key, value, accepted", CASES)
 def test_rules_on_every_route_with_the_stock_client(client, route, key, value, accepted):
     _check_case(client, route, key, value, accepted)
+
+
+def test_edge_cases_on_model_version_set_tag(client):
+    for key, value, accepted in EDGE_CASES:
+        if key == "hokusai_token_id" and accepted:
+            value = unique("t") + "x" * (64 - 12)
+        _check_case(client, "mv-set-tag", key, value, accepted)
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -305,6 +321,9 @@ def test_concurrent_claims_never_give_one_token_to_two_models(server, client):
             v.name for v in client.search_model_versions(f"tags.hokusai_token_id = '{token}'")
         }
         assert len(holders) == sum(code == 200 for code in results.values())
+    # Every claim was released when its request ended.
+    with get_engine(server.database_uri).connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM hokusai_token_claims")).scalar() == 0
 
 
 # --- place of the hook: after authentication and authorization ---------------------------
