@@ -51,18 +51,25 @@ def write_private_file(path: str, content: str) -> None:
         os.close(fd)
 
 
-def _write_mlflow_auth_config(settings: Settings) -> str:
+def _write_mlflow_auth_config(settings: Settings, admin_password: str) -> str:
+    """MLflow's auth engine reads its ini once, when ``mlflow.server.auth`` is imported.
+
+    The file lives in a private (0700) temp dir and is deleted once the app is built.
+    ``admin_password`` is only used by MLflow to create a missing admin; MLflow 3.15 requires
+    the key even when the admin exists.
+    """
     parser = configparser.ConfigParser(interpolation=None)
     section = {"default_permission": "READ", **settings.mlflow_section}
     section.update(
         database_uri=settings.database_uri,
         admin_username=settings.admin_username,
+        admin_password=admin_password,
         authorization_function=_mlflow.AUTHORIZATION_FUNCTION,
     )
-    section.pop("admin_password", None)  # passed by environment, never written to disk
     parser["mlflow"] = section
     path = os.path.join(tempfile.mkdtemp(prefix="mlflow-hokusai-"), "auth.ini")
-    with open(path, "w") as handle:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
         parser.write(handle)
     return path
 
@@ -125,15 +132,14 @@ def start(settings: Settings) -> Started:
             os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"] = store.setting(
                 "flask_secret_key", lambda: secrets.token_hex(32)
             )
-        os.environ["MLFLOW_AUTH_CONFIG_PATH"] = _write_mlflow_auth_config(settings)
-        password = _admin_password(settings, engine)
-        had_password_env = "MLFLOW_AUTH_ADMIN_PASSWORD" in os.environ
-        if password:
-            os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+        # When the admin exists the password is unused; a random one keeps the file harmless.
+        password = _admin_password(settings, engine) or secrets.token_urlsafe(24)
+        config_path = _write_mlflow_auth_config(settings, password)
+        os.environ["MLFLOW_AUTH_CONFIG_PATH"] = config_path
         try:
             flask_app, runner_app = _mlflow.build_auth_app()
         finally:
-            if not had_password_env:
-                os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+            os.remove(config_path)
+            os.rmdir(os.path.dirname(config_path))
         _ensure_admin_key(settings, store)
     return Started(store, flask_app, runner_app)
