@@ -15,6 +15,17 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/pg.py); ``create_database(name)`` gives a URI.
+    Fails, never skips, when PostgreSQL is not installed."""
+    from tests.pg import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
 @pytest.fixture
 def tracking(monkeypatch):
     """Point the stock MLflow client at a server with a key, the way users do."""

@@ -83,6 +83,17 @@ class Server:
         return clean_env(**{"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env})
 
     def start(self, timeout: float = 240.0) -> "Server":
+        self.launch()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> "Server":
+        """Start the process without waiting for it (``wait_ready`` does), e.g. to start several
+        servers at once — from a long-lived thread (see ``_die_with_parent``)."""
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -102,11 +113,6 @@ class Server:
             cmd, cwd=self.workdir, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
