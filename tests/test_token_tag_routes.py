@@ -63,7 +63,8 @@ WALK = textwrap.dedent(
             elif hasattr(route, "methods") and route.methods:
                 yield {"path": prefix + route.path, "methods": sorted(route.methods)}
 
-    fastapi = list(fastapi_routes(runner.app.router.routes)) if hasattr(runner.app, "router") else []
+    native = getattr(runner.app, "router", None)  # None under a WSGI runner
+    fastapi = list(fastapi_routes(native.routes)) if native is not None else []
 
     from mlflow.server.graphql.graphql_schema_extensions import schema
     mutation = schema.graphql_schema.mutation_type

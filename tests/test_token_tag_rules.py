@@ -32,7 +32,8 @@ def test_valid_token_ids(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "-a", "a-", "-", "x" * 65, "a_b", "a b", " a", "a\n", "tok.1", "ünï", "١٢٣", None, 12, True],
+    ["", "-a", "a-", "-", "x" * 65, "a_b", "a b", " a", "a\n", "tok.1", "ünï", "١٢٣",
+     None, 12, True],
 )
 def test_invalid_token_ids(value):
     with pytest.raises(TagRuleError) as info:

@@ -180,7 +180,8 @@ def test_other_tags_are_not_checked(client):
     client.create_registered_model(name, tags={"owner": "-", "hokusai_token_id_note": "-"})
     version = client.create_model_version(name, SOURCE, tags={"Benchmark_Value": "x"}).version
     client.set_model_version_tag(name, version, "notes", "banana")
-    assert client.get_model_version(name, version).tags == {"Benchmark_Value": "x", "notes": "banana"}
+    tags = client.get_model_version(name, version).tags
+    assert tags == {"Benchmark_Value": "x", "notes": "banana"}
 
 
 # --- benchmark_metric / benchmark_value: whichever is written second ----------------------
@@ -188,7 +189,8 @@ def test_other_tags_are_not_checked(client):
 def test_value_written_after_metric(client):
     name = unique()
     client.create_registered_model(name)
-    version = client.create_model_version(name, SOURCE, tags={"benchmark_metric": "accuracy"}).version
+    tags = {"benchmark_metric": "accuracy"}
+    version = client.create_model_version(name, SOURCE, tags=tags).version
     with pytest.raises(MlflowException) as info:
         client.set_model_version_tag(name, version, "benchmark_value", "1.5")
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
@@ -212,8 +214,9 @@ def test_metric_written_after_value(client):
 
 def test_both_in_one_create_and_on_registered_models(client):
     name = unique()
+    out_of_range = {"benchmark_metric": "r2", "benchmark_value": "2"}
     with pytest.raises(MlflowException):
-        client.create_registered_model(name, tags={"benchmark_metric": "r2", "benchmark_value": "2"})
+        client.create_registered_model(name, tags=out_of_range)
     client.create_registered_model(name, tags={"benchmark_metric": "r2", "benchmark_value": "-3"})
     with pytest.raises(MlflowException):
         client.set_registered_model_tag(name, "benchmark_metric", "recall")  # -3 not in [0, 1]

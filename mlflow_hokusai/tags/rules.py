@@ -108,7 +108,7 @@ class TagRules:
         return self.ranges.get(metric.lower(), (None, None))
 
     @classmethod
-    def from_config(cls, section: Mapping[str, str]) -> "TagRules":
+    def from_config(cls, section: Mapping[str, str]) -> TagRules:
         """Read ``benchmark_metrics`` and ``metric_range.<name>`` from the ``[hokusai]`` section.
 
         ``benchmark_metrics = accuracy, f1, my_metric`` replaces the list; listed default metrics
@@ -144,7 +144,9 @@ class TagRules:
 def _parse_range(key: str, raw: str) -> Range:
     parts = [p.strip() for p in str(raw).split(",")]
     if len(parts) != 2:
-        raise ValueError(f"{key} must be 'low, high' (leave a side empty for no bound), not {raw!r}")
+        raise ValueError(
+            f"{key} must be 'low, high' (leave a side empty for no bound), not {raw!r}"
+        )
     bounds = []
     for part in parts:
         if not part:
@@ -183,7 +185,9 @@ def validate_metric(value: object, rules: TagRules = DEFAULT_RULES) -> str:
     )
 
 
-def validate_value(value: object, metric: str | None = None, rules: TagRules = DEFAULT_RULES) -> float:
+def validate_value(
+    value: object, metric: str | None = None, rules: TagRules = DEFAULT_RULES
+) -> float:
     """Return ``value`` as a float if it is a finite decimal number (in ``metric``'s range
     when ``metric`` is a known metric), else raise TagRuleError.
 
