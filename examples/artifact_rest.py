@@ -5,7 +5,8 @@ to ``/ajax-api/2.0/mlflow-artifacts/...``. Here both work, for listing, download
 
 Run against a server:
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000/api/mlflow
-    export MLFLOW_TRACKING_TOKEN=hk_live_...          # or: MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
+    export MLFLOW_TRACKING_TOKEN=hk_live_...
+    # or: export MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
     python examples/artifact_rest.py
 """
 
@@ -48,7 +49,8 @@ def main() -> None:
         listing.raise_for_status()
         files = {f["path"]: f for f in listing.json().get("files", [])}
         print(f"/{api}: {sorted(files)}")
-        assert files["report.txt"]["file_size"] == len(content.encode()) and files["config"]["is_dir"]
+        assert files["report.txt"]["file_size"] == len(content.encode())
+        assert files["config"]["is_dir"]
 
         # Download one file.
         download = requests.get(f"{url}/{run_root}/report.txt", headers=headers, timeout=30)
@@ -64,7 +66,8 @@ def main() -> None:
         upload.raise_for_status()
 
     # The stock client sees what was uploaded over REST.
-    uploaded = sorted(f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "notes"))
+    notes = mlflow.MlflowClient().list_artifacts(run.info.run_id, "notes")
+    uploaded = sorted(f.path for f in notes)
     assert uploaded == ["notes/uploaded-via-ajax-api.txt", "notes/uploaded-via-api.txt"], uploaded
 
     print(f"OK artifact_rest: listed, downloaded and uploaded artifacts of run {run.info.run_id} "

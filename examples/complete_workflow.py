@@ -2,7 +2,8 @@
 
 Run against a server:
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000/api/mlflow
-    export MLFLOW_TRACKING_TOKEN=hk_live_...          # or: MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
+    export MLFLOW_TRACKING_TOKEN=hk_live_...
+    # or: export MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
     python examples/complete_workflow.py
 
 No try/except around log_model: with mlflow-hokusai, artifact upload works.
@@ -69,7 +70,8 @@ def main() -> None:
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     assert list(loaded.predict(X_test[:5])) == list(predictions[:5])
 
-    print(f"OK complete_workflow: registered {model_name} version {version} (accuracy {accuracy:.3f})")
+    print(f"OK complete_workflow: registered {model_name} version {version} "
+          f"(accuracy {accuracy:.3f})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ uses an alias (``models:/<name>@champion``) for the same purpose.
 
 Run against a server:
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000/api/mlflow
-    export MLFLOW_TRACKING_TOKEN=hk_live_...          # or: MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
+    export MLFLOW_TRACKING_TOKEN=hk_live_...
+    # or: export MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
     python examples/registry_search_and_load.py
 """
 

@@ -3,7 +3,8 @@ Hokusai token tags (``hokusai_token_id``, ``benchmark_metric``, ``benchmark_valu
 
 Run against a server:
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000/api/mlflow
-    export MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...   # or: MLFLOW_TRACKING_TOKEN=hk_live_...
+    export MLFLOW_TRACKING_AUTH=hokusai HOKUSAI_API_KEY=hk_live_...
+    # or: export MLFLOW_TRACKING_TOKEN=hk_live_...
     python examples/tokenized_registration.py
 """
 

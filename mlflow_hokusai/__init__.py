@@ -3,7 +3,10 @@
 __version__ = "0.1.0"
 
 __all__ = ["ModelRegistry", "TokenizedModel", "__version__"]
-_LAZY = {"ModelRegistry": "mlflow_hokusai.client.registry", "TokenizedModel": "mlflow_hokusai.client.registry"}
+_LAZY = {
+    "ModelRegistry": "mlflow_hokusai.client.registry",
+    "TokenizedModel": "mlflow_hokusai.client.registry",
+}
 
 
 def __getattr__(name):

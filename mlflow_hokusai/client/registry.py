@@ -165,13 +165,12 @@ class ModelRegistry:
 
     def _check_same_benchmark(self, version, token_tags) -> None:
         for key in (METRIC_TAG, VALUE_TAG):
-            have = version.tags.get(key)
-            same = have == token_tags[key] if key == METRIC_TAG else _same_number(have, token_tags[key])
-            if not same:
+            have, want = version.tags.get(key), token_tags[key]
+            if not (have == want if key == METRIC_TAG else _same_number(have, want)):
                 raise MlflowException(
                     f"Version {version.version} of model {version.name!r} already registers this "
                     f"model for token {token_tags[TOKEN_ID_TAG]!r} with {key}={have!r}, not "
-                    f"{token_tags[key]!r}. Change the tag on that version, or register a new model.",
+                    f"{want!r}. Change the tag on that version, or register a new model.",
                     error_code=ErrorCode.Name(RESOURCE_ALREADY_EXISTS),
                 )
 
