@@ -180,7 +180,7 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
 
 
 def _table(columns, rows):
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
@@ -230,12 +230,17 @@ def audit_list(user, since, event, limit, fmt, database_uri):
     """List audit events, oldest first (times in UTC)."""
     from mlflow_hokusai.keys.audit import parse_since
     from mlflow_hokusai.store.audit import AuditStore
+    from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
 
     try:
         since_at = parse_since(since) if since else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    store = AuditStore(_open_store(database_uri).engine)
+    # Only our tables are needed: skip MLflow's auth store (a few seconds of imports).
+    engine = get_engine(database_uri or _settings().database_uri)
+    with startup_lock(engine):
+        upgrade(engine)
+    store = AuditStore(engine)
     records = [r.to_dict() for r in store.list(user=user, since=since_at, event=event,
                                                 limit=limit)]
     if fmt == "json":

@@ -267,5 +267,7 @@ def test_audit_list_filters_and_formats(server):
     assert len(audit(server, "--user", user, "--since", "2000-01-01T00:00:00Z")) == 1
     table = server.cli("audit", "list", "--user", user).stdout
     assert table.splitlines()[0].split()[:3] == ["TIME", "EVENT", "ACTOR"] and user in table
+    empty = server.cli("audit", "list", "--user", f"nobody-{time.time_ns()}").stdout
+    assert empty.split() == ["TIME", "EVENT", "ACTOR", "KEY_ID", "USERNAME", "SOURCE", "DETAIL"]
     bad = server.cli("audit", "list", "--since", "last tuesday", check=False)
     assert bad.returncode != 0 and "--since" in bad.stderr
