@@ -181,9 +181,9 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
 
 def _table(columns, rows):
     widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 @keys.command("revoke")

@@ -174,7 +174,8 @@ _TABLE_SCRIPT = textwrap.dedent(
 
     gate = create_app()
     # A route MLflow might add tomorrow, registered before the table is first used.
-    flask_app.add_url_rule("/api/2.0/mlflow/brand-new/get", "brand_new", lambda: "", methods=["GET"])
+    flask_app.add_url_rule("/api/2.0/mlflow/brand-new/get", "brand_new", lambda: "",
+                           methods=["GET"])
     scope = gate.read_scope
     probes = [
         ["GET", "/api/2.0/mlflow/brand-new/get"], ["GET", "/api/9.9/unknown"],

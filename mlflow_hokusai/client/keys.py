@@ -33,7 +33,7 @@ class ApiKey:
     key: str | None = None
 
     @classmethod
-    def from_json(cls, data: dict, key: str | None = None) -> "ApiKey":
+    def from_json(cls, data: dict, key: str | None = None) -> ApiKey:
         known = {f.name for f in fields(cls)} - {"key"}
         return cls(**{k: v for k, v in data.items() if k in known}, key=key)
 

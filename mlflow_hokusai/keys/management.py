@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import getpass
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys.audit import AuditLog
@@ -103,11 +104,11 @@ class Actor:
     source: str | None = None  # peer address, or "local" for the CLI
 
     @classmethod
-    def from_identity(cls, identity, source: str | None) -> "Actor":
+    def from_identity(cls, identity, source: str | None) -> Actor:
         return cls(identity.username, identity.is_admin, identity.scope, source)
 
     @classmethod
-    def operator(cls) -> "Actor":
+    def operator(cls) -> Actor:
         """The offline CLI: whoever can open the database is trusted like an admin."""
         try:
             who = getpass.getuser()
@@ -158,7 +159,7 @@ class KeyManager:
         except KeyNotFound:
             raise HokusaiError(
                 "RESOURCE_DOES_NOT_EXIST", f"There is no API key with id {key_id!r}."
-            )
+            ) from None
         if not actor.is_admin and record.username != actor.name:
             raise HokusaiError(
                 "PERMISSION_DENIED", f"API key {key_id!r} belongs to another user."

@@ -37,7 +37,9 @@ def _body(allowed: set[str]) -> dict:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body is not valid JSON.")
+        raise HokusaiError(
+            "INVALID_PARAMETER_VALUE", "The request body is not valid JSON."
+        ) from None
     if not isinstance(body, dict):
         raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body must be a JSON object.")
     unknown = sorted(set(body) - allowed)
