@@ -23,6 +23,23 @@ def static_prefix() -> str:
     return (os.environ.get(STATIC_PREFIX_ENV_VAR) or "").rstrip("/")
 
 
+def served_natively(asgi_app):
+    """A test ``(path, method) -> bool``: does MLflow's FastAPI app answer this itself rather
+    than through the Flask app it mounts at ``/``? Its native routers (e.g. the streaming
+    artifact up/download) sit at the root whatever ``--static-prefix`` says (all of them in
+    3.15, the artifact router still in 3.17), while their Flask twins under the static prefix
+    buffer whole request bodies."""
+    from starlette.routing import Match, Mount
+
+    routes = [r for r in getattr(asgi_app, "routes", []) if not isinstance(r, Mount)]
+
+    def test(path: str, method: str) -> bool:
+        scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+        return any(route.matches(scope)[0] == Match.FULL for route in routes)
+
+    return test
+
+
 def preload() -> None:
     """Import MLflow's server outside the start-up lock so workers do not import it in turn."""
     import mlflow.server.fastapi_app  # noqa: F401
@@ -127,6 +144,35 @@ def graphql_root_fields() -> set[str]:
         if root is not None:
             fields.update(f"{root.name}.{name}" for name in root.fields)
     return fields
+
+
+def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
+    """Have MLflow's engine authorize these (path, method) pairs as it does ``GetRun``: read
+    permission on the experiment of the request's ``run_id``; admins always. ``precheck()``
+    runs first and may raise an ``MlflowException`` (answered as MLflow's JSON error)."""
+    from mlflow.server import auth
+
+    def validator():
+        precheck()
+        return auth.validate_can_read_run()
+
+    for rule in rules:
+        auth.BEFORE_REQUEST_VALIDATORS[rule] = validator
+
+
+def get_run(run_id: str):
+    """The run from the server's tracking store; MLflow's 404 MlflowException when unknown."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    return _get_tracking_store().get_run(run_id)
+
+
+def list_run_artifacts():
+    """MLflow's ``GET /api/2.0/mlflow/artifacts/list`` handler, run on the current request
+    (``run_id``, ``path``, ``page_token`` query parameters): MLflow's own response and errors."""
+    from mlflow.server.handlers import _list_artifacts
+
+    return _list_artifacts()
 
 
 def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwargs) -> dict:

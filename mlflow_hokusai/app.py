@@ -18,6 +18,7 @@ def create_app():
     from mlflow_hokusai.keys.service import KeyService
     from mlflow_hokusai.routes import api, gate
     from mlflow_hokusai.routes import availability, token_tags
+    from mlflow_hokusai.routes import artifacts
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.routes import keys_api
 
@@ -36,6 +37,7 @@ def create_app():
     lookup_cache.install(settings.auth_cache_ttl_seconds, service)
     token_tags.install(started.flask_app, settings)
     availability.install(started.flask_app, started.runner_app)
+    artifacts.install(started.flask_app)
     audit = keys_api.install(started.flask_app, started.key_store, service, settings)
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     native = started.runner_app if started.runner_app is not started.flask_app else None

@@ -56,12 +56,14 @@ class Server:
         args: list[str] | None = None,
         app_name: str | None = "hokusai",
         backend_store_uri: str | None = None,
+        health_path: str = "/health",
     ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hokusai-test-"))
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app_name = app_name
+        self.health_path = health_path  # e.g. PREFIX/health under --static-prefix PREFIX
         self.extra_env = env or {}
         self.args = args or []
         self.backend_store_uri = backend_store_uri or f"sqlite:///{self.workdir / 'mlflow.db'}"
@@ -121,7 +123,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass

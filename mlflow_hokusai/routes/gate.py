@@ -2,8 +2,9 @@
 
 It does two things before any MLflow code runs:
 
-1. maps ``HOKUSAI_URL_PREFIX`` (default ``/api/mlflow``) onto ``/``, so every route exists at
-   both places and all later code, authorization included, sees only the canonical path;
+1. maps ``HOKUSAI_URL_PREFIX`` (default ``/api/mlflow``) onto MLflow's root (``/``, or the
+   ``--static-prefix``), so every route exists at both places and all later code, authorization
+   included, sees only the canonical path (see ``route_prefix``);
 2. authenticates every request except the public allowlist (health, version, server-info,
    static UI assets). MLflow's auth engine then authorizes; the gate makes sure FastAPI-native
    routes without an MLflow validator cannot be reached anonymously either.
@@ -17,6 +18,7 @@ from http import HTTPStatus
 import anyio
 import mlflow
 
+from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.errors import HokusaiError, error_parts
@@ -27,11 +29,40 @@ _PUBLIC_PATTERN = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/stati
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
 
 
+def _under(path: str, prefix: str) -> bool:
+    return bool(prefix) and (path == prefix or path.startswith(prefix + "/"))
+
+
 def strip_prefix(path: str, prefix: str) -> str:
     """``/api/mlflow/x`` -> ``/x``; paths outside the prefix are returned unchanged."""
-    if prefix and (path == prefix or path.startswith(prefix + "/")):
-        return path[len(prefix) :] or "/"
-    return path
+    return (path[len(prefix) :] or "/") if _under(path, prefix) else path
+
+
+def route_prefix(path: str, url_prefix: str, static_prefix: str, native_root=None):
+    """The (old, new) leading part to swap to make ``path`` canonical, or None to keep it.
+
+    ``url_prefix`` is an alias of MLflow's root, which is ``static_prefix`` when the operator
+    passes ``--static-prefix`` (so ``/api/mlflow/x`` -> ``S/x``); MLflow's own ``S/x`` stays.
+    When a path is under both, the longer prefix names it. ``native_root(rest)`` says whether
+    MLflow serves ``rest`` natively at the root only (its streaming artifact routes ignore
+    ``--static-prefix``): such requests go there instead of to the buffering Flask twin.
+    """
+    if _under(path, url_prefix) and (
+        not _under(path, static_prefix) or len(url_prefix) > len(static_prefix)
+    ):
+        old, new = url_prefix, static_prefix
+    elif _under(path, static_prefix):
+        old, new = static_prefix, static_prefix
+    else:
+        return None
+    if static_prefix and native_root is not None and native_root(path[len(old) :]):
+        new = ""
+    return None if old == new else (old, new)
+
+
+def swap_prefix(path: str, swap) -> str:
+    old, new = swap
+    return (new + path[len(old) :]) or "/"
 
 
 def is_public(path: str, static_prefix: str = "") -> bool:
@@ -53,6 +84,9 @@ class _Gate:
         # Without a route table every request of a read-only key is refused (fail closed).
         self.read_scope = read_scope or ReadScope()
         self.audit = audit  # keys.audit.AuditLog: refused uses of known keys
+
+    def wants_slash(self, seen: str, method: str) -> bool:
+        return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
 
     def check(self, path: str, method: str, get_all, peer: str | None = None):
         """None when the request may go on, else a response (status, headers, body)."""
@@ -83,14 +117,27 @@ class AsgiGate(_Gate):
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        path = strip_prefix(scope["path"], self.url_prefix)
-        if path != scope["path"]:
-            raw = scope.get("raw_path")
-            scope = dict(scope, path=path)
-            if raw is not None:
-                scope["raw_path"] = strip_prefix(raw.decode("latin-1"), self.url_prefix).encode(
-                    "latin-1"
-                )
+        method = scope.get("method", "GET")
+        raw = scope.get("raw_path")
+        # Match the bytes the client sent: a percent-encoded prefix is not the prefix.
+        seen = raw.decode("latin-1") if raw else scope["path"]
+        if scope["type"] == "http" and self.wants_slash(seen, method):
+            query = scope.get("query_string") or b""
+            status, headers_out, body = _slash_redirect(seen, query.decode("latin-1"))
+            return await _send_parts(send, status, headers_out, body)
+        if self.static_prefix and not hasattr(self, "_native"):
+            self._native = _mlflow.served_natively(self.app)
+        swap = route_prefix(
+            seen,
+            self.url_prefix,
+            self.static_prefix,
+            lambda rest: self._native(rest, method),
+        )
+        if swap is not None and _under(scope["path"], swap[0]):
+            scope = dict(scope, path=swap_prefix(scope["path"], swap))
+            if raw:
+                scope["raw_path"] = swap_prefix(seen, swap).encode("latin-1")
+        path = scope["path"]
         headers = scope.get("headers") or []
 
         def get_all(name: str):
@@ -106,27 +153,44 @@ class AsgiGate(_Gate):
             return await self.app(scope, receive, _json_denials(send))
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        status, headers_out, body = error
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in headers_out],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_parts(send, *error)
+
+
+async def _send_parts(send, status, headers_out, body):
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers_out],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _slash_redirect(path: str, query: str):
+    """The UI's index.html loads its assets by relative URLs: ``/api/mlflow`` must become
+    ``/api/mlflow/`` in the browser's address bar, or they resolve outside the prefix."""
+    location = path + "/" + ("?" + query if query else "")
+    return 308, [("Location", location), ("Content-Length", "0")], b""
 
 
 class WsgiGate(_Gate):
     def __call__(self, environ, start_response):
-        path = strip_prefix(environ.get("PATH_INFO", ""), self.url_prefix)
-        if path != environ.get("PATH_INFO", ""):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        raw = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+        seen = raw if raw.startswith("/") else path
+        if self.wants_slash(seen, method):
+            status, headers_out, body = _slash_redirect(seen, environ.get("QUERY_STRING", ""))
+            start_response(f"{status} {HTTPStatus(status).phrase}", headers_out)
+            return [body]
+        swap = route_prefix(seen, self.url_prefix, self.static_prefix)
+        if swap is not None and _under(path, swap[0]):
+            path = swap_prefix(path, swap)
             environ = dict(environ, PATH_INFO=path)
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "")
-            if "RAW_URI" in environ:  # gunicorn
-                environ["RAW_URI"] = strip_prefix(environ["RAW_URI"], self.url_prefix)
-            if "REQUEST_URI" in environ:
-                environ["REQUEST_URI"] = strip_prefix(environ["REQUEST_URI"], self.url_prefix)
+            for key in ("RAW_URI", "REQUEST_URI"):  # gunicorn, some others
+                if _under(environ.get(key, "").split("?", 1)[0], swap[0]):
+                    environ[key] = swap_prefix(environ[key], swap)
 
         def get_all(name: str):
             key = "HTTP_" + name.upper().replace("-", "_")

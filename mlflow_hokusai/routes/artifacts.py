@@ -1,0 +1,129 @@
+"""The artifact listing Hokusai users know, on top of MLflow's proxied artifact API.
+
+``GET …/mlflow-artifacts/artifacts?run_id=RUN[&path=SUB]`` (the integration guide's example, on
+both ``/api/2.0`` and ``/ajax-api/2.0``) lists a run's artifacts. MLflow's own handler for that
+URL takes ``path`` relative to the artifact *destination* root and authorizes by the experiment
+id at its head, so a request carrying ``run_id`` is sent, before MLflow's hooks see it, to our
+route, which MLflow's engine authorizes exactly like ``GetRun`` (read on the run's experiment,
+admins always) and which answers with MLflow's run artifact listing.
+
+MLflow lists the destination root (no ``path``) as one folder per experiment id, whoever asks;
+we keep that listing, and any listing whose path names no experiment, for admins.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, unquote
+
+from flask import Flask, request
+from mlflow.exceptions import MlflowException
+
+from mlflow_hokusai import _mlflow
+from mlflow_hokusai.auth.flask_auth import current_identity
+from mlflow_hokusai.errors import flask_error
+from mlflow_hokusai.routes.api import paths
+
+RUN_LISTING = "/mlflow/hokusai/run-artifacts"
+_LISTINGS = ("/api/2.0/mlflow-artifacts/artifacts", "/ajax-api/2.0/mlflow-artifacts/artifacts")
+_DRIVE_OR_CONTROL = re.compile(r"^[A-Za-z]:|[\x00-\x1f\x7f]")
+
+
+def escapes_root(path: str) -> bool:
+    """True when ``path`` could leave the directory it is relative to: ``..`` segments,
+    absolute or drive paths, backslashes, control characters, in any percent-encoding depth."""
+    seen = path
+    for _ in range(4):
+        if (
+            "\\" in seen
+            or seen.startswith("/")
+            or _DRIVE_OR_CONTROL.search(seen)
+            or ".." in seen.split("/")
+        ):
+            return True
+        decoded = unquote(seen)
+        if decoded == seen:
+            return False
+        seen = decoded
+    return True  # still decoding after several rounds: nobody needs that
+
+
+def check_listing_request() -> None:
+    """400 for a missing ``run_id`` or a ``path`` leaving the run's root, 404 for an unknown
+    run; raised as ``MlflowException`` so MLflow's hooks and handlers answer them as JSON."""
+    run_id = request.args.get("run_id")
+    if not run_id:
+        raise MlflowException.invalid_parameter_value("run_id must name a run.")
+    path = request.args.get("path")
+    if path is not None and escapes_root(path):
+        raise MlflowException.invalid_parameter_value(
+            "path must be relative to the run's artifact root: no '..', no leading '/', "
+            "no backslashes."
+        )
+    _mlflow.get_run(run_id)
+
+
+def list_run_artifacts():
+    # MLflow's engine has authorized (non-admins through the precheck and GetRun's rule);
+    # admins skip validators, so check again here.
+    try:
+        check_listing_request()
+    except MlflowException as error:
+        return flask_error(error.error_code, error.message, error.get_http_status_code())
+    return _mlflow.list_run_artifacts()
+
+
+class RunListingDispatch:
+    """WSGI middleware on MLflow's Flask app (it sees Flask's traffic under uvicorn and
+    gunicorn alike): a listing that carries ``run_id`` goes to our route."""
+
+    def __init__(self, wsgi_app, targets: dict[str, str]):
+        self.wsgi_app = wsgi_app
+        self.targets = targets
+
+    def __call__(self, environ, start_response):
+        target = self.targets.get(environ.get("PATH_INFO", ""))
+        if target and environ.get("REQUEST_METHOD") == "GET":
+            query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            if "run_id" in query:
+                environ["PATH_INFO"] = target
+        return self.wsgi_app(environ, start_response)
+
+
+def _experiment_of(path: str | None) -> str | None:
+    head = unquote(unquote(path or "")).strip("/").split("/", 1)[0]
+    return head if head.isdigit() else None
+
+
+def _admins_list_the_root():
+    """Before-request hook, after MLflow's (which authenticated and authorized by the
+    experiment the path names, or by the default permission when it names none)."""
+    if request.method != "GET" or request.path not in _listing_paths:
+        return None
+    identity = current_identity()
+    if identity is None or identity.is_admin or _experiment_of(request.args.get("path")):
+        return None
+    return flask_error(
+        "PERMISSION_DENIED",
+        "Listing the artifact root is for admins: pass run_id=RUN or a path starting with "
+        "an experiment id.",
+    )
+
+
+_listing_paths: frozenset[str] = frozenset()
+
+
+def install(app: Flask) -> None:
+    global _listing_paths
+    prefix = _mlflow.static_prefix()
+    _listing_paths = frozenset(prefix + p for p in _LISTINGS)
+    rest, ajax = paths(RUN_LISTING)
+    for path in (rest, ajax):
+        app.add_url_rule(
+            path, endpoint=f"hokusai:{path}", view_func=list_run_artifacts, methods=["GET"]
+        )
+    _mlflow.authorize_like_get_run([(rest, "GET"), (ajax, "GET")], check_listing_request)
+    app.before_request(_admins_list_the_root)
+    app.wsgi_app = RunListingDispatch(
+        app.wsgi_app, {prefix + _LISTINGS[0]: rest, prefix + _LISTINGS[1]: ajax}
+    )
