@@ -11,6 +11,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
+from tests.helpers import api_key_for
+
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
 
 
@@ -48,14 +50,15 @@ def test_the_entry_point_is_registered():
     assert any(isinstance(p, HokusaiAuthProvider) for p in _request_auth_provider_registry)
 
 
-@pytest.mark.parametrize("prefix", ["", "/api/mlflow"])
-def test_stock_client_with_only_hokusai_api_key(server, plugin_env, tmp_path, prefix):
-    key = server.create_key("plugin-user")
+def test_stock_client_with_only_hokusai_api_key(server, plugin_env):
+    # Under the prefix here; tests/test_examples.py runs examples with the plugin at the root.
+    prefix = "/api/mlflow"
+    key = api_key_for(server, "plugin-user")
     plugin_env(server.url + prefix, HOKUSAI_API_KEY=key)
     assert whoami(server.url + prefix)["username"] == "plugin-user"
 
     # Tracking, proxied artifact upload and download, and the registry, with no other setting.
-    mlflow.set_experiment(f"plugin-{prefix.strip('/').replace('/', '-') or 'root'}-{os.getpid()}")
+    mlflow.set_experiment(f"plugin-{os.getpid()}")
     with mlflow.start_run() as run:
         mlflow.log_metric("accuracy", 0.9)
         mlflow.log_text("hello from the plugin", "notes/hello.txt")
@@ -63,7 +66,7 @@ def test_stock_client_with_only_hokusai_api_key(server, plugin_env, tmp_path, pr
         "hello from the plugin"
     )
     client = mlflow.MlflowClient()
-    name = f"plugin-model{prefix.replace('/', '-')}-{os.getpid()}"
+    name = f"plugin-model-{os.getpid()}"
     client.create_registered_model(name)
     client.set_registered_model_tag(name, "owner", "plugin-user")
     assert client.get_registered_model(name).tags["owner"] == "plugin-user"
@@ -71,8 +74,8 @@ def test_stock_client_with_only_hokusai_api_key(server, plugin_env, tmp_path, pr
 
 
 def test_hokusai_api_key_wins_over_other_credentials(server, plugin_env):
-    mine = server.create_key("plugin-preferred")
-    other = server.create_key("plugin-other")
+    mine = api_key_for(server, "plugin-preferred")
+    other = api_key_for(server, "plugin-other")
     plugin_env(
         server.url,
         HOKUSAI_API_KEY=mine,
@@ -84,7 +87,7 @@ def test_hokusai_api_key_wins_over_other_credentials(server, plugin_env):
 
 
 def test_falls_back_to_mlflow_tracking_token(server, plugin_env):
-    key = server.create_key("plugin-fallback")
+    key = api_key_for(server, "plugin-fallback")
     plugin_env(server.url, MLFLOW_TRACKING_TOKEN=key, HOKUSAI_API_KEY="  ")
     assert whoami(server.url)["username"] == "plugin-fallback"
     assert mlflow.search_experiments(max_results=1) is not None

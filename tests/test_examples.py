@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import api_key_for
 from tests.server import clean_env
 
 EXAMPLES = sorted(
@@ -32,7 +33,7 @@ def test_there_are_examples():
 
 @pytest.fixture(scope="module")
 def example_key(server):
-    return server.create_key("example-runner")
+    return api_key_for(server, "example-runner")
 
 
 @pytest.mark.parametrize(

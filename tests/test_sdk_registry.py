@@ -11,12 +11,13 @@ from sklearn.linear_model import LogisticRegression
 
 from mlflow_hokusai import ModelRegistry, TokenizedModel
 from mlflow_hokusai.tags.rules import TagRuleError
+from tests.helpers import api_key_for
 
 
 @pytest.fixture(scope="module")
 def sdk(server):
     """A key in the environment (as users set it) and two runs, each with a logged model."""
-    key = server.create_key("sdk-user")
+    key = api_key_for(server, "sdk-user")
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith(("MLFLOW_", "HOKUSAI_")):
