@@ -1,7 +1,8 @@
 """Direct artifact REST calls with ``requests`` on both artifact paths.
 
 The old deployment answered 404 on ``/api/2.0/mlflow-artifacts/...`` and told users to fall back
-to ``/ajax-api/2.0/mlflow-artifacts/...``. Here both work, for listing, downloading and uploading.
+to ``/ajax-api/2.0/mlflow-artifacts/...``. Here both work, for listing (by ``?run_id=`` as in the
+guide, or by ``?path=``), downloading and uploading.
 
 Run against a server:
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000/api/mlflow
@@ -41,16 +42,27 @@ def main() -> None:
         mlflow.log_dict({"n_estimators": 10}, "config/params.json")
     # mlflow-artifacts:/<experiment>/<run>/artifacts -> the path the artifact API expects.
     run_root = urlparse(run.info.artifact_uri).path.lstrip("/")
+    run_id = run.info.run_id
 
     for api in ARTIFACT_PATHS:
         url = f"{base}/{api}"
-        # List the run's artifacts.
-        listing = requests.get(url, params={"path": run_root}, headers=headers, timeout=30)
-        listing.raise_for_status()
-        files = {f["path"]: f for f in listing.json().get("files", [])}
-        print(f"/{api}: {sorted(files)}")
+        # List the run's artifacts by run id (the guide's form).
+        by_run = requests.get(url, params={"run_id": run_id}, headers=headers, timeout=30)
+        by_run.raise_for_status()
+        files = {f["path"]: f for f in by_run.json().get("files", [])}
+        print(f"/{api}?run_id={run_id}: {sorted(files)}")
         assert files["report.txt"]["file_size"] == len(content.encode())
         assert files["config"]["is_dir"]
+        sub = requests.get(
+            url, params={"run_id": run_id, "path": "config"}, headers=headers, timeout=30
+        )
+        sub.raise_for_status()
+        assert [f["path"] for f in sub.json()["files"]] == ["config/params.json"]
+
+        # The same listing by path under the artifact root, the way the MLflow client asks.
+        by_path = requests.get(url, params={"path": run_root}, headers=headers, timeout=30)
+        by_path.raise_for_status()
+        assert sorted(f["path"] for f in by_path.json()["files"]) == sorted(files)
 
         # Download one file.
         download = requests.get(f"{url}/{run_root}/report.txt", headers=headers, timeout=30)
@@ -66,11 +78,11 @@ def main() -> None:
         upload.raise_for_status()
 
     # The stock client sees what was uploaded over REST.
-    notes = mlflow.MlflowClient().list_artifacts(run.info.run_id, "notes")
+    notes = mlflow.MlflowClient().list_artifacts(run_id, "notes")
     uploaded = sorted(f.path for f in notes)
     assert uploaded == ["notes/uploaded-via-ajax-api.txt", "notes/uploaded-via-api.txt"], uploaded
 
-    print(f"OK artifact_rest: listed, downloaded and uploaded artifacts of run {run.info.run_id} "
+    print(f"OK artifact_rest: listed, downloaded and uploaded artifacts of run {run_id} "
           f"on both artifact paths")
 
 
