@@ -117,7 +117,7 @@ class ModelRegistry:
             # Token id last: a version is claimed for a token only once it is fully described.
             for key, value in token_tags.items():
                 self._client.set_model_version_tag(model_name, version.version, key, value)
-        except Exception as exc:
+        except BaseException as exc:  # an interrupt half-way must not leave tags behind either
             self._roll_back(model_name, version.version, created_model, exc)
             raise
         return self._result(self._client.get_model_version(model_name, version.version), baseline)
