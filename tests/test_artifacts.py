@@ -6,6 +6,7 @@ One uvicorn server is shared by most tests; a gunicorn one and one started with 
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import numpy as np
@@ -27,22 +28,39 @@ def s3():
     endpoint.stop()
 
 
-def _s3_server(s3, tmp_path_factory, name, *args, health_path="/health", **env):
-    srv = Server(
+def _s3_server(s3, tmp_path_factory, name, *args, health_path="/health"):
+    return Server(
         str(tmp_path_factory.mktemp(name)),
         workers=1,
         health_path=health_path,
-        env=s3.server_env(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD="true", **env),
+        env=s3.server_env(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD="true"),
         args=["--artifacts-destination", f"s3://{s3.bucket}/{BUCKET_PREFIX}/{name}", *args],
     )
-    return srv.start()
 
 
 @pytest.fixture(scope="module")
-def srv(s3, tmp_path_factory):
-    server = _s3_server(s3, tmp_path_factory, "uvicorn")
-    yield server
-    server.stop()
+def servers(s3, tmp_path_factory):
+    """The module's three servers, started side by side (start-up is mostly waiting)."""
+    started = {
+        "uvicorn": _s3_server(s3, tmp_path_factory, "uvicorn"),
+        "gunicorn": _s3_server(s3, tmp_path_factory, "gunicorn", "--gunicorn-opts", "--workers 1"),
+        "static": _s3_server(s3, tmp_path_factory, "static", "--static-prefix", "/mlflow-ui",
+                             health_path="/mlflow-ui/health"),
+    }
+    with ThreadPoolExecutor(len(started)) as pool:
+        futures = [pool.submit(server.start) for server in started.values()]
+    try:
+        for future in futures:
+            future.result()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(servers):
+    return servers["uvicorn"]
 
 
 @pytest.fixture(scope="module")
@@ -336,18 +354,13 @@ def test_prefix_paths_need_a_key_like_their_canonical_twins(srv, path):
 
 
 @pytest.fixture(scope="module")
-def gunicorn_srv(s3, tmp_path_factory):
-    server = _s3_server(s3, tmp_path_factory, "gunicorn", "--gunicorn-opts", "--workers 1")
-    yield server
-    server.stop()
+def gunicorn_srv(servers):
+    return servers["gunicorn"]
 
 
 @pytest.fixture(scope="module")
-def static_srv(s3, tmp_path_factory):
-    server = _s3_server(s3, tmp_path_factory, "static", "--static-prefix", "/mlflow-ui",
-                        health_path="/mlflow-ui/health")
-    yield server
-    server.stop()
+def static_srv(servers):
+    return servers["static"]
 
 
 def _client_works(srv, s3, name, tracking, tmp_path, prefix):
