@@ -177,9 +177,13 @@ def list_run_artifacts():
 
 def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwargs) -> dict:
     """One JSON call to an MLflow server with a bearer token, through MLflow's own REST
-    helper (retries, TLS settings, MLflow's error exceptions with the server's message)."""
+    helper (TLS settings, MLflow's error exceptions with the server's message). Two quick
+    retries, not MLflow's minutes of back-off: a person is waiting at the command line."""
     from mlflow.utils.rest_utils import MlflowHostCreds, http_request, verify_rest_response
 
+    kwargs.setdefault("max_retries", 2)
+    kwargs.setdefault("backoff_factor", 0.5)
+    kwargs.setdefault("timeout", 60)
     response = http_request(MlflowHostCreds(tracking_uri, token=token), endpoint, method, **kwargs)
     response = verify_rest_response(response, endpoint)
     return response.json() if response.content else {}
