@@ -197,29 +197,21 @@ def _last_used(server, key_id):
     return next(k["last_used_at"] for k in keys if k["id"] == key_id)
 
 
-def _settled_last_used(server, key_id, timeout=30.0):
-    """Wait until the background touch has landed and stopped changing."""
-    deadline = time.monotonic() + timeout
-    previous = _last_used(server, key_id)
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        current = _last_used(server, key_id)
-        if current is not None and current == previous:
-            return current
-        previous = current
-    raise AssertionError(f"last_used_at of {key_id} did not settle: {previous}")
-
-
 def test_last_use_is_recorded_at_most_once_a_minute_per_worker(server):
     key, key_id = new_key(server, "last-use")
     assert _last_used(server, key_id) is None
-    for _ in range(20):
-        server.get(WHOAMI, key)
-    first = _settled_last_used(server, key_id)
-    time.sleep(1.1)  # timestamps have one-second resolution
-    for _ in range(20):
-        server.get(WHOAMI, key)
-    assert _settled_last_used(server, key_id) == first
+    seen = set()
+    for _ in range(4):  # requests in four different seconds...
+        for _ in range(10):
+            assert server.get(WHOAMI, key).status_code == 200
+        time.sleep(1.1)
+        seen.add(_last_used(server, key_id))
+    deadline = time.monotonic() + 30
+    while None in seen and len(seen) == 1 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the touch is written in the background
+        seen.add(_last_used(server, key_id))
+    # ... yet at most one recorded time per worker: no write per request.
+    assert 1 <= len(seen - {None}) <= server.workers, seen
 
 
 def test_audit_trail_records_every_event(server):
