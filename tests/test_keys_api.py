@@ -253,8 +253,10 @@ def test_audit_trail_records_every_event(server):
 
 def test_audit_list_filters_and_formats(server):
     user = f"audit-filters-{time.time_ns()}"
-    new_key(server, user)
-    assert [e["event"] for e in audit(server, "--user", user, "--since", "1h")] == ["created"]
+    server.create_key(user)  # the offline CLI audits as the operating-system user
+    [event] = audit(server, "--user", user, "--since", "1h")
+    assert event["event"] == "created" and event["actor"].startswith("cli:")
+    assert event["source"] == "local" and event["username"] == user
     assert audit(server, "--user", user, "--since", "2999-01-01") == []
     assert len(audit(server, "--user", user, "--since", "2000-01-01T00:00:00Z")) == 1
     table = server.cli("audit", "list", "--user", user).stdout
