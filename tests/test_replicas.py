@@ -16,6 +16,7 @@ from mlflow_hokusai.keys.format import generate_key
 from tests.s3 import MotoS3
 from tests.server import Server, clean_env
 
+pytestmark = pytest.mark.postgres
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
 KEYS = "/api/2.0/mlflow/hokusai/api-keys"
 CLIENTS = 8
