@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,8 +28,30 @@ COMMON_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 BENCH_PASSWORD = "bench-Password-1234"
 
 
+_BASE_DIR: str | None = None
+
+
+def use_base_dir(path: str | None) -> None:
+    """Put the servers' directories (databases included) under ``path``; None: the system's
+    temporary directory."""
+    global _BASE_DIR
+    _BASE_DIR = path
+
+
+def memory_dir() -> str | None:
+    """A RAM-backed directory when the machine has one (so SQLite's fsyncs cost nothing and
+    disk noise from other processes does not leak into a CPU comparison)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def workdir(label: str) -> str:
-    return tempfile.mkdtemp(prefix=f"hokusai-bench-{label}-")
+    return tempfile.mkdtemp(prefix=f"hokusai-bench-{label}-", dir=_BASE_DIR)
+
+
+def stop_and_remove(servers) -> None:
+    for server in servers:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 def plain_server(*, workers: int, args: list[str] | None = None, env: dict | None = None) -> Server:
@@ -110,20 +133,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants."""
-    total, stack, seen = 0, [pid], set()
+def _tree(pid: int) -> list[int]:
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
-        if current in seen:
+        if current not in found:
+            found.append(current)
+            stack += _children(current)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by ``pid`` and its (living) descendants."""
+    total = 0
+    for current in _tree(pid):
+        try:
+            with open(f"/proc/{current}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, IndexError, ValueError):
             continue
-        seen.add(current)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants."""
+    total = 0
+    for current in _tree(pid):
         try:
             with open(f"/proc/{current}/statm") as handle:
                 total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             continue
-        stack += _children(current)
     return total
 
 

@@ -22,6 +22,7 @@ import base64
 import http.client
 import json
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class Target:
     experiment_id: str = ""
     run_ids: list = field(default_factory=list)
     rates: list = field(default_factory=list)
+    cpu_ms: list = field(default_factory=list)  # server CPU per request
     ratios: list = field(default_factory=list)
 
 
@@ -116,8 +118,10 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
         counts[index] = (done, errors)
 
 
-def measure(target: Target, threads: int, duration: float) -> tuple[float, int]:
+def measure(target: Target, threads: int, duration: float) -> tuple[float, float, int]:
+    """(requests/s, server CPU ms per request, failed requests) for one timed interval."""
     counts: list = [(0, 0)] * threads
+    cpu_before = _support.tree_cpu_seconds(target.server.proc.pid)
     stop_at = time.monotonic() + duration
     started = time.monotonic()
     pool = [
@@ -129,7 +133,9 @@ def measure(target: Target, threads: int, duration: float) -> tuple[float, int]:
     for thread in pool:
         thread.join()
     elapsed = time.monotonic() - started
-    return sum(c[0] for c in counts) / elapsed, sum(c[1] for c in counts)
+    cpu = _support.tree_cpu_seconds(target.server.proc.pid) - cpu_before
+    done = sum(c[0] for c in counts)
+    return done / elapsed, 1000 * cpu / max(done, 1), sum(c[1] for c in counts)
 
 
 def basic(user: str, password: str) -> dict:
@@ -144,7 +150,11 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target, not counted")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--workers", type=int, default=2, help="server workers (all servers)")
+    parser.add_argument("--data-dir", default=_support.memory_dir(),
+                        help="where the servers keep their SQLite files (default: /dev/shm when "
+                             "present, so disk syncs do not hide CPU costs)")
     options = parser.parse_args(argv)
+    _support.use_base_dir(options.data_dir)
 
     workers = options.workers
     plain = _support.plain_server(workers=workers)
@@ -167,7 +177,8 @@ def main(argv=None) -> int:
         for target in targets:
             setup(target, options.threads)
         print(f"throughput: {len(targets)} targets, {options.workers} workers each, "
-              f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s")
+              f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s, "
+              f"SQLite files in {options.data_dir or tempfile.gettempdir()}")
         if options.warmup > 0:
             for target in targets:
                 measure(target, options.threads, options.warmup)
@@ -175,22 +186,22 @@ def main(argv=None) -> int:
         for round_no in range(options.rounds):
             order = targets[round_no % len(targets):] + targets[: round_no % len(targets)]
             for target in order:
-                rate, failed = measure(target, options.threads, options.duration)
+                rate, cpu_ms, failed = measure(target, options.threads, options.duration)
                 target.rates.append(rate)
+                target.cpu_ms.append(cpu_ms)
                 errors += failed
             for target in targets:
                 target.ratios.append(target.rates[-1] / targets[0].rates[-1])
             print(f"round {round_no + 1}: " + ", ".join(
                 f"{t.name} {t.rates[-1]:.0f}/s" for t in targets), flush=True)
     finally:
-        for server in servers:
-            server.stop()
+        _support.stop_and_remove(servers)
 
     print()
     _support.print_table(
-        ["server", "req/s (median)", "ratio to plain MLflow"],
-        [[t.name, f"{_support.median(t.rates):.0f}", f"{_support.median(t.ratios):.2f}x"]
-         for t in targets],
+        ["server", "req/s (median)", "ratio to plain MLflow", "server CPU per request"],
+        [[t.name, f"{_support.median(t.rates):.0f}", f"{_support.median(t.ratios):.2f}x",
+          f"{_support.median(t.cpu_ms):.1f} ms"] for t in targets],
     )
     ours = _support.median(targets[3].ratios)
     print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.90x)")

@@ -197,14 +197,6 @@ _CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
 _STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
 
 
-# Authorization lookups worth caching: (kind, auth-store method). Each is a pure read keyed by
-# its arguments; the user row and role grants change only through the store's write methods.
-_CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
-# Store methods that only read; every other public method is treated as a write and clears the
-# cache (a new MLflow method is then safe by default: it invalidates rather than goes stale).
-_STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
-
-
 def cache_authorization_lookups(cache) -> None:
     """Put ``cache`` (a ``LookupCache``) in front of the per-request lookups of MLflow's auth
     engine, in this worker: the user row and role grants (auth store ``get_user``,
@@ -231,3 +223,67 @@ def cache_authorization_lookups(cache) -> None:
                          keep=lambda run: run is not None)
 
     auth._fetch_or_none = cached_fetch_or_none
+
+
+# Response fields MLflow's run redaction may withhold from non-admins (proto names and their
+# JSON camelCase forms). A body without any of them has nothing to withhold.
+_RUN_MODEL_LINK_MARKERS = tuple(
+    f'"{name}"'.encode()
+    for name in ("model_inputs", "model_outputs", "model_id", "modelInputs", "modelOutputs",
+                 "modelId")
+)
+
+
+def skip_redundant_request_work(max_paths: int = 4096) -> None:
+    """Two per-request costs of MLflow's auth engine that repeat the same answer:
+
+    - its FastAPI permission middleware tests every request path against every native FastAPI
+      route (about 0.4 ms a request) to learn whether FastAPI or Flask serves it; the answer
+      depends only on the request type, method and path, so it is remembered (LRU, bounded);
+    - for a non-admin, the run redaction after ``GetRun``/``SearchRuns`` parses the whole
+      response into protobuf to look for logged-model links; a body that does not contain
+      any link field name is passed through without the parse (same result).
+    Either patch is skipped if this MLflow version does not have the function it wraps."""
+    import threading
+    from collections import OrderedDict
+
+    from mlflow.server import auth
+
+    matches = getattr(auth, "_scope_matches_native_route", None)
+    if matches is not None:
+        memo: OrderedDict = OrderedDict()
+        lock = threading.Lock()
+
+        def remembered(native_routes, scope):
+            key = (id(native_routes), scope.get("type"), scope.get("method"),
+                   scope.get("root_path", ""), scope.get("path"))
+            with lock:
+                if key in memo:
+                    memo.move_to_end(key)
+                    return memo[key]
+            answer = matches(native_routes, scope)
+            with lock:
+                memo[key] = answer
+                if len(memo) > max_paths:
+                    memo.popitem(last=False)
+            return answer
+
+        auth._scope_matches_native_route = remembered
+
+    redactors = {getattr(auth, name, None)
+                 for name in ("redact_get_run_model_links", "redact_search_runs_model_links")}
+    redactors.discard(None)
+
+    def only_with_links(redact):
+        def redact_if_linked(resp):
+            data = resp.get_data()
+            if any(marker in data for marker in _RUN_MODEL_LINK_MARKERS):
+                return redact(resp)
+            return None
+
+        return redact_if_linked
+
+    for table in (auth.AFTER_REQUEST_HANDLERS, auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS):
+        for rule, handler in list(table.items()):
+            if handler in redactors:
+                table[rule] = only_with_links(handler)

@@ -88,6 +88,35 @@ def test_deleted_user_is_refused_at_once(one_worker):
     assert server.get(f"{API2}/hokusai/whoami", key).status_code == 401
 
 
+def test_run_model_links_are_still_redacted_for_a_denied_reader(one_worker):
+    """The redaction shortcut skips only bodies without link fields; this one has them."""
+    server = one_worker
+    owner = server.create_key("cache-linker")
+    reader = server.create_key("cache-denied-reader")
+    experiment_id, run_id = _run_in_new_experiment(server, owner, "cache-links")
+    model = server.post(f"{API2}/logged-models", owner,
+                        json={"experiment_id": experiment_id, "name": "linked"})
+    assert model.status_code == 200, model.text
+    model_id = model.json()["model"]["info"]["model_id"]
+    response = server.post(f"{API2}/runs/log-inputs", owner,
+                           json={"run_id": run_id, "models": [{"model_id": model_id}]})
+    assert response.status_code == 200, response.text
+    deny = {"username": "cache-denied-reader", "resource_type": "logged_model",
+            "resource_id": "*", "permission": "DENY"}
+    response = server.post(f"{API3}/users/permissions/grant", server.admin_key, json=deny)
+    assert response.status_code == 200, response.text
+
+    def links(key):
+        got = server.get(f"{API2}/runs/get?run_id={run_id}", key)
+        found = server.post(f"{API2}/runs/search", key, json={"experiment_ids": [experiment_id]})
+        assert got.status_code == 200 and found.status_code == 200
+        runs = [got.json()["run"], *found.json()["runs"]]
+        return [run.get("inputs", {}).get("model_inputs", []) for run in runs]
+
+    assert links(owner)[0] == [{"model_id": model_id}]  # GetRun carries the link
+    assert links(reader) == [[], []]
+
+
 # -- the cache itself ------------------------------------------------------------------------
 def test_values_are_cached_until_cleared():
     cache = LookupCache(ttl=60)

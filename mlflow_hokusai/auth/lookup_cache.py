@@ -103,9 +103,12 @@ def _freeze(value):
 
 def install(ttl: float, key_service) -> LookupCache | None:
     """Cache MLflow's authorization lookups in this worker for ``ttl`` seconds (0: off); a
-    clear also clears ``key_service``'s key cache."""
+    clear also clears ``key_service``'s key cache. Work that always gives the same answer
+    (route matching, redaction of responses with nothing to redact) is skipped whatever the
+    TTL."""
     from mlflow_hokusai import _mlflow
 
+    _mlflow.skip_redundant_request_work()
     if ttl <= 0:
         return None
     cache = LookupCache(ttl)

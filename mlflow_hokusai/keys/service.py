@@ -66,6 +66,10 @@ class Unavailable(HokusaiError):
 _UNSET = object()
 
 
+class _NotCached(Exception):
+    """A cache-only resolve would need a database lookup."""
+
+
 class KeyService:
     def __init__(
         self,
@@ -88,12 +92,16 @@ class KeyService:
         self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
 
     # -- cache ----------------------------------------------------------------------------
-    def _cached(self, cache_key, load):
+    def _cached(self, cache_key, load, cached_only: bool = False):
         if self._cache is None:
+            if cached_only:
+                raise _NotCached
             return load()
         with self._lock:
             value = self._cache.get(cache_key, _UNSET)
         if value is _UNSET:
+            if cached_only:
+                raise _NotCached
             value = load()
             with self._lock:
                 self._cache[cache_key] = value
@@ -106,15 +114,24 @@ class KeyService:
                 self._cache.clear()
 
     # -- authentication --------------------------------------------------------------------
-    def resolve(self, credential: Credential) -> Identity | AuthFailure:
+    def resolve(
+        self, credential: Credential, *, cached_only: bool = False
+    ) -> Identity | AuthFailure | None:
+        """The caller's identity, or why not. With ``cached_only``, None when the answer needs
+        a database lookup: the ASGI gate answers cached keys on the event loop and only goes
+        to a worker thread for the rest."""
         if credential.kind == "none":
             return AuthFailure(MISSING_MESSAGE)
         if credential.kind == "malformed":
             return AuthFailure(f"Invalid credentials: {credential.problem}.")
         try:
             if credential.kind == "password":
-                return self._resolve_password(credential.username, credential.password)
-            return self._resolve_key(credential.key)
+                return self._resolve_password(
+                    credential.username, credential.password, cached_only
+                )
+            return self._resolve_key(credential.key, cached_only)
+        except _NotCached:
+            return None
         except Exception as error:
             # Fail closed, and say so: a 503 the client may retry, never a 500 or a pass.
             if database_unavailable(error):
@@ -122,13 +139,15 @@ class KeyService:
                 raise Unavailable() from error
             raise
 
-    def _resolve_key(self, key: str) -> Identity | AuthFailure:
+    def _resolve_key(self, key: str, cached_only: bool = False) -> Identity | AuthFailure:
         try:
             parsed = keyformat.parse_key(key)
         except keyformat.KeyFormatError as e:
             return AuthFailure(f"Invalid API key: {e}.")
         digest = parsed.digest
-        record: KeyRecord | None = self._cached(("key", digest), lambda: self.store.lookup(digest))
+        record: KeyRecord | None = self._cached(
+            ("key", digest), lambda: self.store.lookup(digest), cached_only
+        )
         if record is None:
             return AuthFailure("Invalid API key: no such key.")
         status = record.status()
@@ -148,13 +167,16 @@ class KeyService:
         self._maybe_touch(record.id)
         return Identity(record.username, record.user_is_admin, record.id, record.scope)
 
-    def _resolve_password(self, username: str, password: str) -> Identity | AuthFailure:
+    def _resolve_password(
+        self, username: str, password: str, cached_only: bool = False
+    ) -> Identity | AuthFailure:
         if self._check_password is None:
             return AuthFailure("Password logins are not enabled on this server.")
         # Cache by a keyed digest so the plaintext password is never held in memory.
         tag = hmac.new(self._password_salt, f"{username}\0{password}".encode(), hashlib.sha256)
         is_admin = self._cached(
-            ("password", tag.digest()), lambda: self._check_password(username, password)
+            ("password", tag.digest()), lambda: self._check_password(username, password),
+            cached_only,
         )
         if is_admin is None:
             return AuthFailure("Invalid username or password.")

@@ -74,6 +74,9 @@ def is_public(path: str, static_prefix: str = "") -> bool:
     return path in _PUBLIC_EXACT or _PUBLIC_PATTERN.fullmatch(path) is not None
 
 
+NEEDS_LOOKUP = object()  # check(cached_only=True): the answer needs database I/O
+
+
 class _Gate:
     def __init__(self, app, service: KeyService, url_prefix: str, static_prefix: str,
                  read_scope: ReadScope | None = None, audit=None):
@@ -88,8 +91,11 @@ class _Gate:
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
 
-    def check(self, path: str, method: str, get_all, peer: str | None = None):
-        """None when the request may go on, else a response (status, headers, body)."""
+    def check(self, path: str, method: str, get_all, peer: str | None = None,
+              cached_only: bool = False):
+        """None when the request may go on, else a response (status, headers, body).
+        With ``cached_only``: NEEDS_LOOKUP when answering needs database I/O (a key not in the
+        cache, or an audit event to write)."""
         if is_public(path, self.static_prefix):
             if method in ("GET", "HEAD") and strip_prefix(path, self.static_prefix) == "/version":
                 # MLflow's auth engine protects /version; the design makes it public, so the
@@ -98,15 +104,21 @@ class _Gate:
                 return 200, [("Content-Type", "text/plain; charset=utf-8")], body
             return None
         try:
-            result = self.service.resolve(from_headers(get_all))
+            result = self.service.resolve(from_headers(get_all), cached_only=cached_only)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return error_parts(error.error_code, error.message, error.status)
+        if result is None:
+            return NEEDS_LOOKUP
         if isinstance(result, AuthFailure):
+            if cached_only and self.audit is not None:
+                return NEEDS_LOOKUP
             if self.audit is not None:
                 self.audit.failed_key(result, peer)
             return error_parts("UNAUTHENTICATED", result.message)
         refusal = self.read_scope.refusal(result, path, method)
         if refusal is not None:
+            if cached_only and self.audit is not None:
+                return NEEDS_LOOKUP
             if self.audit is not None:
                 self.audit.read_only_refusal(result, f"{method} {path}", peer)
             return error_parts("PERMISSION_DENIED", refusal)
@@ -144,11 +156,13 @@ class AsgiGate(_Gate):
             wanted = name.lower().encode()
             return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
-        # A key lookup may touch the database: keep it off the event loop.
+        # Answer from the key cache on the event loop (a thread hop costs more than the check);
+        # a lookup or an audit write touches the database, so that goes to a worker thread.
         client = scope.get("client")
-        error = await anyio.to_thread.run_sync(
-            self.check, path, scope.get("method", "GET"), get_all, client[0] if client else None
-        )
+        peer = client[0] if client else None
+        error = self.check(path, method, get_all, peer, cached_only=True)
+        if error is NEEDS_LOOKUP:
+            error = await anyio.to_thread.run_sync(self.check, path, method, get_all, peer)
         if error is None:
             return await self.app(scope, receive, _json_denials(send))
         if scope["type"] == "websocket":
