@@ -32,7 +32,7 @@ class MotoS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "MotoS3":
+    def start(self, timeout: float = 60.0) -> MotoS3:
         self.log = tempfile.TemporaryFile()
         env = {**os.environ, **CREDENTIALS}
         self.proc = subprocess.Popen(

@@ -6,7 +6,6 @@ One uvicorn server is shared by most tests; a gunicorn one and one started with 
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import numpy as np
@@ -40,18 +39,17 @@ def _s3_server(s3, tmp_path_factory, name, *args, health_path="/health"):
 
 @pytest.fixture(scope="module")
 def servers(s3, tmp_path_factory):
-    """The module's three servers, started side by side (start-up is mostly waiting)."""
+    """The module's three servers."""
     started = {
         "uvicorn": _s3_server(s3, tmp_path_factory, "uvicorn"),
-        "gunicorn": _s3_server(s3, tmp_path_factory, "gunicorn", "--gunicorn-opts", "--workers 1"),
+        "gunicorn": _s3_server(s3, tmp_path_factory, "gunicorn", "--gunicorn-opts",
+                               "--timeout 120", "--workers", "1"),
         "static": _s3_server(s3, tmp_path_factory, "static", "--static-prefix", "/mlflow-ui",
                              health_path="/mlflow-ui/health"),
     }
-    with ThreadPoolExecutor(len(started)) as pool:
-        futures = [pool.submit(server.start) for server in started.values()]
     try:
-        for future in futures:
-            future.result()
+        for server in started.values():
+            server.start()
         yield started
     finally:
         for server in started.values():

@@ -83,7 +83,7 @@ class RunListingDispatch:
 
     def __call__(self, environ, start_response):
         target = self.targets.get(environ.get("PATH_INFO", ""))
-        if target and environ.get("REQUEST_METHOD") == "GET":
+        if target and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
             if "run_id" in query:
                 environ["PATH_INFO"] = target
@@ -98,10 +98,12 @@ def _experiment_of(path: str | None) -> str | None:
 def _admins_list_the_root():
     """Before-request hook, after MLflow's (which authenticated and authorized by the
     experiment the path names, or by the default permission when it names none)."""
-    if request.method != "GET" or request.path not in _listing_paths:
+    if request.method not in ("GET", "HEAD") or request.path not in _listing_paths:
+        return None
+    if _experiment_of(request.args.get("path")):
         return None
     identity = current_identity()
-    if identity is None or identity.is_admin or _experiment_of(request.args.get("path")):
+    if identity is not None and identity.is_admin:
         return None
     return flask_error(
         "PERMISSION_DENIED",
@@ -122,7 +124,8 @@ def install(app: Flask) -> None:
         app.add_url_rule(
             path, endpoint=f"hokusai:{path}", view_func=list_run_artifacts, methods=["GET"]
         )
-    _mlflow.authorize_like_get_run([(rest, "GET"), (ajax, "GET")], check_listing_request)
+    rules = [(path, method) for path in (rest, ajax) for method in ("GET", "HEAD")]
+    _mlflow.authorize_like_get_run(rules, check_listing_request)
     app.before_request(_admins_list_the_root)
     app.wsgi_app = RunListingDispatch(
         app.wsgi_app, {prefix + _LISTINGS[0]: rest, prefix + _LISTINGS[1]: ajax}
