@@ -48,6 +48,15 @@ def workdir(label: str) -> str:
     return tempfile.mkdtemp(prefix=f"hokusai-bench-{label}-", dir=_BASE_DIR)
 
 
+def start_all(servers, timeout: float = 600.0) -> None:
+    """Start the servers side by side (start-up is mostly waiting on imports and locks), from
+    this thread: a server is stopped when the thread that launched it ends."""
+    for server in servers:
+        server.launch()
+    for server in servers:
+        server.wait_ready(timeout)
+
+
 def stop_and_remove(servers) -> None:
     for server in servers:
         server.stop()
@@ -166,9 +175,3 @@ def tree_rss_bytes(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def free_port() -> int:
-    from tests.server import free_port as find
-
-    return find()

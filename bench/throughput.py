@@ -163,8 +163,7 @@ def main(argv=None) -> int:
     hokusai = _support.hokusai_server(workers=workers)
     servers = [plain, basic_auth, basic_cached, hokusai]
     try:
-        for server in servers:
-            server.start()
+        _support.start_all(servers)
         hokusai_key = hokusai.create_key("bench-user")
         targets = [
             Target("mlflow (no auth)", plain, {}),

@@ -1,0 +1,50 @@
+"""Every benchmark script still runs, in a tiny configuration, so none of them can rot.
+
+Timings are never asserted (a shared CI machine makes them meaningless); only that each script
+exits cleanly and prints its table and ratio lines.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server import clean_env
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+CASES = {
+    "throughput.py": (
+        ["--rounds", "1", "--duration", "1", "--warmup", "0", "--threads", "1", "--workers", "1"],
+        ["| server", "| mlflow (no auth)", "| basic-auth + cache, non-admin",
+         "| hokusai, non-admin write key", "ratio hokusai non-admin / plain:"],
+    ),
+    "key_scaling.py": (
+        ["--keys", "1000", "--rounds", "1", "--calls", "20"],
+        ["| keys in database", "| 1,000", "ratio 1,000 keys / 10 keys:"],
+    ),
+    "artifacts.py": (
+        ["--size-mib", "2", "--rounds", "1", "--workers", "1"],
+        ["| transfer", "| upload", "| download", "ratio upload server/direct:",
+         "server peak RSS growth:"],
+    ),
+    "artifact_memory.py": (
+        ["--size-mib", "8", "--workers", "1"],
+        ["peak growth", "worst peak growth:"],
+    ),
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_bench_script_runs(script, tmp_path):
+    if not (BENCH / script).exists():
+        pytest.fail(f"bench/{script} is missing")
+    args, expected = CASES[script]
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    for line in expected:
+        assert line in result.stdout, f"{script} did not print {line!r}:\n{result.stdout}"
