@@ -287,3 +287,11 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         for rule, handler in list(table.items()):
             if handler in redactors:
                 table[rule] = only_with_links(handler)
+
+
+def use_artifact_repository(scheme: str, repository_class) -> None:
+    """Serve ``scheme`` URIs (e.g. ``--artifacts-destination s3://…``) with
+    ``repository_class`` in this process."""
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+
+    _artifact_repository_registry.register(scheme, repository_class)

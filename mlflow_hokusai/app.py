@@ -13,6 +13,7 @@ import logging
 
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
+    from mlflow_hokusai.artifacts import s3_streaming
     from mlflow_hokusai.auth import flask_auth, lookup_cache
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.service import KeyService
@@ -35,6 +36,7 @@ def create_app():
     api.register(started.flask_app)
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
     lookup_cache.install(settings.auth_cache_ttl_seconds, service)
+    s3_streaming.install()
     token_tags.install(started.flask_app, settings)
     availability.install(started.flask_app, started.runner_app)
     artifacts.install(started.flask_app)

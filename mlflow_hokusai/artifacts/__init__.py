@@ -1,0 +1,1 @@
+"""Artifact storage behind MLflow's proxied artifact API."""

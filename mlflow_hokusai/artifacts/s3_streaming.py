@@ -1,0 +1,192 @@
+"""Proxied uploads to S3 that stream: parts go to S3 while the request body still arrives.
+
+MLflow's upload handler spools a proxied upload to a temporary file and only then hands it to
+boto3, so an upload through the server takes the client's transfer time plus the S3 transfer
+time. MLflow streams instead when the artifact repository implements ``StreamUploadMixin``;
+this S3 repository does: the body is cut into 8 MiB parts of a multipart upload, each sent by a
+small thread pool as soon as it is full, at most ``MAX_IN_FLIGHT`` parts per upload held in
+memory. Files smaller than one part go up in one ``PutObject``. Upload settings that the
+multipart calls cannot carry the way ``upload_file`` does (anything beyond content type,
+encoding, bucket owner, server-side encryption, ACL, storage class, metadata, tagging) make it
+fall back to MLflow's temporary-file path, so behaviour never differs from MLflow's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import posixpath
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from mimetypes import guess_type
+
+from mlflow.store.artifact.artifact_repo import StreamUploadMixin
+from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+_logger = logging.getLogger(__name__)
+PART_SIZE = 8 * 1024 * 1024  # boto3's default multipart chunk size
+MAX_IN_FLIGHT = 4
+READ_SIZE = 1024 * 1024
+# ExtraArgs of upload_file that create_multipart_upload/put_object take under the same name.
+_STREAMABLE_ARGS = frozenset({
+    "ContentType", "ContentEncoding", "ExpectedBucketOwner", "ServerSideEncryption",
+    "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled", "ACL", "StorageClass",
+    "Metadata", "Tagging", "CacheControl", "ContentDisposition", "ContentLanguage",
+})
+_PARTS = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="hokusai-s3-part")
+
+
+class _MultipartUpload:
+    """One object written part by part; ``add`` returns at once, parts upload in threads."""
+
+    def __init__(self, client, bucket: str, key: str, extra: dict):
+        self.client, self.bucket, self.key, self.extra = client, bucket, key, extra
+        self.owner = {k: v for k, v in extra.items() if k == "ExpectedBucketOwner"}
+        self.buffer = bytearray()
+        self.parts: list[Future] = []
+        self.upload_id: str | None = None
+
+    def add(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        while len(self.buffer) >= PART_SIZE:
+            body = bytes(self.buffer[:PART_SIZE])
+            del self.buffer[:PART_SIZE]
+            self._send(body)
+
+    def oldest_pending(self) -> Future | None:
+        """A part to wait for before reading more, when too many are held in memory."""
+        pending = [part for part in self.parts if not part.done()]
+        return pending[0] if len(pending) >= MAX_IN_FLIGHT else None
+
+    def _send(self, body: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self.extra
+            )["UploadId"]
+        self.parts.append(_PARTS.submit(
+            self.client.upload_part, Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+            PartNumber=len(self.parts) + 1, Body=body, **self.owner,
+        ))
+
+    def finish(self) -> None:
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer),
+                                   **self.extra)
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        done = [{"ETag": part.result()["ETag"], "PartNumber": number}
+                for number, part in enumerate(self.parts, start=1)]
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+            MultipartUpload={"Parts": done}, **self.owner,
+        )
+
+    def abort(self) -> None:
+        for part in self.parts:
+            part.cancel()
+        if self.upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, **self.owner
+                )
+            except Exception:  # the original error matters more; S3 lifecycle rules clean up
+                _logger.warning("could not abort multipart upload of %s", self.key, exc_info=True)
+
+
+class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
+    def _upload_for(self, artifact_file_name: str, artifact_path: str | None):
+        """The multipart upload for this artifact, or None when its settings need MLflow's
+        own ``upload_file`` path."""
+        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        if artifact_path:
+            key = posixpath.join(key, artifact_path)
+        key = posixpath.join(key, posixpath.basename(artifact_file_name))
+        extra: dict = {}
+        guessed_type, guessed_encoding = guess_type(artifact_file_name)
+        if guessed_type is not None:
+            extra["ContentType"] = guessed_type
+        if guessed_encoding is not None:
+            extra["ContentEncoding"] = guessed_encoding
+        extra.update(self._bucket_owner_params)
+        extra.update(self.get_s3_file_upload_extra_args() or {})
+        if not _STREAMABLE_ARGS.issuperset(extra):
+            return None
+        return _MultipartUpload(self._get_s3_client(), bucket, key, extra)
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        upload = self._upload_for(artifact_file_name, artifact_path)
+        if upload is None:
+            return self._spool_then_upload(iter(lambda: stream.read(READ_SIZE), b""),
+                                           artifact_file_name, artifact_path)
+        try:
+            while chunk := stream.read(READ_SIZE):
+                upload.add(chunk)
+                if (pending := upload.oldest_pending()) is not None:
+                    pending.result()
+            upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name,
+                                             artifact_path=None):
+        upload = self._upload_for(artifact_file_name, artifact_path)
+        if upload is None:
+            spooled = await _spool(chunks)
+            return await asyncio.to_thread(self._upload_spooled, spooled, artifact_file_name,
+                                           artifact_path)
+        try:
+            async for chunk in chunks:
+                if len(upload.buffer) + len(chunk) >= PART_SIZE and upload.upload_id is None:
+                    # The first part creates the multipart upload: a network call, off the loop.
+                    await asyncio.to_thread(upload.add, chunk)
+                else:
+                    upload.add(chunk)
+                if (pending := upload.oldest_pending()) is not None:
+                    await asyncio.wrap_future(pending)
+            await asyncio.to_thread(upload.finish)
+        except BaseException:
+            await asyncio.to_thread(upload.abort)
+            raise
+
+    def _spool_then_upload(self, chunks, artifact_file_name, artifact_path):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, posixpath.basename(artifact_file_name))
+            with open(path, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+            self.log_artifact(path, artifact_path)
+
+    def _upload_spooled(self, spooled_path, artifact_file_name, artifact_path):
+        try:
+            with tempfile.TemporaryDirectory() as directory:
+                path = os.path.join(directory, posixpath.basename(artifact_file_name))
+                os.replace(spooled_path, path)
+                self.log_artifact(path, artifact_path)
+        finally:
+            if os.path.exists(spooled_path):
+                os.remove(spooled_path)
+
+
+async def _spool(chunks) -> str:
+    """Write an async chunk stream to a temporary file; return its path."""
+    handle = tempfile.NamedTemporaryFile(delete=False)
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(handle.write, chunk)
+    except BaseException:
+        handle.close()
+        os.remove(handle.name)
+        raise
+    handle.close()
+    return handle.name
+
+
+def install() -> None:
+    """Serve ``s3://`` artifact destinations with the streaming repository in this worker."""
+    from mlflow_hokusai import _mlflow
+
+    _mlflow.use_artifact_repository("s3", StreamingS3ArtifactRepository)
