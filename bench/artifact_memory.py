@@ -6,7 +6,7 @@ uploads one file of ``--size-mib`` MiB with the stock MLflow client through the 
 ``http://HOST:PORT/api/mlflow``, twice:
 
 - ``single PUT``: the client streams the file in one ``PUT …/mlflow-artifacts/artifacts/…``; the
-  server spools it to a temporary file and hands it to boto3 (MLflow's S3 repository);
+  server passes it on to S3 (in parts while it arrives);
 - ``multipart``: ``MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true`` on both sides; the server only
   creates and completes the upload, the parts go to presigned S3 URLs.
 
