@@ -26,7 +26,7 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 _logger = logging.getLogger(__name__)
 PART_SIZE = 8 * 1024 * 1024  # boto3's default multipart chunk size
-MAX_IN_FLIGHT = 4
+MAX_IN_FLIGHT = 6
 READ_SIZE = 1024 * 1024
 # ExtraArgs of upload_file that create_multipart_upload/put_object take under the same name.
 _STREAMABLE_ARGS = frozenset({
@@ -43,16 +43,27 @@ class _MultipartUpload:
     def __init__(self, client, bucket: str, key: str, extra: dict):
         self.client, self.bucket, self.key, self.extra = client, bucket, key, extra
         self.owner = {k: v for k, v in extra.items() if k == "ExpectedBucketOwner"}
-        self.buffer = bytearray()
+        self.pending: list[bytes] = []  # received, not yet a full part
+        self.pending_size = 0
         self.parts: list[Future] = []
         self.upload_id: str | None = None
 
+    def will_send(self, chunk: bytes) -> bool:
+        """True when adding ``chunk`` completes a part."""
+        return self.pending_size + len(chunk) >= PART_SIZE
+
     def add(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        while len(self.buffer) >= PART_SIZE:
-            body = bytes(self.buffer[:PART_SIZE])
-            del self.buffer[:PART_SIZE]
-            self._send(body)
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size < PART_SIZE:
+            return
+        data = b"".join(self.pending)  # one copy per part, not one per chunk
+        offset = 0
+        while len(data) - offset >= PART_SIZE:
+            self._send(data if len(data) == PART_SIZE else data[offset:offset + PART_SIZE])
+            offset += PART_SIZE
+        rest = data[offset:]
+        self.pending, self.pending_size = ([rest] if rest else []), len(rest)
 
     def oldest_pending(self) -> Future | None:
         """A part to wait for before reading more, when too many are held in memory."""
@@ -70,13 +81,13 @@ class _MultipartUpload:
         ))
 
     def finish(self) -> None:
+        rest = b"".join(self.pending)
+        self.pending, self.pending_size = [], 0
         if self.upload_id is None:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer),
-                                   **self.extra)
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=rest, **self.extra)
             return
-        if self.buffer:
-            self._send(bytes(self.buffer))
-            self.buffer.clear()
+        if rest:
+            self._send(rest)
         done = [{"ETag": part.result()["ETag"], "PartNumber": number}
                 for number, part in enumerate(self.parts, start=1)]
         self.client.complete_multipart_upload(
@@ -140,7 +151,7 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
                                            artifact_path)
         try:
             async for chunk in chunks:
-                if len(upload.buffer) + len(chunk) >= PART_SIZE and upload.upload_id is None:
+                if upload.upload_id is None and upload.will_send(chunk):
                     # The first part creates the multipart upload: a network call, off the loop.
                     await asyncio.to_thread(upload.add, chunk)
                 else:
