@@ -209,12 +209,15 @@ def cache_authorization_lookups(cache) -> None:
 
     store = auth.store
     for kind, name in _CACHED_STORE_READS:
-        setattr(store, name, cache.cached(kind, getattr(store, name)))
+        if hasattr(store, name):  # list_grants is new in MLflow 3.17
+            setattr(store, name, cache.cached(kind, getattr(store, name)))
     for name, member in inspect.getmembers(type(store), inspect.isfunction):
         if not name.startswith("_") and not name.startswith(_STORE_READ_PREFIXES):
             setattr(store, name, cache.invalidating(getattr(store, name)))
 
-    fetch_or_none = auth._fetch_or_none
+    fetch_or_none = getattr(auth, "_fetch_or_none", None)
+    if fetch_or_none is None:  # MLflow < 3.17 loads the run inline: not cached there
+        return
 
     def cached_fetch_or_none(fetch, resource_id):
         if getattr(fetch, "__name__", "") != "get_run":
@@ -283,7 +286,8 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
 
         return redact_if_linked
 
-    for table in (auth.AFTER_REQUEST_HANDLERS, auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS):
+    for table in (getattr(auth, "AFTER_REQUEST_HANDLERS", {}),
+                  getattr(auth, "PARAMETERIZED_AFTER_REQUEST_HANDLERS", {})):
         for rule, handler in list(table.items()):
             if handler in redactors:
                 table[rule] = only_with_links(handler)
