@@ -53,13 +53,17 @@ def build_auth_app():
     return flask_app, create_app(flask_app)
 
 
+def _allow() -> bool:
+    return True
+
+
 def allow_authenticated(rules: list[tuple[str, str]]) -> None:
     """Tell MLflow's fail-closed authorization table that any authenticated user may call
     these (path, method) pairs; our handlers then decide for themselves."""
     from mlflow.server import auth
 
     for rule in rules:
-        auth.BEFORE_REQUEST_VALIDATORS[rule] = auth._allow_authenticated
+        auth.BEFORE_REQUEST_VALIDATORS[rule] = _allow
 
 
 def user_store(database_uri: str):
