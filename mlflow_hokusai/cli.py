@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 import click
+import sqlalchemy as sa
 
 from mlflow_hokusai.config import ConfigError, load_settings
 from mlflow_hokusai.keys.management import MAX_EXPIRY_DAYS, parse_expiry, parse_name, parse_username
@@ -47,8 +48,24 @@ def _open_store(database_uri: str | None):
     engine = get_engine(uri)
     with startup_lock(engine):
         upgrade(engine)
-        _mlflow.user_store(uri)
+        if not sa.inspect(engine).has_table("users"):
+            _mlflow.user_store(uri)  # importing MLflow's auth engine costs seconds: only if needed
     return KeyStore(engine)
+
+
+class _LazyUsers:
+    """MLflow's user store, opened on first use (only ``keys create`` needs it)."""
+
+    def __init__(self, uri: str):
+        self._uri = uri
+        self._store = None
+
+    def __getattr__(self, name):
+        if self._store is None:
+            from mlflow_hokusai import _mlflow
+
+            self._store = _mlflow.user_store(self._uri)
+        return getattr(self._store, name)
 
 
 def _note(message: str) -> None:
@@ -105,12 +122,10 @@ def _backend(database_uri, tracking_uri):
                 "--tracking-uri needs your API key in HOKUSAI_API_KEY (or MLFLOW_TRACKING_TOKEN)"
             )
         return backends.Online(tracking_uri, key)
-    from mlflow_hokusai import _mlflow
-
     settings = _settings()
     uri = database_uri or settings.database_uri
     store = _open_store(uri)
-    return backends.Offline(store, _mlflow.user_store(uri), settings.key_environment, _note)
+    return backends.Offline(store, _LazyUsers(uri), settings.key_environment, _note)
 
 
 def _run(action):
