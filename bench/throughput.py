@@ -9,8 +9,11 @@ log-metric, log-batch, get-run and search-runs, from several threads. The client
 HTTP over one keep-alive connection per thread (``http.client``), the cheapest client Python
 has, so the servers are the bottleneck.
 
-Prints the median req/s per target and its ratio to plain MLflow (the median of the per-round
-ratios, so machine noise that hits a whole round cancels out).
+Prints the median req/s per target, its ratio to plain MLflow (the median of the per-round
+ratios, so machine noise that hits a whole round cancels out) and the CPU time the server's
+process tree spent per request (less sensitive to other load on the machine than req/s). The
+SQLite files live in /dev/shm when the machine has it (``--data-dir``), so disk syncs do not
+hide CPU costs; MLflow's background job runner is off on every server alike.
 
     python bench/throughput.py [--rounds 5] [--duration 10] [--threads 4] [--workers 2]
 """
