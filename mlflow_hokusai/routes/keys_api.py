@@ -17,7 +17,7 @@ from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.errors import HokusaiError, flask_error
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import Actor, KeyManager
-from mlflow_hokusai.routes.api import paths
+from mlflow_hokusai.routes.api import register
 from mlflow_hokusai.store.audit import AuditStore
 
 _logger = logging.getLogger(__name__)
@@ -136,10 +136,5 @@ def install(app: Flask, key_store, service, settings) -> AuditLog:
         on_change=service.invalidate,
         on_note=_logger.info,
     )
-    rules = []
-    for base, method, view in ROUTES:
-        for path in paths(base):
-            app.add_url_rule(path, endpoint=f"hokusai:{path}", view_func=view, methods=[method])
-            rules.append((path, method))
-    _mlflow.allow_authenticated(rules)
+    register(app, ROUTES)
     return audit
