@@ -83,15 +83,17 @@ class BasicAuthServer(Server):
         directory = workdir("basic-auth")
         ini = Path(directory) / "basic_auth.ini"
         db = Path(directory) / "basic_auth.db"
+        self.admin_password = "admin-" + secrets.token_urlsafe(12)
         ini.write_text(
             "[mlflow]\n"
             "default_permission = READ\n"
             f"database_uri = sqlite:///{db}\n"
             "admin_username = admin\n"
+            # MLflow 3.15 reads the password only from the file (later releases also from env).
+            f"admin_password = {self.admin_password}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             f"auth_cache_ttl_seconds = {cache_ttl}\n"
         )
-        self.admin_password = "admin-" + secrets.token_urlsafe(12)
         env = {
             **COMMON_ENV,
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),

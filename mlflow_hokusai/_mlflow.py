@@ -53,6 +53,18 @@ def build_auth_app():
     return flask_app, create_app(flask_app)
 
 
+def make_server_info_public() -> None:
+    """Server-info is public from MLflow 3.16 on; make it so on older releases too (the gate
+    already lets only these exact, clean paths through without a key)."""
+    from mlflow.server import auth
+
+    paths = ("/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info")
+    # MLflow matches these as prefixes, with and without the static prefix.
+    missing = tuple(p for p in paths if not auth.is_unprotected_route(static_prefix() + p))
+    if missing:
+        auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
+
+
 def _allow() -> bool:
     return True
 

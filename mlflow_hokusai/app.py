@@ -34,6 +34,7 @@ def create_app():
     )
     flask_auth.configure(service)
     api.register(started.flask_app)
+    _mlflow.make_server_info_public()
     # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
     lookup_cache.install(settings.auth_cache_ttl_seconds, service)
     s3_streaming.install()
