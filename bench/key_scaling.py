@@ -1,7 +1,7 @@
 """Authentication cost per request with 10 keys vs 100,000 keys in the key database.
 
-In-process, through the real authentication path: ``KeyService.resolve`` on a parsed
-``Authorization: Bearer`` credential, with the service's cache turned off (``cache_ttl=0``) so
+In-process, through the real authentication path: ``Authenticator.resolve`` on a parsed
+``Authorization: Bearer`` credential, with the lookup cache turned off (TTL 0) so
 every call runs the checksum, the SHA-256 and the indexed lookup in the real ``KeyStore`` on a
 SQLite file (with MLflow's auth tables, as the server has them). The two databases are measured
 in alternating rounds; the medians and their ratio are printed (target: <= 1.2).
@@ -23,16 +23,19 @@ import _support  # noqa: F401  (puts the repository on sys.path)
 
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.credentials import from_headers
-from mlflow_hokusai.keys.service import Identity, KeyService
+from mlflow_hokusai.auth.authenticator import Authenticator, Identity
+from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.keys.management import issue_key
+from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.engine import get_engine, upgrade
-from mlflow_hokusai.store.keys import KeyStore, utcnow
+from mlflow_hokusai.store.keys import KeyStore
 from mlflow_hokusai.store.models import ApiKey
 
 USER = "bench-user"
 KNOWN_KEYS = 10
 
 
-def make_database(directory: str, total_keys: int) -> tuple[KeyService, list]:
+def make_database(directory: str, total_keys: int) -> tuple[Authenticator, list]:
     """A key database holding ``total_keys`` keys; returns a cache-less service and the
     credentials of ``KNOWN_KEYS`` of them, spread over the table."""
     uri = f"sqlite:///{os.path.join(directory, f'keys-{total_keys}.db')}"
@@ -54,7 +57,7 @@ def make_database(directory: str, total_keys: int) -> tuple[KeyService, list]:
     for index in range(filler):
         if index % (filler // KNOWN_KEYS or 1) == 0 and len(known) < KNOWN_KEYS - 1:
             flush()
-            known.append(store.create(USER, name="known")[0])
+            known.append(issue_key(store, USER, name="known")[0])
         batch.append({
             "id": secrets.token_hex(8),
             "digest": hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
@@ -68,13 +71,13 @@ def make_database(directory: str, total_keys: int) -> tuple[KeyService, list]:
             flush()
     flush()
     while len(known) < KNOWN_KEYS:
-        known.append(store.create(USER, name="known")[0])
+        known.append(issue_key(store, USER, name="known")[0])
     credentials = [from_headers(lambda name, k=k: [f"Bearer {k}"] if name == "Authorization" else [])
                    for k in known]
-    return KeyService(store, cache_ttl=0), credentials
+    return Authenticator(store, LookupCache(ttl=0)), credentials
 
 
-def time_per_call(service: KeyService, credentials: list, calls: int) -> float:
+def time_per_call(service: Authenticator, credentials: list, calls: int) -> float:
     """Mean seconds per ``resolve`` over ``calls`` calls, cycling through the credentials."""
     started = time.perf_counter()
     for index in range(calls):

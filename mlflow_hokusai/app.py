@@ -1,9 +1,10 @@
 """``create_app``: the ``mlflow.app`` entry point behind ``mlflow server --app-name hokusai``.
 
 MLflow's auth engine builds the app (authorization, admin users, fail-closed route tables)
-with our authentication function; we add our routes and wrap it in the gate. Imports of
-MLflow's server happen inside ``create_app`` only: `mlflow server` imports this module in its
-parent process just to inspect ``create_app``.
+with our authorization function; we build our services once, hand them to each installer
+(``routes.services.Services``, also in ``app.extensions["hokusai"]``), and wrap the app in the
+gate. Imports of MLflow's server happen inside ``create_app`` only: `mlflow server` imports
+this module in its parent process just to inspect ``create_app``.
 """
 
 from __future__ import annotations
@@ -14,38 +15,67 @@ import logging
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
     from mlflow_hokusai.artifacts import s3_streaming
-    from mlflow_hokusai.auth import flask_auth, lookup_cache
-    from mlflow_hokusai.config import load_settings
-    from mlflow_hokusai.keys.service import KeyService
-    from mlflow_hokusai.routes import api, gate
-    from mlflow_hokusai.routes import availability, token_tags
-    from mlflow_hokusai.routes import artifacts
+    from mlflow_hokusai.auth import flask_auth
+    from mlflow_hokusai.auth.authenticator import Authenticator
+    from mlflow_hokusai.auth.cache import LookupCache
     from mlflow_hokusai.auth.scopes import ReadScope
-    from mlflow_hokusai.routes import keys_api
+    from mlflow_hokusai.config import load_settings
+    from mlflow_hokusai.keys.audit import AuditLog
+    from mlflow_hokusai.keys.management import KeyManager
+    from mlflow_hokusai.routes import api, artifacts, errors, gate, keys_api, token_tags
+    from mlflow_hokusai.routes.services import EXTENSION, Services
+    from mlflow_hokusai.store.audit import AuditStore
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     settings = load_settings()
     started = bootstrap.start(settings)
-    service = KeyService(
-        started.key_store,
-        cache_ttl=settings.auth_cache_ttl_seconds,
-        environment=settings.key_environment,
+    _mlflow.targets.check()  # every MLflow-private name we use exists (or we say so)
+    flask_app, runner_app = started.flask_app, started.runner_app
+
+    # One cache per worker for keys, passwords and MLflow's authorization lookups: a change
+    # made here (a revoke, a permission write) clears it at once.
+    cache = LookupCache(settings.auth_cache_ttl_seconds)
+    authenticator = Authenticator(
+        started.key_store, cache,
         check_password=_mlflow.password_checker(_mlflow.running_user_store()),
     )
-    flask_auth.configure(service)
-    api.register(started.flask_app)
-    _mlflow.make_server_info_public()
-    # Further installers (each adds routes/hooks to MLflow's Flask app) go below this line.
-    lookup_cache.install(settings.auth_cache_ttl_seconds, service)
-    s3_streaming.install()
-    token_tags.install(started.flask_app, settings)
-    availability.install(started.flask_app, started.runner_app)
-    artifacts.install(started.flask_app)
-    audit = keys_api.install(started.flask_app, started.key_store, service, settings)
-    gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
-    native = started.runner_app if started.runner_app is not started.flask_app else None
-    read_scope = ReadScope(started.flask_app, native, _mlflow.static_prefix())
-    return gate_class(
-        started.runner_app, service, settings.url_prefix, _mlflow.static_prefix(),
-        read_scope=read_scope, audit=audit,
+    audit = AuditLog(AuditStore(started.key_store.engine))
+    native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)
+    static_prefix = _mlflow.static_prefix()
+    services = Services(
+        settings=settings,
+        key_store=started.key_store,
+        cache=cache,
+        authenticator=authenticator,
+        audit=audit,
+        keys=KeyManager(
+            started.key_store, _mlflow.running_user_store(), audit,
+            environment=settings.key_environment,
+            on_change=cache.clear,  # this worker refuses a revoked key at once
+            on_note=logging.getLogger("mlflow_hokusai.keys").info,
+        ),
+        native_routes=native,
+        read_scope=ReadScope(flask_app, native, static_prefix),
+        static_prefix=static_prefix,
     )
+    flask_app.extensions[EXTENSION] = services
+    flask_auth.install(flask_app, authenticator)
+
+    _mlflow.patches.make_server_info_public()
+    _mlflow.patches.skip_redundant_request_work()
+    if settings.auth_cache_ttl_seconds > 0:
+        _mlflow.patches.cache_authorization_lookups(cache)
+    s3_streaming.install()
+    # Flask runs before_request hooks in registration order and MLflow's auth engine has
+    # registered its own already, so the hooks below (token tags, root listing) only ever
+    # see authenticated, authorized requests. The error handlers go first so that every
+    # installer's errors take the one path.
+    errors.install(flask_app, runner_app)
+    api.install(flask_app, services)
+    keys_api.install(flask_app, services)
+    token_tags.install(flask_app, services)
+    artifacts.install(flask_app, services)
+    # Last: the gate wraps the finished app (the read-only table is built on first use, after
+    # every route above exists).
+    gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
+    return gate_class(runner_app, services)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.keys.management import issue_key, store_key
 from mlflow_hokusai.store.engine import get_engine, sqlite_path, startup_lock, upgrade
 from mlflow_hokusai.store.keys import KeyStore
 from mlflow_hokusai.store.models import mlflow_users
@@ -107,7 +108,7 @@ def _ensure_admin_key(settings: Settings, store: KeyStore) -> None:
         parsed = keyformat.parse_key(settings.admin_api_key)
         record = store.lookup(parsed.digest)
         if record is None:
-            store.insert(parsed.key, admin, name="bootstrap (HOKUSAI_ADMIN_API_KEY)")
+            store_key(store, parsed.key, admin, name="bootstrap (HOKUSAI_ADMIN_API_KEY)")
             _logger.info("Registered HOKUSAI_ADMIN_API_KEY for user %r.", admin)
         elif record.username != admin:
             raise RuntimeError("HOKUSAI_ADMIN_API_KEY belongs to another user; refusing to start")
@@ -116,7 +117,7 @@ def _ensure_admin_key(settings: Settings, store: KeyStore) -> None:
         return
     if store.has_active_key(admin):
         return
-    key, _ = store.create(admin, environment=settings.key_environment, name="bootstrap")
+    key, _ = issue_key(store, admin, environment=settings.key_environment, name="bootstrap")
     path = os.path.join(bootstrap_dir(settings), ADMIN_KEY_FILE)
     write_private_file(path, key + "\n")
     _logger.warning("Generated an admin API key for %r; it is in %s (mode 0600).", admin, path)

@@ -1,11 +1,18 @@
 """The one JSON error helper: every error we emit has MLflow's shape
-``{"error_code": ..., "message": ...}``, whichever layer (ASGI, WSGI, Flask) sends it."""
+``{"error_code": ..., "message": ...}``, whichever layer (ASGI, WSGI, Flask) sends it.
+
+``HokusaiError`` is what services raise; the layer that talks HTTP turns it into a response
+with ``error_parts`` (ASGI/WSGI) or ``flask_error`` (Flask's one error handler, installed by
+``routes/errors.py``). ``database_unavailable`` is the one place that decides whether an
+exception means "the database cannot be reached" (503, retry) rather than a bug.
+"""
 
 from __future__ import annotations
 
 import json
 
 REALM = 'Basic realm="mlflow-hokusai"'
+RETRY_AFTER_SECONDS = "5"
 _STATUS = {
     "UNAUTHENTICATED": 401,
     "PERMISSION_DENIED": 403,
@@ -13,6 +20,7 @@ _STATUS = {
     "BAD_REQUEST": 400,
     "RESOURCE_DOES_NOT_EXIST": 404,
     "RESOURCE_ALREADY_EXISTS": 409,
+    "REQUEST_LIMIT_EXCEEDED": 429,
     "TEMPORARILY_UNAVAILABLE": 503,
 }
 
@@ -27,6 +35,13 @@ class HokusaiError(Exception):
         self.status = status or _STATUS.get(error_code, 400)
 
 
+class Unavailable(HokusaiError):
+    """A store we need cannot be reached: the request is refused with 503 + Retry-After."""
+
+    def __init__(self, message: str):
+        super().__init__("TEMPORARILY_UNAVAILABLE", message)
+
+
 def error_parts(error_code: str, message: str, status: int | None = None):
     """(status, headers, body) for an error; headers is a list of (name, value) str pairs."""
     status = status or _STATUS.get(error_code, 400)
@@ -35,8 +50,13 @@ def error_parts(error_code: str, message: str, status: int | None = None):
     if status == 401:
         headers.append(("WWW-Authenticate", REALM))
     if status == 503:
-        headers.append(("Retry-After", "5"))
+        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
     return status, headers, body
+
+
+def parts_of(error: HokusaiError):
+    """``error_parts`` for a raised ``HokusaiError``."""
+    return error_parts(error.error_code, error.message, error.status)
 
 
 def flask_error(error_code: str, message: str, status: int | None = None):
@@ -44,3 +64,21 @@ def flask_error(error_code: str, message: str, status: int | None = None):
 
     status, headers, body = error_parts(error_code, message, status)
     return Response(body, status=status, headers=[h for h in headers if h[0] != "Content-Length"])
+
+
+def database_unavailable(error: BaseException | None) -> bool:
+    """True when ``error`` means the database cannot be reached right now (connection refused
+    or cut, server shutting down, SQLite locked), as opposed to a bug in a query.
+
+    SQLAlchemy raises OperationalError/InterfaceError for those; MLflow's stores wrap the same
+    errors in an MlflowException with error code TEMPORARILY_UNAVAILABLE.
+    """
+    import sqlalchemy as sa
+
+    while error is not None:
+        if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+            return True
+        if getattr(error, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+            return True
+        error = error.__cause__
+    return False

@@ -3,15 +3,18 @@
 from datetime import timedelta
 
 from mlflow_hokusai.keys.format import generate_key
+from mlflow_hokusai.keys.management import store_key
+from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.engine import get_engine
-from mlflow_hokusai.store.keys import KeyStore, utcnow
+from mlflow_hokusai.store.keys import KeyStore
 
 
 def insert_expired_key(database_uri: str, username: str) -> str:
     """A key for ``username`` that expired a minute ago (the CLI cannot make one)."""
     key = generate_key()
-    KeyStore(get_engine(database_uri)).insert(
-        key, username, name="expired", expires_at=utcnow() - timedelta(minutes=1)
+    store_key(
+        KeyStore(get_engine(database_uri)), key, username, name="expired",
+        expires_at=utcnow() - timedelta(minutes=1),
     )
     return key
 

@@ -1,1 +1,2 @@
-"""Artifact storage behind MLflow's proxied artifact API."""
+"""Artifact storage behind MLflow's proxied artifact API: streaming uploads to S3 through
+MLflow's S3 repository."""

@@ -24,6 +24,8 @@ from mimetypes import guess_type
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
+from mlflow_hokusai import _mlflow
+
 _logger = logging.getLogger(__name__)
 PART_SIZE = 8 * 1024 * 1024  # boto3's default multipart chunk size
 MAX_IN_FLIGHT = 6
@@ -121,11 +123,10 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
             extra["ContentType"] = guessed_type
         if guessed_encoding is not None:
             extra["ContentEncoding"] = guessed_encoding
-        extra.update(self._bucket_owner_params)
-        extra.update(self.get_s3_file_upload_extra_args() or {})
+        extra.update(_mlflow.s3_upload_extra_args(self))
         if not _STREAMABLE_ARGS.issuperset(extra):
             return None
-        return _MultipartUpload(self._get_s3_client(), bucket, key, extra)
+        return _MultipartUpload(_mlflow.s3_client(self), bucket, key, extra)
 
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
         upload = self._upload_for(artifact_file_name, artifact_path)
@@ -198,6 +199,4 @@ async def _spool(chunks) -> str:
 
 def install() -> None:
     """Serve ``s3://`` artifact destinations with the streaming repository in this worker."""
-    from mlflow_hokusai import _mlflow
-
-    _mlflow.use_artifact_repository("s3", StreamingS3ArtifactRepository)
+    _mlflow.patches.use_artifact_repository("s3", StreamingS3ArtifactRepository)

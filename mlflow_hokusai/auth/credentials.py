@@ -11,15 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Literal
 
 from mlflow_hokusai.keys.format import looks_like_key
 
 MAX_HEADER_LENGTH = 4096
+CredentialKind = Literal["none", "key", "password", "malformed"]
 
 
 @dataclass(frozen=True)
 class Credential:
-    kind: str  # "none" | "key" | "password" | "malformed"
+    kind: CredentialKind
     key: str = ""
     username: str = ""
     password: str = ""
@@ -74,7 +76,6 @@ def parse(authorization: str | None, api_key: str | None) -> Credential:
             return Credential("key", key=token)
         return _malformed("the X-API-Key and Authorization headers carry different credentials")
     return from_header
-
 
 
 def from_headers(get_all) -> Credential:

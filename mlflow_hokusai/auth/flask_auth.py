@@ -1,42 +1,45 @@
-"""The ``authorization_function`` we give MLflow's auth engine.
+"""The ``authorization_function`` we give MLflow's auth engine, and the identity views read.
 
-MLflow calls it for every protected Flask route (and, through its bridge, for FastAPI-native
-routes that have a validator). It returns a ``werkzeug`` Authorization naming the MLflow user,
-or our 401 JSON response.
+MLflow calls ``authorize`` for every protected Flask route (and, through its bridge, for
+FastAPI-native routes that have a validator), possibly more than once per request. It returns
+a ``werkzeug`` Authorization naming the MLflow user, or our 401 JSON response. It does not
+authenticate again: the gate already did, once, and handed the identity on
+(``auth/context.py``); only a request that did not pass the gate is authenticated here.
 """
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import current_app, g, request
 from werkzeug.datastructures import Authorization
 
+from mlflow_hokusai.auth.authenticator import AuthFailure, Authenticator, Identity
+from mlflow_hokusai.auth.context import gate_identity
 from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.errors import flask_error
-from mlflow_hokusai.keys.service import AuthFailure, Identity, KeyService
 
-_service: KeyService | None = None
-
-
-def configure(service: KeyService) -> None:
-    global _service
-    _service = service
+EXTENSION = "hokusai.authenticator"
 
 
-def service() -> KeyService:
-    if _service is None:
-        raise RuntimeError("mlflow-hokusai is not configured: start it with create_app()")
-    return _service
+def install(app, authenticator: Authenticator) -> None:
+    """Make ``authorize`` use ``authenticator`` for requests that did not pass the gate."""
+    app.extensions[EXTENSION] = authenticator
 
 
 def current_identity() -> Identity | None:
-    return g.get("hokusai_identity")
+    """The authenticated caller of the current Flask request (None before ``authorize``
+    has run for a request that did not pass the gate)."""
+    identity = g.get("hokusai_identity")
+    if identity is None:
+        identity = gate_identity(request.environ)
+    return identity
 
 
-def authenticate():
+def authorize():
     identity = current_identity()
     if identity is None:
-        result = service().resolve(from_headers(request.headers.getlist))
+        result = current_app.extensions[EXTENSION].resolve(from_headers(request.headers.getlist))
         if isinstance(result, AuthFailure):
             return flask_error("UNAUTHENTICATED", result.message)
-        g.hokusai_identity = identity = result
+        identity = result
+    g.hokusai_identity = identity
     return Authorization("basic", {"username": identity.username, "password": ""})

@@ -144,25 +144,19 @@ def canonical(path: str, static_prefix: str = "") -> str:
 
 class ReadScope:
     """Answers "is this request a read?" for the running app. Built on first use, after every
-    installer has added its routes."""
+    installer has added its routes. ``native``: the routes MLflow's FastAPI app serves itself
+    (``_mlflow.NativeRoutes``; none under WSGI)."""
 
-    def __init__(self, flask_app=None, asgi_app=None, static_prefix: str = ""):
+    def __init__(self, flask_app=None, native: _mlflow.NativeRoutes | None = None,
+                 static_prefix: str = ""):
         self.flask_app = flask_app
-        self.asgi_app = asgi_app
+        self.native = native or _mlflow.NativeRoutes()
         self.static_prefix = static_prefix
         self._lock = threading.Lock()
         self._built = False
 
     def _build(self) -> None:
-        from starlette.routing import compile_path
-
-        rpcs = {(path, method): name for path, method, name in _mlflow.rpc_routes()}
-        self._rpcs = rpcs
-        self._native = []
-        if self.asgi_app is not None:
-            for path, methods, name in _mlflow.native_routes(self.asgi_app):
-                regex = compile_path(path)[0]
-                self._native.append((regex, methods, path, name))
+        self._rpcs = {(path, method): name for path, method, name in _mlflow.rpc_routes()}
         self._graphql_is_read = _mlflow.graphql_root_fields() <= GRAPHQL_READ_FIELDS
 
     def _ensure_built(self) -> None:
@@ -184,11 +178,9 @@ class ReadScope:
     def route_of(self, path: str, method: str) -> str | None:
         """The template of the route that will serve (method, path), or None if none will."""
         self._ensure_built()
-        for regex, methods, template, _ in self._native:
-            if regex.match(path) and method in methods:
-                return template
-        if self.flask_app is None:
-            return None
+        template = self.native.match(path, method)
+        if template is not None or self.flask_app is None:
+            return template
         try:
             rule, _ = self.flask_app.url_map.bind("localhost").match(
                 path, method, return_rule=True
@@ -219,7 +211,7 @@ class ReadScope:
         """Every route the app serves with its classification (for tests and review)."""
         self._ensure_built()
         rows = []
-        for _, methods, template, name in self._native:
+        for template, methods, name in self.native.routes:
             for method in sorted(methods - {"HEAD"}):
                 rows.append(self._row("fastapi", template, method, name))
         if self.flask_app is not None:

@@ -16,11 +16,21 @@ import getpass
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
-from mlflow_hokusai.store.keys import SCOPES, KeyNotFound, KeyRecord, KeyRevoked, KeyStore
+from mlflow_hokusai.store.clock import utcnow
+from mlflow_hokusai.store.keys import (
+    SCOPES,
+    KeyNotFound,
+    KeyRecord,
+    KeyRevoked,
+    KeyStore,
+    Scope,
+)
 
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_LENGTH = 255
@@ -36,8 +46,33 @@ def _has_control_chars(value: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
+# -- storing keys -----------------------------------------------------------------------------
+def store_key(store: KeyStore, key: str, username: str, **fields) -> KeyRecord:
+    """Store ``key`` (a plaintext key, validated here) for ``username``: only its digest and
+    display prefix reach the database."""
+    parsed = keyformat.parse_key(key)
+    return store.insert(parsed.digest, parsed.display_prefix, username, **fields)
+
+
+def issue_key(
+    store: KeyStore,
+    username: str,
+    *,
+    environment: str = "live",
+    name: str = "",
+    scope: Scope = "write",
+    expires_in_days: int | None = None,
+) -> tuple[str, KeyRecord]:
+    """Make a new key; return the plaintext (shown once) and its record."""
+    expires_at = None
+    if expires_in_days is not None:
+        expires_at = utcnow() + timedelta(days=expires_in_days)
+    key = keyformat.generate_key(environment)
+    return key, store_key(store, key, username, name=name, scope=scope, expires_at=expires_at)
+
+
 # -- validation (pure) ------------------------------------------------------------------------
-def parse_scope(value) -> str:
+def parse_scope(value) -> Scope:
     if value is None:
         return "write"
     if not isinstance(value, str) or value not in SCOPES:
@@ -100,7 +135,7 @@ def parse_key_id(value) -> str:
 class Actor:
     name: str  # the MLflow username, or "cli:<os user>" for the offline CLI
     is_admin: bool
-    scope: str = "write"
+    scope: Scope = "write"
     source: str | None = None  # peer address, or "local" for the CLI
 
     @classmethod
@@ -202,8 +237,8 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
         if actor.is_admin:
             self._ensure_user(owner, make_admin)
-        key, record = self.store.create(
-            owner, environment=self.environment, name=name, scope=scope,
+        key, record = issue_key(
+            self.store, owner, environment=self.environment, name=name, scope=scope,
             expires_in_days=expires_in_days,
         )
         expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
@@ -242,8 +277,10 @@ class KeyManager:
         old = self._owned(actor, key_id)
         if old.revoked_at is not None:
             raise _bad(f"API key {old.id!r} is revoked; create a new key instead.")
+        key = keyformat.generate_key(self.environment)
+        parsed = keyformat.parse_key(key)
         try:
-            key, record = self.store.rotate(old.id, environment=self.environment)
+            record = self.store.rotate(old.id, parsed.digest, parsed.display_prefix)
         except KeyRevoked:  # revoked (or rotated) by someone else a moment ago
             raise _bad(f"API key {old.id!r} is revoked; create a new key instead.") from None
         self._on_change()

@@ -1,20 +1,27 @@
-"""Our REST endpoints, registered on MLflow's Flask app beside its own.
+"""Our REST endpoints' shared parts: the one route registration helper, ``whoami``, and the
+request-body parser.
 
-Each exists under ``/api/2.0/…`` and ``/ajax-api/2.0/…`` (and, through the gate, under the
-URL prefix). MLflow's engine has already authenticated the caller; the handlers authorize.
+Each route exists under ``/api/2.0/…`` and ``/ajax-api/2.0/…`` (and, through the gate, under
+the URL prefix). MLflow's engine has already authenticated the caller; the views authorize.
 """
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import json
+from typing import NamedTuple
+
+from flask import Flask, jsonify, request
 
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.routes.services import Services
 
 
-def paths(base: str) -> list[str]:
-    prefix = _mlflow.static_prefix()
-    return [f"{prefix}/api/2.0{base}", f"{prefix}/ajax-api/2.0{base}"]
+class Route(NamedTuple):
+    base: str  # e.g. "/mlflow/hokusai/whoami", under /api/2.0 and /ajax-api/2.0
+    method: str
+    view: object
 
 
 def whoami():
@@ -29,18 +36,42 @@ def whoami():
     )
 
 
-# (base path, method, view): the one table of our routes.
-ROUTES = [
-    ("/mlflow/hokusai/whoami", "GET", whoami),
-]
+ROUTES = [Route("/mlflow/hokusai/whoami", "GET", whoami)]
 
 
-def register(app: Flask, routes=ROUTES) -> None:
-    """Add (base path, method, view) routes under both API roots; MLflow's engine lets any
-    authenticated caller reach them and the views authorize."""
+def register(app: Flask, services: Services, routes: list[Route]) -> None:
+    """Add routes under both API roots; MLflow's engine lets any authenticated caller reach
+    them and the views authorize."""
     rules = []
-    for base, method, view in routes:
-        for path in paths(base):
-            app.add_url_rule(path, endpoint=f"hokusai:{path}", view_func=view, methods=[method])
-            rules.append((path, method))
-    _mlflow.allow_authenticated(rules)
+    for route in routes:
+        for path in services.api_paths(route.base):
+            app.add_url_rule(
+                path, endpoint=f"hokusai:{path}", view_func=route.view, methods=[route.method]
+            )
+            rules.append((path, route.method))
+    _mlflow.patches.allow_authenticated(rules)
+
+
+def json_body(allowed: set[str]) -> dict:
+    """The request's JSON object (empty body: ``{}``), with only ``allowed`` fields."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HokusaiError(
+            "INVALID_PARAMETER_VALUE",
+            f"Unknown field(s) {', '.join(map(repr, unknown))}; expected "
+            f"{', '.join(map(repr, sorted(allowed)))}.",
+        )
+    return body
+
+
+def install(app: Flask, services: Services) -> None:
+    register(app, services, ROUTES)

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.errors import flask_error
-from mlflow_hokusai.routes.api import paths
+from mlflow_hokusai.routes.services import Services
 
 RUN_LISTING = "/mlflow/hokusai/run-artifacts"
 _LISTINGS = ("/api/2.0/mlflow-artifacts/artifacts", "/ajax-api/2.0/mlflow-artifacts/artifacts")
@@ -65,11 +65,9 @@ def check_listing_request() -> None:
 
 def list_run_artifacts():
     # MLflow's engine has authorized (non-admins through the precheck and GetRun's rule);
-    # admins skip validators, so check again here.
-    try:
-        check_listing_request()
-    except MlflowException as error:
-        return flask_error(error.error_code, error.message, error.get_http_status_code())
+    # admins skip validators, so check again here (an MlflowException becomes MLflow's JSON
+    # in the one error path, routes/errors.py).
+    check_listing_request()
     return _mlflow.list_run_artifacts()
 
 
@@ -95,38 +93,39 @@ def _experiment_of(path: str | None) -> str | None:
     return head if head.isdigit() else None
 
 
-def _admins_list_the_root():
-    """Before-request hook, after MLflow's (which authenticated and authorized by the
+def _root_listing_rule(listing_paths: frozenset[str]):
+    """A before-request hook, run after MLflow's (which authenticated and authorized by the
     experiment the path names, or by the default permission when it names none)."""
-    if request.method not in ("GET", "HEAD") or request.path not in _listing_paths:
-        return None
-    if _experiment_of(request.args.get("path")):
-        return None
-    identity = current_identity()
-    if identity is not None and identity.is_admin:
-        return None
-    return flask_error(
-        "PERMISSION_DENIED",
-        "Listing the artifact root is for admins: pass run_id=RUN or a path starting with "
-        "an experiment id.",
-    )
+
+    def admins_list_the_root():
+        if request.method not in ("GET", "HEAD") or request.path not in listing_paths:
+            return None
+        if _experiment_of(request.args.get("path")):
+            return None
+        identity = current_identity()
+        if identity is not None and identity.is_admin:
+            return None
+        return flask_error(
+            "PERMISSION_DENIED",
+            "Listing the artifact root is for admins: pass run_id=RUN or a path starting "
+            "with an experiment id.",
+        )
+
+    return admins_list_the_root
 
 
-_listing_paths: frozenset[str] = frozenset()
-
-
-def install(app: Flask) -> None:
-    global _listing_paths
-    prefix = _mlflow.static_prefix()
-    _listing_paths = frozenset(prefix + p for p in _LISTINGS)
-    rest, ajax = paths(RUN_LISTING)
+def install(app: Flask, services: Services) -> None:
+    """Add the ``?run_id=`` listing route and the root-listing rule. Call after MLflow's auth
+    engine is set up (its ``before_request`` must authenticate first)."""
+    prefix = services.static_prefix
+    rest, ajax = services.api_paths(RUN_LISTING)
     for path in (rest, ajax):
         app.add_url_rule(
             path, endpoint=f"hokusai:{path}", view_func=list_run_artifacts, methods=["GET"]
         )
     rules = [(path, method) for path in (rest, ajax) for method in ("GET", "HEAD")]
-    _mlflow.authorize_like_get_run(rules, check_listing_request)
-    app.before_request(_admins_list_the_root)
+    _mlflow.patches.authorize_like_get_run(rules, check_listing_request)
+    app.before_request(_root_listing_rule(frozenset(prefix + p for p in _LISTINGS)))
     app.wsgi_app = RunListingDispatch(
         app.wsgi_app, {prefix + _LISTINGS[0]: rest, prefix + _LISTINGS[1]: ajax}
     )

@@ -6,8 +6,13 @@ It does two things before any MLflow code runs:
    ``--static-prefix``), so every route exists at both places and all later code, authorization
    included, sees only the canonical path (see ``route_prefix``);
 2. authenticates every request except the public allowlist (health, version, server-info,
-   static UI assets). MLflow's auth engine then authorizes; the gate makes sure FastAPI-native
-   routes without an MLflow validator cannot be reached anonymously either.
+   static UI assets), once, refuses what a read-only key may not do, and hands the identity to
+   everything after it (``auth/context.py``). MLflow's auth engine then authorizes; the gate
+   makes sure FastAPI-native routes without an MLflow validator cannot be reached
+   anonymously either.
+
+The pure parts (prefix mapping, the public allowlist, path cleanliness) are module functions,
+tested without a server in ``tests/test_gate_unit.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,10 @@ from http import HTTPStatus
 import anyio
 import mlflow
 
-from mlflow_hokusai import _mlflow
+from mlflow_hokusai.auth.authenticator import AuthFailure
+from mlflow_hokusai.auth.context import ENVIRON_KEY, reset_identity, set_identity
 from mlflow_hokusai.auth.credentials import from_headers
-from mlflow_hokusai.auth.scopes import ReadScope
-from mlflow_hokusai.errors import HokusaiError, error_parts
-from mlflow_hokusai.keys.service import AuthFailure, KeyService
+from mlflow_hokusai.errors import HokusaiError, error_parts, parts_of
 
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*")
@@ -74,53 +78,48 @@ def is_public(path: str, static_prefix: str = "") -> bool:
     return path in _PUBLIC_EXACT or _PUBLIC_PATTERN.fullmatch(path) is not None
 
 
-NEEDS_LOOKUP = object()  # check(cached_only=True): the answer needs database I/O
-
-
 class _Gate:
-    def __init__(self, app, service: KeyService, url_prefix: str, static_prefix: str,
-                 read_scope: ReadScope | None = None, audit=None):
+    """What both gates share: prefix mapping, the public allowlist, and the decision after
+    authentication (scope, audit). Authentication itself is the authenticator's."""
+
+    def __init__(self, app, services):
         self.app = app
-        self.service = service
-        self.url_prefix = url_prefix
-        self.static_prefix = static_prefix
-        # Without a route table every request of a read-only key is refused (fail closed).
-        self.read_scope = read_scope or ReadScope()
-        self.audit = audit  # keys.audit.AuditLog: refused uses of known keys
+        self.authenticator = services.authenticator
+        self.read_scope = services.read_scope
+        self.audit = services.audit
+        self.url_prefix = services.settings.url_prefix
+        self.static_prefix = services.static_prefix
+        self.native = services.native_routes
 
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
 
-    def check(self, path: str, method: str, get_all, peer: str | None = None,
-              cached_only: bool = False):
-        """None when the request may go on, else a response (status, headers, body).
-        With ``cached_only``: NEEDS_LOOKUP when answering needs database I/O (a key not in the
-        cache, or an audit event to write)."""
-        if is_public(path, self.static_prefix):
-            if method in ("GET", "HEAD") and strip_prefix(path, self.static_prefix) == "/version":
-                # MLflow's auth engine protects /version; the design makes it public, so the
-                # gate answers it (the same body MLflow would send).
-                body = b"" if method == "HEAD" else mlflow.__version__.encode()
-                return 200, [("Content-Type", "text/plain; charset=utf-8")], body
-            return None
-        try:
-            result = self.service.resolve(from_headers(get_all), cached_only=cached_only)
-        except HokusaiError as error:  # the key database is unreachable: 503, fail closed
-            return error_parts(error.error_code, error.message, error.status)
-        if result is None:
-            return NEEDS_LOOKUP
+    def swap_for(self, seen: str, method: str):
+        """``route_prefix`` for this server (native routes ignore ``--static-prefix``)."""
+        return route_prefix(
+            seen, self.url_prefix, self.static_prefix,
+            lambda rest: self.native.match(rest, method) is not None,
+        )
+
+    def public_answer(self, path: str, method: str):
+        """For a public path: the response the gate gives itself, or None to pass it on."""
+        if method in ("GET", "HEAD") and strip_prefix(path, self.static_prefix) == "/version":
+            # MLflow's auth engine protects /version; the design makes it public, so the
+            # gate answers it (the same body MLflow would send).
+            body = b"" if method == "HEAD" else mlflow.__version__.encode()
+            return 200, [("Content-Type", "text/plain; charset=utf-8")], body
+        return None
+
+    def refusal(self, result, path: str, method: str, peer: str | None):
+        """After authentication: None to let the request on, else the error response.
+        Refusals of known keys are audited (off the request's path, never blocking)."""
         if isinstance(result, AuthFailure):
-            if cached_only and self.audit is not None:
-                return NEEDS_LOOKUP
-            if self.audit is not None:
+            if result.key_id is not None:
                 self.audit.failed_key(result, peer)
             return error_parts("UNAUTHENTICATED", result.message)
         refusal = self.read_scope.refusal(result, path, method)
         if refusal is not None:
-            if cached_only and self.audit is not None:
-                return NEEDS_LOOKUP
-            if self.audit is not None:
-                self.audit.read_only_refusal(result, f"{method} {path}", peer)
+            self.audit.read_only_refusal(result, f"{method} {path}", peer)
             return error_parts("PERMISSION_DENIED", refusal)
         return None
 
@@ -134,40 +133,56 @@ class AsgiGate(_Gate):
         # Match the bytes the client sent: a percent-encoded prefix is not the prefix.
         seen = raw.decode("latin-1") if raw else scope["path"]
         if scope["type"] == "http" and self.wants_slash(seen, method):
-            query = scope.get("query_string") or b""
-            status, headers_out, body = _slash_redirect(seen, query.decode("latin-1"))
-            return await _send_parts(send, status, headers_out, body)
-        if self.static_prefix and not hasattr(self, "_native"):
-            self._native = _mlflow.served_natively(self.app)
-        swap = route_prefix(
-            seen,
-            self.url_prefix,
-            self.static_prefix,
-            lambda rest: self._native(rest, method),
-        )
-        if swap is not None and _under(scope["path"], swap[0]):
-            scope = dict(scope, path=swap_prefix(scope["path"], swap))
-            if raw:
-                scope["raw_path"] = swap_prefix(seen, swap).encode("latin-1")
+            query = (scope.get("query_string") or b"").decode("latin-1")
+            return await _send_parts(send, *_slash_redirect(seen, query))
+        scope = self._canonical(scope, seen, method)
         path = scope["path"]
+        if is_public(path, self.static_prefix):
+            answer = self.public_answer(path, method)
+            if answer is None:
+                return await self.app(scope, receive, _json_denials(send))
+            return await _send_parts(send, *answer)
+        result = await self._authenticate(scope)
+        client = scope.get("client")
+        peer = client[0] if client else None
+        error = result if isinstance(result, tuple) else self.refusal(result, path, method, peer)
+        if error is not None:
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await _send_parts(send, *error)
+        token = set_identity(result)
+        try:
+            await self.app(scope, receive, _json_denials(send))
+        finally:
+            reset_identity(token)
+
+    def _canonical(self, scope, seen: str, method: str):
+        swap = self.swap_for(seen, method)
+        if swap is None or not _under(scope["path"], swap[0]):
+            return scope
+        scope = dict(scope, path=swap_prefix(scope["path"], swap))
+        if scope.get("raw_path"):
+            scope["raw_path"] = swap_prefix(seen, swap).encode("latin-1")
+        return scope
+
+    async def _authenticate(self, scope):
+        """The identity or failure, or an error response (status, headers, body) when the
+        key database is unreachable. A cached answer comes on the event loop (a thread hop
+        costs more than the check); a lookup goes to a worker thread."""
         headers = scope.get("headers") or []
 
         def get_all(name: str):
             wanted = name.lower().encode()
             return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
-        # Answer from the key cache on the event loop (a thread hop costs more than the check);
-        # a lookup or an audit write touches the database, so that goes to a worker thread.
-        client = scope.get("client")
-        peer = client[0] if client else None
-        error = self.check(path, method, get_all, peer, cached_only=True)
-        if error is NEEDS_LOOKUP:
-            error = await anyio.to_thread.run_sync(self.check, path, method, get_all, peer)
-        if error is None:
-            return await self.app(scope, receive, _json_denials(send))
-        if scope["type"] == "websocket":
-            return await send({"type": "websocket.close", "code": 1008})
-        await _send_parts(send, *error)
+        credential = from_headers(get_all)
+        result = self.authenticator.peek(credential)
+        if result is not None:
+            return result
+        try:
+            return await anyio.to_thread.run_sync(self.authenticator.resolve, credential)
+        except HokusaiError as error:  # the key database is unreachable: 503, fail closed
+            return parts_of(error)
 
 
 async def _send_parts(send, status, headers_out, body):
@@ -195,30 +210,39 @@ class WsgiGate(_Gate):
         raw = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
         seen = raw if raw.startswith("/") else path
         if self.wants_slash(seen, method):
-            status, headers_out, body = _slash_redirect(seen, environ.get("QUERY_STRING", ""))
-            start_response(f"{status} {HTTPStatus(status).phrase}", headers_out)
-            return [body]
-        swap = route_prefix(seen, self.url_prefix, self.static_prefix)
+            return _wsgi_send(start_response, _slash_redirect(seen, environ.get("QUERY_STRING", "")))
+        swap = self.swap_for(seen, method)
         if swap is not None and _under(path, swap[0]):
             path = swap_prefix(path, swap)
             environ = dict(environ, PATH_INFO=path)
             for key in ("RAW_URI", "REQUEST_URI"):  # gunicorn, some others
                 if _under(environ.get(key, "").split("?", 1)[0], swap[0]):
                     environ[key] = swap_prefix(environ[key], swap)
+        if is_public(path, self.static_prefix):
+            answer = self.public_answer(path, method)
+            if answer is None:
+                return _wsgi_json_denials(self.app, environ, start_response)
+            return _wsgi_send(start_response, answer)
 
         def get_all(name: str):
-            key = "HTTP_" + name.upper().replace("-", "_")
-            value = environ.get(key)
+            value = environ.get("HTTP_" + name.upper().replace("-", "_"))
             return [] if value is None else [value]
 
-        error = self.check(
-            path, environ.get("REQUEST_METHOD", "GET"), get_all, environ.get("REMOTE_ADDR")
-        )
-        if error is None:
-            return _wsgi_json_denials(self.app, environ, start_response)
-        status, headers_out, body = error
-        start_response(f"{status} {HTTPStatus(status).phrase}", headers_out)
-        return [body]
+        try:
+            result = self.authenticator.resolve(from_headers(get_all))
+        except HokusaiError as error:  # the key database is unreachable: 503, fail closed
+            return _wsgi_send(start_response, parts_of(error))
+        error = self.refusal(result, path, method, environ.get("REMOTE_ADDR"))
+        if error is not None:
+            return _wsgi_send(start_response, error)
+        environ[ENVIRON_KEY] = result
+        return _wsgi_json_denials(self.app, environ, start_response)
+
+
+def _wsgi_send(start_response, parts):
+    status, headers_out, body = parts
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers_out)
+    return [body]
 
 
 def _is_plain_denial(status: int, headers) -> bool:

@@ -13,40 +13,49 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal, NamedTuple
 
 from flask import Flask, g, request
 
 from mlflow_hokusai import _mlflow
-from mlflow_hokusai.config import ConfigError, Settings
-from mlflow_hokusai.errors import HokusaiError, flask_error
-from mlflow_hokusai.store.engine import get_engine
+from mlflow_hokusai.config import ConfigError
+from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.token_claims import TokenClaims
-from mlflow_hokusai.tags.guard import MODEL_VERSION, REGISTERED_MODEL, TokenTagGuard
+from mlflow_hokusai.tags.guard import MODEL_VERSION, REGISTERED_MODEL, Entity, TokenTagGuard
 from mlflow_hokusai.tags.rules import TagRules
 
 _logger = logging.getLogger(__name__)
 
 # How a request carries tags: a "tags" list of {key, value}, or one top-level key/value.
-TAG_LIST = "tags"
-KEY_VALUE = "key_value"
+Carried = Literal["tags", "key_value"]
+TAG_LIST: Carried = "tags"
+KEY_VALUE: Carried = "key_value"
 
-# (base path, method, entity written, how the tags are carried, creates the entity)
+
+class TagWritingRoute(NamedTuple):
+    base: str  # under /api/2.0 and /ajax-api/2.0
+    method: str
+    entity: Entity  # what the request writes tags on
+    carried: Carried
+    creating: bool  # the request creates the entity (so it has no tags yet)
+
+
 TAG_WRITING_ROUTES = [
-    ("/mlflow/registered-models/create", "POST", REGISTERED_MODEL, TAG_LIST, True),
-    ("/mlflow/registered-models/set-tag", "POST", REGISTERED_MODEL, KEY_VALUE, False),
-    ("/mlflow/model-versions/create", "POST", MODEL_VERSION, TAG_LIST, True),
-    ("/mlflow/model-versions/set-tag", "POST", MODEL_VERSION, KEY_VALUE, False),
+    TagWritingRoute("/mlflow/registered-models/create", "POST", REGISTERED_MODEL, TAG_LIST, True),
+    TagWritingRoute(
+        "/mlflow/registered-models/set-tag", "POST", REGISTERED_MODEL, KEY_VALUE, False
+    ),
+    TagWritingRoute("/mlflow/model-versions/create", "POST", MODEL_VERSION, TAG_LIST, True),
+    TagWritingRoute("/mlflow/model-versions/set-tag", "POST", MODEL_VERSION, KEY_VALUE, False),
 ]
 
 
-def route_table() -> dict[tuple[str, str], tuple]:
+def route_table(static_prefix: str = "") -> dict[tuple[str, str], TagWritingRoute]:
     """(full path, method) -> table row, for the REST and ajax-api path of every row."""
-    prefix = _mlflow.static_prefix()
     table = {}
     for row in TAG_WRITING_ROUTES:
-        base, method = row[0], row[1]
         for api in ("api", "ajax-api"):
-            table[(f"{prefix}/{api}/2.0{base}", method)] = row
+            table[(f"{static_prefix}/{api}/2.0{row.base}", row.method)] = row
     return table
 
 
@@ -61,7 +70,7 @@ def _request_json():
     return body if isinstance(body, dict) else None
 
 
-def _pairs(body: dict, carried: str) -> list[tuple[object, object]]:
+def _pairs(body: dict, carried: Carried) -> list[tuple[object, object]]:
     if carried == KEY_VALUE:
         value = body.get("value")
         return [(body.get("key"), "" if value is None else value)]
@@ -76,38 +85,30 @@ def _pairs(body: dict, carried: str) -> list[tuple[object, object]]:
     return pairs
 
 
-def install(app: Flask, settings: Settings) -> TokenTagGuard:
-    """Register the hook on MLflow's Flask app. Call after MLflow's auth engine is set up."""
+def install(app: Flask, services: Services) -> TokenTagGuard:
+    """Register the hook on MLflow's Flask app. Call after MLflow's auth engine is set up:
+    its own ``before_request`` must run first. A ``HokusaiError`` from the guard (400, 409)
+    and an outage (503) go through the one error path (``routes/errors.py``)."""
     try:
-        rules = TagRules.from_config(settings.hokusai_section)
+        rules = TagRules.from_config(services.settings.hokusai_section)
     except ValueError as error:
         raise ConfigError(f"[hokusai] token tag rules: {error}") from None
-    guard = TokenTagGuard(
-        rules, _mlflow.registry_store, TokenClaims(get_engine(settings.database_uri))
-    )
-    table = route_table()
+    guard = TokenTagGuard(rules, _mlflow.registry_store, TokenClaims(services.key_store.engine))
+    table = route_table(services.static_prefix)
 
     def check_token_tags():
         row = table.get((request.path, request.method))
         if row is None:
             return None
-        _, _, entity, carried, creating = row
         body = _request_json()
         if body is None or not isinstance(body.get("name"), str):
             return None  # MLflow's handler refuses such a request itself
         version = body.get("version")
-        if entity == MODEL_VERSION and not creating and not isinstance(version, str):
+        if row.entity == MODEL_VERSION and not row.creating and not isinstance(version, str):
             return None
-        pairs = _pairs(body, carried)
-        try:
-            g.hokusai_token_claims = guard.check(entity, body["name"], version, pairs, creating)
-        except HokusaiError as error:
-            return flask_error(error.error_code, error.message, error.status)
-        except Exception:
-            _logger.exception("could not check token tags on %s", request.path)
-            return flask_error(
-                "TEMPORARILY_UNAVAILABLE", "Could not check the Hokusai token tags; try again."
-            )
+        pairs = _pairs(body, row.carried)
+        g.hokusai_token_claims = guard.check(row.entity, body["name"], version, pairs,
+                                             row.creating)
         return None
 
     def release_claims(_exc):

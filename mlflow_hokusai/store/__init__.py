@@ -1,1 +1,2 @@
-"""Persistence for keys and settings. Never imports Flask."""
+"""Persistence: our tables (keys, settings, audit events, token claims), engines, migrations.
+Never imports Flask, nor anything of ours above it (only ``errors``)."""

@@ -46,22 +46,6 @@ def get_engine(database_uri: str) -> Engine:
     return engine
 
 
-def database_unavailable(error: BaseException) -> bool:
-    """True when ``error`` means the database cannot be reached right now (connection refused
-    or cut, server shutting down, SQLite locked), as opposed to a bug in a query.
-
-    SQLAlchemy raises OperationalError/InterfaceError for those; MLflow's stores wrap the same
-    errors in an MlflowException with error code TEMPORARILY_UNAVAILABLE.
-    """
-    while error is not None:
-        if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-            return True
-        if getattr(error, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
-            return True
-        error = error.__cause__
-    return False
-
-
 def _sqlite_on_connect(dbapi_conn, _record):
     # WAL lets readers proceed while a worker writes; busy_timeout rides out short write locks.
     cursor = dbapi_conn.cursor()

@@ -2,26 +2,27 @@
 
 Lookup by digest is one indexed query that also fetches the owner's admin flag from MLflow's
 ``users`` table, so authenticating a key costs one round trip whatever the number of keys.
+The store never sees a plaintext key: callers (``keys/``) hand in its digest and display
+prefix.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+from typing import Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.models import ApiKey, Setting, mlflow_users
 
-SCOPES = ("read", "write")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+Scope = Literal["read", "write"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+KeyStatus = Literal["active", "expired", "revoked"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class KeyRecord:
     id: str
     username: str
     name: str
-    scope: str
+    scope: Scope
     display_prefix: str
     created_at: datetime
     expires_at: datetime | None
@@ -38,7 +39,7 @@ class KeyRecord:
     # None when the owner no longer exists in MLflow's user table.
     user_is_admin: bool | None = None
 
-    def status(self, now: datetime | None = None) -> str:
+    def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
         if self.revoked_at is not None:
             return "revoked"
@@ -123,19 +124,20 @@ class KeyStore:
 
     def insert(
         self,
-        key: str,
+        digest: str,
+        display_prefix: str,
         username: str,
         *,
         name: str = "",
-        scope: str = "write",
+        scope: Scope = "write",
         expires_at: datetime | None = None,
         conn=None,
     ) -> KeyRecord:
-        parsed = keyformat.parse_key(key)
+        """Store a key by its digest; return its record."""
         values = {
             "id": secrets.token_hex(8),
-            "digest": parsed.digest,
-            "display_prefix": parsed.display_prefix,
+            "digest": digest,
+            "display_prefix": display_prefix,
             "username": username,
             "name": name,
             "scope": scope,
@@ -149,27 +151,11 @@ class KeyStore:
             conn.execute(sa.insert(ApiKey).values(**values))
         return KeyRecord(
             **{k: values[k] for k in ("id", "username", "name", "scope", "created_at")},
-            display_prefix=parsed.display_prefix,
+            display_prefix=display_prefix,
             expires_at=expires_at,
             last_used_at=None,
             revoked_at=None,
         )
-
-    def create(
-        self,
-        username: str,
-        *,
-        environment: str = "live",
-        name: str = "",
-        scope: str = "write",
-        expires_in_days: float | None = None,
-    ) -> tuple[str, KeyRecord]:
-        """Make a new key; return the plaintext (shown once) and its record."""
-        expires_at = None
-        if expires_in_days is not None:
-            expires_at = utcnow() + timedelta(days=expires_in_days)
-        key = keyformat.generate_key(environment)
-        return key, self.insert(key, username, name=name, scope=scope, expires_at=expires_at)
 
     def revoke(self, key_id: str) -> KeyRecord:
         with self.engine.begin() as conn:
@@ -184,11 +170,11 @@ class KeyStore:
                 raise KeyNotFound(key_id)
         return self.get(key_id)
 
-    def rotate(self, key_id: str, *, environment: str = "live") -> tuple[str, KeyRecord]:
-        """Revoke ``key_id`` and issue a key with the same owner, name, scope and lifetime."""
+    def rotate(self, key_id: str, digest: str, display_prefix: str) -> KeyRecord:
+        """Revoke ``key_id`` and store its replacement (by digest) with the same owner, name,
+        scope and lifetime, in one transaction. Raises KeyRevoked when it is already revoked."""
         old = self.get(key_id)
         lifetime = old.expires_at - old.created_at if old.expires_at else None
-        key = keyformat.generate_key(environment)
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(ApiKey)
@@ -197,15 +183,15 @@ class KeyStore:
             )
             if result.rowcount == 0:
                 raise KeyRevoked(key_id)
-            record = self.insert(
-                key,
+            return self.insert(
+                digest,
+                display_prefix,
                 old.username,
                 name=old.name,
                 scope=old.scope,
                 expires_at=utcnow() + lifetime if lifetime else None,
                 conn=conn,
             )
-        return key, record
 
     def touch(self, key_id: str, when: datetime) -> None:
         with self.engine.begin() as conn:

@@ -21,9 +21,10 @@ class ApiKey(Base):
     __tablename__ = "hokusai_api_keys"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Unique and indexed (migration 0001): authentication is one lookup by digest.
+    digest: Mapped[str] = mapped_column(String(64), nullable=False, unique=True, index=True)
     display_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
-    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    username: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     scope: Mapped[str] = mapped_column(String(16), nullable=False, default="write")
     # Naive UTC everywhere: SQLite keeps no time zone, so we never store one.

@@ -15,19 +15,16 @@ PostgreSQL beyond).
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.models import TokenClaim
 
 DEFAULT_TTL_SECONDS = 60.0
 _table = TokenClaim.__table__
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class ClaimedElsewhere(Exception):
@@ -48,7 +45,7 @@ class TokenClaims:
         Raises ClaimedElsewhere if a live claim of another model exists."""
         key = token_id.lower()
         claim_id = secrets.token_hex(16)
-        now = _now()
+        now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
                 _table.delete().where(

@@ -1,0 +1,1 @@
+"""The Hokusai token tags: their rules (pure, shared with the SDK) and the server-side guard."""

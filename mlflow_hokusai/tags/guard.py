@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from mlflow.exceptions import MlflowException
 
@@ -25,8 +26,9 @@ from mlflow_hokusai.tags.rules import (
 )
 
 _logger = logging.getLogger(__name__)
-REGISTERED_MODEL = "registered_model"
-MODEL_VERSION = "model_version"
+Entity = Literal["registered_model", "model_version"]
+REGISTERED_MODEL: Entity = "registered_model"
+MODEL_VERSION: Entity = "model_version"
 _PAGE = 1000
 
 
@@ -38,7 +40,7 @@ class TokenTagGuard:
 
     def check(
         self,
-        entity: str,
+        entity: Entity,
         model_name: str,
         version: str | None,
         pairs: Iterable[tuple[object, object]],
@@ -106,7 +108,7 @@ class TokenTagGuard:
                     break
         return None
 
-    def _existing_tags(self, entity: str, model_name: str, version: str | None) -> dict:
+    def _existing_tags(self, entity: Entity, model_name: str, version: str | None) -> dict:
         store = self.registry_store()
         try:
             if entity == MODEL_VERSION:

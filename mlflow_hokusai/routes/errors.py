@@ -1,4 +1,10 @@
-"""Outages become 503 JSON with ``Retry-After``, never a 500 or a stack trace.
+"""The one error path of the Flask app: how exceptions become responses.
+
+- ``HokusaiError`` (our services' errors): JSON with the status the error carries;
+- ``MlflowException`` raised outside MLflow's own handlers (its auth hooks, our prechecks):
+  MLflow's JSON with its own status;
+- outages become 503 JSON with ``Retry-After``, never a 500 or a stack trace
+  (``errors.database_unavailable`` decides what counts as the database being unreachable).
 
 The gate answers 503 itself when the key lookup cannot reach the database. A request whose key
 was still cached gets that far and then meets the outage inside MLflow: in its auth engine's
@@ -20,9 +26,13 @@ from botocore.exceptions import HTTPClientError
 from flask import Flask, Response
 from mlflow.exceptions import MlflowException
 
-from mlflow_hokusai.errors import error_parts, flask_error
-from mlflow_hokusai.keys.service import Unavailable
-from mlflow_hokusai.store.engine import database_unavailable
+from mlflow_hokusai.errors import (
+    RETRY_AFTER_SECONDS,
+    HokusaiError,
+    database_unavailable,
+    error_parts,
+    flask_error,
+)
 
 _logger = logging.getLogger(__name__)
 MESSAGE = "The database is unreachable; retry later."
@@ -39,7 +49,7 @@ def _unavailable(error: Exception) -> Response:
     return flask_error("TEMPORARILY_UNAVAILABLE", MESSAGE)
 
 
-def _on_hokusai_unavailable(error: Unavailable) -> Response:
+def _on_hokusai_error(error: HokusaiError) -> Response:
     return flask_error(error.error_code, error.message, error.status)
 
 
@@ -60,9 +70,6 @@ def _on_sqlalchemy_error(error: sa.exc.SQLAlchemyError) -> Response:
     return _unavailable(error)
 
 
-_RETRY_AFTER = dict(error_parts("TEMPORARILY_UNAVAILABLE", "")[1])["Retry-After"]
-
-
 def _retry_after(response: Response) -> Response:
     """MLflow's own 503s get our Retry-After too; its stores' TEMPORARILY_UNAVAILABLE body
     (the raw driver error: database host, port, SQL) is replaced by our message."""
@@ -71,7 +78,7 @@ def _retry_after(response: Response) -> Response:
     body = None if response.is_streamed else response.get_json(silent=True)
     if isinstance(body, dict) and body.get("error_code") == "TEMPORARILY_UNAVAILABLE":
         return flask_error("TEMPORARILY_UNAVAILABLE", MESSAGE)
-    response.headers["Retry-After"] = _RETRY_AFTER
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 
 
@@ -100,7 +107,7 @@ def _install_native(native_app) -> None:
 
 def install(app: Flask, native_app=None) -> None:
     """``native_app``: the FastAPI app MLflow serves under uvicorn (None under WSGI)."""
-    app.register_error_handler(Unavailable, _on_hokusai_unavailable)
+    app.register_error_handler(HokusaiError, _on_hokusai_error)
     app.register_error_handler(MlflowException, _on_mlflow_exception)
     for error_class in _DATABASE_DOWN:
         app.register_error_handler(error_class, _on_sqlalchemy_error)

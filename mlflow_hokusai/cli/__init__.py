@@ -1,4 +1,7 @@
-"""``mlflow-hokusai``: manage API keys, the audit trail and the key database.
+"""``mlflow-hokusai``: manage API keys, the audit trail and the key database (click).
+
+This package is the command line only: ``backends.py`` (where a command acts: the database or
+a server's REST API) and ``times.py`` (parsing time options); rules live in ``keys/``.
 
 Every command works directly on ``--database-uri`` (default: the configured database), so an
 operator can create the first keys before the server ever starts; the ``keys`` commands also
@@ -108,8 +111,8 @@ def _tracking_option(func):
 
 
 def _backend(database_uri, tracking_uri):
-    """Offline (the database) or online (a server's REST API); see ``keys/backends.py``."""
-    from mlflow_hokusai.keys import backends
+    """Offline (the database) or online (a server's REST API); see ``cli/backends.py``."""
+    from mlflow_hokusai.cli import backends
 
     if tracking_uri:
         from mlflow_hokusai.client.auth_provider import configured_key
@@ -184,6 +187,8 @@ def create_key(username, admin, scope, name, expires_in_days, database_uri, trac
 @_tracking_option
 def list_keys(username, everyone, fmt, database_uri, tracking_uri):
     """List keys (never the keys themselves: id, prefix and metadata)."""
+    if everyone and username:
+        raise click.UsageError("use either --user NAME or --all, not both")
     backend = _backend(database_uri, tracking_uri)
     records = _run(lambda: backend.list(username=username, everyone=everyone))
     if fmt == "json":
@@ -243,7 +248,7 @@ def audit():
 @_database_option
 def audit_list(user, since, event, limit, fmt, database_uri):
     """List audit events, oldest first (times in UTC)."""
-    from mlflow_hokusai.keys.audit import parse_since
+    from mlflow_hokusai.cli.times import parse_since
     from mlflow_hokusai.store.audit import AuditStore
     from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
 
@@ -280,5 +285,3 @@ def db_upgrade(database_uri):
     _note(f"Database {uri} is up to date.")
 
 
-if __name__ == "__main__":
-    cli()

@@ -9,14 +9,13 @@ implementation.
 
 from __future__ import annotations
 
+from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import Actor, KeyManager
+from mlflow_hokusai.store.audit import AuditStore
 
 
 class Offline:
     def __init__(self, key_store, users, environment: str, note):
-        from mlflow_hokusai.keys.audit import AuditLog
-        from mlflow_hokusai.store.audit import AuditStore
-
         self.actor = Actor.operator()
         self.manager = KeyManager(
             key_store, users, AuditLog(AuditStore(key_store.engine)),
@@ -31,7 +30,10 @@ class Offline:
         return key, record.to_dict()
 
     def list(self, *, username, everyone) -> list[dict]:
-        records = self.manager.list(self.actor, username=username, everyone=username is None)
+        # Offline, no --user means every user's keys (the operator may see them all).
+        records = self.manager.list(
+            self.actor, username=username, everyone=everyone or username is None
+        )
         return [r.to_dict() for r in records]
 
     def revoke(self, key_id) -> dict:

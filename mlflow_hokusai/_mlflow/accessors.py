@@ -1,0 +1,182 @@
+"""Reading from MLflow: every MLflow-private name we read or call (not change), in one place.
+
+A new MLflow release that moves one of these changes this package only; ``targets.py`` lists
+each private name, and start-up checks them. Importing ``mlflow.server.auth`` reads its config
+at import time, so nothing here imports it at module level: callers set
+MLFLOW_AUTH_CONFIG_PATH first (see ``bootstrap``).
+"""
+
+from __future__ import annotations
+
+import os
+
+SGI_ENV_VAR = "_MLFLOW_SGI_NAME"  # set by `mlflow server` for its workers
+STATIC_PREFIX_ENV_VAR = "_MLFLOW_STATIC_PREFIX"  # set by `mlflow server --static-prefix`
+AUTHORIZATION_FUNCTION = "mlflow_hokusai.auth.flask_auth:authorize"
+
+
+def server_runner() -> str:
+    """'uvicorn' (MLflow's default), 'gunicorn' or 'waitress'."""
+    return os.environ.get(SGI_ENV_VAR) or "uvicorn"
+
+
+def static_prefix() -> str:
+    return (os.environ.get(STATIC_PREFIX_ENV_VAR) or "").rstrip("/")
+
+
+def preload() -> None:
+    """Import MLflow's server outside the start-up lock so workers do not import it in turn."""
+    import mlflow.server.fastapi_app  # noqa: F401
+
+
+def build_auth_app():
+    """Let MLflow's auth engine build its app; return (flask_app, app_for_runner)."""
+    from mlflow.server import app as flask_app
+    from mlflow.server.auth import create_app
+
+    return flask_app, create_app(flask_app)
+
+
+def user_store(database_uri: str):
+    """MLflow's auth user store on ``database_uri`` (runs MLflow's auth migrations)."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(database_uri)
+    return store
+
+
+def running_user_store():
+    """The user store the running auth app was initialised with."""
+    from mlflow.server import auth
+
+    return auth.store
+
+
+def registry_store():
+    """The model registry store the server's handlers write to (same instance, same workspace
+    context), for read-only look-ups through its public store API."""
+    from mlflow.server.handlers import _get_model_registry_store
+
+    return _get_model_registry_store()
+
+
+def password_checker(store):
+    """A function (username, password) -> is_admin, or None when the login is wrong."""
+
+    def check(username: str, password: str):
+        if not store.authenticate_user(username, password):
+            return None
+        return store.get_user(username).is_admin
+
+    return check
+
+
+def rpc_routes() -> list[tuple[str, str, str]]:
+    """(Flask rule, method, RPC name) for every protobuf-described MLflow endpoint, e.g.
+    ('/api/2.0/mlflow/runs/search', 'POST', 'mlflow.SearchRuns'). RPC names come from MLflow's
+    public protos, so they outlive handler renames."""
+    from mlflow.server.handlers import get_endpoints
+
+    routes = []
+    for path, handler, methods in get_endpoints(lambda request_class: request_class):
+        descriptor = getattr(handler, "DESCRIPTOR", None)
+        if descriptor is not None:
+            routes.extend((path, method, descriptor.full_name) for method in methods)
+    return routes
+
+
+class NativeRoutes:
+    """The routes MLflow's FastAPI app serves itself (not through the Flask app it mounts at
+    ``/``), in dispatch order: the one answer to "is this request served natively, and by
+    which route?". Its native routers (e.g. the streaming artifact up/download) sit at the
+    root whatever ``--static-prefix`` says (all of them in 3.15, the artifact router still in
+    3.17), while their Flask twins under the static prefix buffer whole request bodies.
+
+    Newer FastAPI wraps included routers in objects that expose their routes through
+    ``effective_candidates()``; older ones list them flat."""
+
+    def __init__(self, asgi_app=None):
+        from starlette.routing import Mount, compile_path
+
+        self.routes: list[tuple[str, frozenset, str]] = []  # (template, methods, name)
+        self._patterns = []
+
+        def walk(routes):
+            for route in routes:
+                if isinstance(route, Mount):
+                    continue
+                candidates = getattr(route, "effective_candidates", None)
+                if callable(candidates):
+                    walk(candidates())
+                elif getattr(route, "path", None) is not None:
+                    methods = frozenset(getattr(route, "methods", None) or {"GET"})
+                    self.routes.append((route.path, methods, getattr(route, "name", "")))
+                    self._patterns.append((compile_path(route.path)[0], methods, route.path))
+
+        walk(getattr(asgi_app, "routes", []) if asgi_app is not None else [])
+
+    def match(self, path: str, method: str) -> str | None:
+        """The template of the native route that serves (method, path), or None."""
+        method = "GET" if method == "HEAD" else method
+        for regex, methods, template in self._patterns:
+            if method in methods and regex.match(path):
+                return template
+        return None
+
+
+def graphql_root_fields() -> set[str]:
+    """Every root field of MLflow's GraphQL schema (queries and mutations)."""
+    from mlflow.server.graphql.graphql_schema_extensions import schema
+
+    schema = schema.graphql_schema
+    fields: set[str] = set()
+    for root in (schema.query_type, schema.mutation_type, schema.subscription_type):
+        if root is not None:
+            fields.update(f"{root.name}.{name}" for name in root.fields)
+    return fields
+
+
+def get_run(run_id: str):
+    """The run from the server's tracking store; MLflow's 404 MlflowException when unknown."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    return _get_tracking_store().get_run(run_id)
+
+
+def list_run_artifacts():
+    """MLflow's ``GET /api/2.0/mlflow/artifacts/list`` handler, run on the current request
+    (``run_id``, ``path``, ``page_token`` query parameters): MLflow's own response and errors."""
+    from mlflow.server.handlers import _list_artifacts
+
+    return _list_artifacts()
+
+
+def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwargs) -> dict:
+    """One JSON call to an MLflow server with a bearer token, through MLflow's own REST
+    helper (TLS settings, MLflow's error exceptions with the server's message). Two quick
+    retries, not MLflow's minutes of back-off: a person is waiting at the command line."""
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request, verify_rest_response
+
+    kwargs.setdefault("max_retries", 2)
+    kwargs.setdefault("backoff_factor", 0.5)
+    kwargs.setdefault("timeout", 60)
+    response = http_request(MlflowHostCreds(tracking_uri, token=token), endpoint, method, **kwargs)
+    response = verify_rest_response(response, endpoint)
+    return response.json() if response.content else {}
+
+
+
+
+# -- S3 (MLflow's S3 artifact repository; ``artifacts/s3_streaming.py`` builds on it) --------
+def s3_client(repository):
+    """The boto3 client MLflow's S3 repository uses (its endpoint, credentials, retries)."""
+    return repository._get_s3_client()
+
+
+def s3_upload_extra_args(repository) -> dict:
+    """The ExtraArgs MLflow's ``upload_file`` would send: bucket owner and MLflow's
+    MLFLOW_S3_UPLOAD_EXTRA_ARGS settings."""
+    extra = dict(repository._bucket_owner_params)
+    extra.update(repository.get_s3_file_upload_extra_args() or {})
+    return extra

@@ -1,0 +1,187 @@
+"""Changing MLflow: every patch we apply to MLflow's server, each on a name ``targets.py``
+lists and start-up checks (so a renamed target is an error or a warning, never a patch that
+silently does nothing).
+
+The patches either register our routes in MLflow's own tables (its fail-closed authorization
+table, its unprotected-path list, its artifact repository registry) or put a cache or a
+shortcut in front of per-request work of its auth engine whose answer does not change (see
+docs/performance.md). Each optional patch is skipped when ``targets.check`` has reported its
+target missing.
+"""
+
+from __future__ import annotations
+
+from mlflow_hokusai._mlflow import targets
+from mlflow_hokusai._mlflow.accessors import static_prefix
+
+
+def _find(module: str, attribute: str):
+    """The object of a listed target (None when this MLflow lacks an optional one)."""
+    for target in targets.TARGETS:
+        if (target.module, target.attribute) == (module, attribute):
+            found = target.find()
+            if found is None and target.required:
+                raise RuntimeError(f"MLflow has no {target.name} ({target.purpose})")
+            return found
+    raise KeyError(f"{module}.{attribute} is not listed in _mlflow/targets.py")
+
+
+def make_server_info_public() -> None:
+    """Server-info is public from MLflow 3.16 on; make it so on older releases too (the gate
+    already lets only these exact, clean paths through without a key)."""
+    from mlflow.server import auth
+
+    is_unprotected = _find(targets.AUTH, "is_unprotected_route")
+    _find(targets.AUTH, "_UNPROTECTED_PATH_PREFIXES")
+    paths = ("/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info")
+    # MLflow matches these as prefixes, with and without the static prefix.
+    missing = tuple(p for p in paths if not is_unprotected(static_prefix() + p))
+    if missing:
+        auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
+
+
+def _allow() -> bool:
+    return True
+
+
+def allow_authenticated(rules: list[tuple[str, str]]) -> None:
+    """Tell MLflow's fail-closed authorization table that any authenticated user may call
+    these (path, method) pairs; our handlers then decide for themselves."""
+    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    for rule in rules:
+        validators[rule] = _allow
+
+
+def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
+    """Have MLflow's engine authorize these (path, method) pairs as it does ``GetRun``: read
+    permission on the experiment of the request's ``run_id``; admins always. ``precheck()``
+    runs first and may raise an ``MlflowException`` (answered as MLflow's JSON error)."""
+    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    validate_can_read_run = _find(targets.AUTH, "validate_can_read_run")
+
+    def validator():
+        precheck()
+        return validate_can_read_run()
+
+    for rule in rules:
+        validators[rule] = validator
+
+
+def use_artifact_repository(scheme: str, repository_class) -> None:
+    """Serve ``scheme`` URIs (e.g. ``--artifacts-destination s3://…``) with
+    ``repository_class`` in this process."""
+    register = _find("mlflow.store.artifact.artifact_repository_registry",
+                     "_artifact_repository_registry.register")
+    register(scheme, repository_class)
+
+
+# Authorization lookups worth caching: (kind, auth-store method). Each is a pure read keyed by
+# its arguments; the user row and role grants change only through the store's write methods.
+_CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
+# Store methods that only read; every other public method is treated as a write and clears the
+# cache (a new MLflow method is then safe by default: it invalidates rather than goes stale).
+_STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
+
+
+def cache_authorization_lookups(cache) -> None:
+    """Put ``cache`` (the worker's ``LookupCache``) in front of the per-request lookups of
+    MLflow's auth engine: the user row and role grants (auth store ``get_user``,
+    ``list_grants``) and the run that run routes load only to learn its experiment
+    (``_fetch_or_none(get_run, run_id)``; a run never changes experiment). Every write method
+    of the auth store clears the cache after it runs."""
+    import inspect
+
+    from mlflow.server import auth
+
+    store = _find(targets.AUTH, "store")
+    for kind, name in _CACHED_STORE_READS:
+        if _find(targets.AUTH_STORE, f"SqlAlchemyStore.{name}") is not None:
+            setattr(store, name, cache.cached(kind, getattr(store, name)))
+    for name, _member in inspect.getmembers(type(store), inspect.isfunction):
+        if not name.startswith("_") and not name.startswith(_STORE_READ_PREFIXES):
+            setattr(store, name, cache.invalidating(getattr(store, name)))
+
+    fetch_or_none = _find(targets.AUTH, "_fetch_or_none")
+    if fetch_or_none is None:  # MLflow < 3.17 loads the run inline: not cached there
+        return
+
+    def cached_fetch_or_none(fetch, resource_id):
+        if getattr(fetch, "__name__", "") != "get_run":
+            return fetch_or_none(fetch, resource_id)
+        return cache.get(
+            ("run", resource_id),
+            lambda: fetch_or_none(fetch, resource_id),
+            keep=lambda run: run is not None,
+        )
+
+    auth._fetch_or_none = cached_fetch_or_none
+
+
+# Response fields MLflow's run redaction may withhold from non-admins (proto names and their
+# JSON camelCase forms). A body without any of them has nothing to withhold.
+_RUN_MODEL_LINK_MARKERS = tuple(
+    f'"{name}"'.encode()
+    for name in ("model_inputs", "model_outputs", "model_id", "modelInputs", "modelOutputs",
+                 "modelId")
+)
+
+
+def skip_redundant_request_work(max_paths: int = 4096) -> None:
+    """Two per-request costs of MLflow's auth engine that repeat the same answer:
+
+    - its FastAPI permission middleware tests every request path against every native FastAPI
+      route (about 0.4 ms a request) to learn whether FastAPI or Flask serves it; the answer
+      depends only on the request type, method and path, so it is remembered (LRU, bounded);
+    - for a non-admin, the run redaction after ``GetRun``/``SearchRuns`` parses the whole
+      response into protobuf to look for logged-model links; a body that does not contain
+      any link field name is passed through without the parse (same result).
+    Either patch is skipped if this MLflow lacks the name it wraps (``targets.check`` says so)."""
+    import threading
+    from collections import OrderedDict
+
+    from mlflow.server import auth
+
+    matches = _find(targets.AUTH, "_scope_matches_native_route")
+    if matches is not None:
+        memo: OrderedDict = OrderedDict()
+        lock = threading.Lock()
+
+        def remembered(native_routes, scope):
+            key = (id(native_routes), scope.get("type"), scope.get("method"),
+                   scope.get("root_path", ""), scope.get("path"))
+            with lock:
+                if key in memo:
+                    memo.move_to_end(key)
+                    return memo[key]
+            answer = matches(native_routes, scope)
+            with lock:
+                memo[key] = answer
+                if len(memo) > max_paths:
+                    memo.popitem(last=False)
+            return answer
+
+        auth._scope_matches_native_route = remembered
+
+    redactors = {
+        _find(targets.AUTH, name)
+        for name in ("redact_get_run_model_links", "redact_search_runs_model_links")
+    }
+    redactors.discard(None)
+
+    def only_with_links(redact):
+        def redact_if_linked(resp):
+            data = resp.get_data()
+            if any(marker in data for marker in _RUN_MODEL_LINK_MARKERS):
+                return redact(resp)
+            return None
+
+        return redact_if_linked
+
+    tables = (
+        _find(targets.AUTH, "AFTER_REQUEST_HANDLERS"),
+        _find(targets.AUTH, "PARAMETERIZED_AFTER_REQUEST_HANDLERS"),
+    )
+    for table in tables:
+        for rule, handler in list((table or {}).items()):
+            if handler in redactors:
+                table[rule] = only_with_links(handler)

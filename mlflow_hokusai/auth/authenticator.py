@@ -1,0 +1,170 @@
+"""The authenticator: a parsed credential in, an ``Identity`` (or why not) out.
+
+Cost per request: one SHA-256 and, at most once per cache TTL per key and worker, one indexed
+query (``store/keys.py``). Lookups go through the worker's one ``LookupCache`` (``cache.py``),
+which a change made in this worker clears at once, so a key revoked or rotated here is refused
+here on the next request; other workers and replicas follow within the TTL (<= 1 s).
+
+Two entry points, one decision:
+- ``peek`` answers from the cache only and never blocks (the ASGI gate calls it on the event
+  loop); ``None`` means "not cached: call ``resolve``";
+- ``resolve`` may query the database or check a password (call it off the event loop). An
+  unreachable database raises ``Unavailable`` (a 503): fail closed, never a pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from mlflow_hokusai.auth.cache import MISS, LookupCache
+from mlflow_hokusai.auth.credentials import Credential
+from mlflow_hokusai.errors import Unavailable, database_unavailable
+from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.store.clock import utcnow
+from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
+
+_logger = logging.getLogger(__name__)
+TOUCH_INTERVAL_SECONDS = 60.0
+
+MISSING_MESSAGE = (
+    "Authentication required: send a Hokusai API key as 'Authorization: Bearer <key>' "
+    "(set MLFLOW_TRACKING_TOKEN), as 'X-API-Key: <key>', or as the Basic-auth password."
+)
+UNAVAILABLE_MESSAGE = (
+    "The authentication database is unreachable; no request can be authenticated right now. "
+    "Retry later."
+)
+# Why a credential was refused. "revoked" and "expired" name a known key (audited).
+FailureReason = Literal[
+    "missing", "malformed", "unknown-key", "revoked", "expired", "no-user", "bad-password",
+    "passwords-off",
+]
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    is_admin: bool
+    key_id: str | None  # None when the caller logged in with an MLflow password
+    scope: Scope  # password logins act with the user's full rights ("write")
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    message: str
+    reason: FailureReason
+    # Set when a known key was refused, for the audit trail.
+    key_id: str | None = None
+    username: str | None = None
+
+
+Result = Identity | AuthFailure
+# fetch(cache key, load) -> the value, or MISS when it is not at hand
+_Fetch = Callable[[tuple, Callable[[], object]], object]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: KeyStore,
+        cache: LookupCache,
+        *,
+        check_password: Callable[[str, str], bool | None] | None = None,
+    ):
+        self.store = store
+        self.cache = cache
+        self._check_password = check_password
+        self._password_salt = secrets.token_bytes(32)
+        self._touched: dict[str, float] = {}
+        self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
+
+    def peek(self, credential: Credential) -> Result | None:
+        """The answer if it needs no I/O, else None (then call ``resolve``)."""
+        return self._authenticate(credential, lambda key, load: self.cache.peek(key))
+
+    def resolve(self, credential: Credential) -> Result:
+        """The caller's identity, or why not. Raises ``Unavailable`` when the key database
+        cannot be reached."""
+        try:
+            return self._authenticate(credential, self.cache.get)
+        except Exception as error:
+            if database_unavailable(error):
+                _logger.warning("key lookup failed: the key database is unreachable (%s)", error)
+                raise Unavailable(UNAVAILABLE_MESSAGE) from error
+            raise
+
+    def _authenticate(self, credential: Credential, fetch: _Fetch) -> Result | None:
+        if credential.kind == "none":
+            return AuthFailure(MISSING_MESSAGE, "missing")
+        if credential.kind == "malformed":
+            return AuthFailure(f"Invalid credentials: {credential.problem}.", "malformed")
+        if credential.kind == "password":
+            return self._password(credential.username, credential.password, fetch)
+        return self._key(credential.key, fetch)
+
+    def _key(self, key: str, fetch: _Fetch) -> Result | None:
+        try:
+            digest = keyformat.parse_key(key).digest
+        except keyformat.KeyFormatError as e:
+            return AuthFailure(f"Invalid API key: {e}.", "malformed")
+        record = fetch(("key", digest), lambda: self.store.lookup(digest))
+        if record is MISS:
+            return None
+        return self._judge(record)
+
+    def _judge(self, record: KeyRecord | None) -> Result:
+        if record is None:
+            return AuthFailure("Invalid API key: no such key.", "unknown-key")
+        status = record.status()
+        if status == "revoked":
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) has been revoked.",
+                "revoked", record.id, record.username,
+            )
+        if status == "expired":
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) expired at "
+                f"{record.expires_at.isoformat()}Z; create a new one.",
+                "expired", record.id, record.username,
+            )
+        if record.user_is_admin is None:
+            return AuthFailure("The user who owns this API key no longer exists.", "no-user")
+        self._maybe_touch(record.id)
+        return Identity(record.username, record.user_is_admin, record.id, record.scope)
+
+    def _password(self, username: str, password: str, fetch: _Fetch) -> Result | None:
+        if self._check_password is None:
+            return AuthFailure("Password logins are not enabled on this server.", "passwords-off")
+        # Cached by a keyed digest so the plaintext password is never held in memory.
+        tag = hmac.new(self._password_salt, f"{username}\0{password}".encode(), hashlib.sha256)
+        is_admin = fetch(
+            ("password", tag.digest()), lambda: self._check_password(username, password)
+        )
+        if is_admin is MISS:
+            return None
+        if is_admin is None:
+            return AuthFailure("Invalid username or password.", "bad-password")
+        return Identity(username, bool(is_admin), None, "write")
+
+    def _maybe_touch(self, key_id: str) -> None:
+        """Record last use at most once a minute per key, off the request's path."""
+        now = time.monotonic()
+        last = self._touched.get(key_id)
+        if last is not None and now - last < TOUCH_INTERVAL_SECONDS:
+            return
+        self._touched[key_id] = now
+        self._toucher.submit(self._touch, key_id)
+
+    def _touch(self, key_id: str) -> None:
+        try:
+            self.store.touch(key_id, utcnow())
+        except Exception:  # a failed bookkeeping write must never fail a request
+            _logger.warning("could not record last use of key %s", key_id, exc_info=True)

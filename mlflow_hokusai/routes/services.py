@@ -1,0 +1,41 @@
+"""The services the routes use, built once by ``create_app`` and handed to every installer:
+no installer reaches another module's globals. Views read them from
+``current_app.extensions["hokusai"]`` (``services()``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from mlflow_hokusai._mlflow import NativeRoutes
+from mlflow_hokusai.auth.authenticator import Authenticator
+from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.auth.scopes import ReadScope
+from mlflow_hokusai.config import Settings
+from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.management import KeyManager
+from mlflow_hokusai.store.keys import KeyStore
+
+EXTENSION = "hokusai"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    key_store: KeyStore
+    cache: LookupCache  # the worker's one lookup cache (keys, passwords, MLflow's lookups)
+    authenticator: Authenticator
+    audit: AuditLog
+    keys: KeyManager
+    native_routes: NativeRoutes  # what MLflow's FastAPI app serves itself (empty under WSGI)
+    read_scope: ReadScope
+    static_prefix: str
+
+    def api_paths(self, base: str) -> list[str]:
+        """``base`` under both API roots (``/api/2.0`` and ``/ajax-api/2.0``)."""
+        return [f"{self.static_prefix}/{root}/2.0{base}" for root in ("api", "ajax-api")]
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
