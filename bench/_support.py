@@ -65,11 +65,18 @@ def stop_and_remove(servers) -> None:
 
 def plain_server(*, workers: int, args: list[str] | None = None, env: dict | None = None) -> Server:
     """Stock ``mlflow server`` without any auth app."""
-    return Server(workdir("plain"), workers=workers, app_name=None, args=args,
-                  env={**COMMON_ENV, **(env or {})})
+    return Server(
+        workdir("plain"),
+        workers=workers,
+        app_name=None,
+        args=args,
+        env={**COMMON_ENV, **(env or {})},
+    )
 
 
-def hokusai_server(*, workers: int, args: list[str] | None = None, env: dict | None = None) -> Server:
+def hokusai_server(
+    *, workers: int, args: list[str] | None = None, env: dict | None = None
+) -> Server:
     return Server(workdir("hokusai"), workers=workers, args=args, env={**COMMON_ENV, **(env or {})})
 
 
@@ -124,7 +131,7 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
 
     print(line(cells[0]))
     print("| " + " | ".join("-" * w for w in widths) + " |")

@@ -33,10 +33,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import _support  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from tests.s3 import MotoS3  # noqa: E402
 from tests.server import Server  # noqa: E402
 
 MiB = 1024 * 1024
+
+
 class PeakRss:
     """Samples a process tree's RSS in a thread; ``growth`` is peak minus the starting level."""
 
@@ -131,14 +134,18 @@ def main(argv=None) -> int:
             assert stored == size, f"{label}: stored {stored} bytes, expected {size}"
             rows.append((label, seconds, size / MiB / seconds, rss.base / MiB, rss.growth / MiB))
 
-        print(f"\nUpload of {options.size_mib} MiB through {server.url}/api/mlflow to moto S3 "
-              f"({options.workers} worker(s)); server process tree RSS:")
+        print(
+            f"\nUpload of {options.size_mib} MiB through {server.url}/api/mlflow to moto S3 "
+            f"({options.workers} worker(s)); server process tree RSS:"
+        )
         print(f"{'mode':<12}{'seconds':>9}{'MiB/s':>9}{'base MiB':>10}{'peak growth MiB':>17}")
         for label, seconds, rate, base, growth in rows:
             print(f"{label:<12}{seconds:>9.1f}{rate:>9.1f}{base:>10.0f}{growth:>17.1f}")
         worst = max(row[4] for row in rows)
-        print(f"worst peak growth: {worst:.1f} MiB (target <= 150 MiB): "
-              f"{'OK' if worst <= 150 else 'OVER'}")
+        print(
+            f"worst peak growth: {worst:.1f} MiB (target <= 150 MiB): "
+            f"{'OK' if worst <= 150 else 'OVER'}"
+        )
         return 0
     finally:
         server.stop()

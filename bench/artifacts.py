@@ -86,12 +86,15 @@ def main(argv=None) -> int:
         key = server.create_key("bench-user")
         auth = {"Authorization": f"Bearer {key}"}
         api = server.url + "/api/2.0/mlflow"
-        experiment = requests.post(api + "/experiments/create", json={"name": "bench-artifacts"},
-                                   headers=auth, timeout=60).json()["experiment_id"]
-        run = requests.post(api + "/runs/create", json={"experiment_id": experiment},
-                            headers=auth, timeout=60).json()["run"]["info"]["run_id"]
-        artifact_url = (f"{server.url}/api/2.0/mlflow-artifacts/artifacts/"
-                        f"{experiment}/{run}/artifacts/big.bin")
+        experiment = requests.post(
+            api + "/experiments/create", json={"name": "bench-artifacts"}, headers=auth, timeout=60
+        ).json()["experiment_id"]
+        run = requests.post(
+            api + "/runs/create", json={"experiment_id": experiment}, headers=auth, timeout=60
+        ).json()["run"]["info"]["run_id"]
+        artifact_url = (
+            f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/big.bin"
+        )
         session = requests.Session()
         session.headers.update(auth)
 
@@ -115,24 +118,36 @@ def main(argv=None) -> int:
         def direct_download():
             s3.download_file(BUCKET, "direct/big.bin", target)
 
-        print(f"artifacts: {options.size_mib} MiB, {options.rounds} rounds, "
-              f"server with {options.workers} workers, moto S3 on loopback")
+        print(
+            f"artifacts: {options.size_mib} MiB, {options.rounds} rounds, "
+            f"server with {options.workers} workers, moto S3 on loopback"
+        )
         memory = PeakRss(server.proc.pid)
-        times: dict[str, list] = {name: [] for name in
-                                  ("server upload", "direct upload", "server download",
-                                   "direct download")}
+        times: dict[str, list] = {
+            name: []
+            for name in ("server upload", "direct upload", "server download", "direct download")
+        }
         ratios: dict[str, list] = {"upload": [], "download": []}
         for round_no in range(options.rounds):
-            steps = [("server upload", server_upload), ("direct upload", direct_upload),
-                     ("server download", server_download), ("direct download", direct_download)]
+            steps = [
+                ("server upload", server_upload),
+                ("direct upload", direct_upload),
+                ("server download", server_download),
+                ("direct download", direct_download),
+            ]
             if round_no % 2:
                 steps = [steps[1], steps[0], steps[3], steps[2]]
             for name, action in steps:
                 times[name].append(timed(action))
             for kind in ("upload", "download"):
                 ratios[kind].append(times[f"direct {kind}"][-1] / times[f"server {kind}"][-1])
-            print(f"round {round_no + 1}: " + ", ".join(
-                f"{name} {size / 2**20 / t[-1]:.0f} MiB/s" for name, t in times.items()), flush=True)
+            print(
+                f"round {round_no + 1}: "
+                + ", ".join(
+                    f"{name} {size / 2**20 / t[-1]:.0f} MiB/s" for name, t in times.items()
+                ),
+                flush=True,
+            )
         growth = memory.stop()
     finally:
         if server is not None:
@@ -146,12 +161,22 @@ def main(argv=None) -> int:
     print()
     _support.print_table(
         ["transfer", "through hokusai (MiB/s)", "direct boto3 (MiB/s)", "ratio server/direct"],
-        [[kind, rate(f"server {kind}"), rate(f"direct {kind}"),
-          f"{_support.median(ratios[kind]):.2f}x"] for kind in ("upload", "download")],
+        [
+            [
+                kind,
+                rate(f"server {kind}"),
+                rate(f"direct {kind}"),
+                f"{_support.median(ratios[kind]):.2f}x",
+            ]
+            for kind in ("upload", "download")
+        ],
     )
-    print(f"\nratio upload server/direct: {_support.median(ratios['upload']):.2f}x (target >= 0.8x)")
-    print(f"ratio download server/direct: {_support.median(ratios['download']):.2f}x "
-          f"(target >= 0.8x)")
+    print(
+        f"\nratio upload server/direct: {_support.median(ratios['upload']):.2f}x (target >= 0.8x)"
+    )
+    print(
+        f"ratio download server/direct: {_support.median(ratios['download']):.2f}x (target >= 0.8x)"
+    )
     print(f"server peak RSS growth: {growth / 2**20:.0f} MiB")
     return 0
 

@@ -22,9 +22,9 @@ import time
 import _support  # noqa: F401  (puts the repository on sys.path)
 
 from mlflow_hokusai import _mlflow
-from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.auth.authenticator import Authenticator, Identity
 from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.keys.management import issue_key
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.engine import get_engine, upgrade
@@ -58,22 +58,26 @@ def make_database(directory: str, total_keys: int) -> tuple[Authenticator, list]
         if index % (filler // KNOWN_KEYS or 1) == 0 and len(known) < KNOWN_KEYS - 1:
             flush()
             known.append(issue_key(store, USER, name="known")[0])
-        batch.append({
-            "id": secrets.token_hex(8),
-            "digest": hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
-            "display_prefix": "hk_live_fill",
-            "username": USER,
-            "name": "filler",
-            "scope": "write",
-            "created_at": now,
-        })
+        batch.append(
+            {
+                "id": secrets.token_hex(8),
+                "digest": hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+                "display_prefix": "hk_live_fill",
+                "username": USER,
+                "name": "filler",
+                "scope": "write",
+                "created_at": now,
+            }
+        )
         if len(batch) >= 10_000:
             flush()
     flush()
     while len(known) < KNOWN_KEYS:
         known.append(issue_key(store, USER, name="known")[0])
-    credentials = [from_headers(lambda name, k=k: [f"Bearer {k}"] if name == "Authorization" else [])
-                   for k in known]
+    credentials = [
+        from_headers(lambda name, k=k: [f"Bearer {k}"] if name == "Authorization" else [])
+        for k in known
+    ]
     return Authenticator(store, LookupCache(ttl=0)), credentials
 
 
@@ -98,8 +102,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     small = make_database(directory, KNOWN_KEYS)
     large = make_database(directory, options.keys)
-    print(f"key_scaling: databases ready in {time.perf_counter() - started:.1f} s; "
-          f"{options.rounds} rounds x {options.calls} calls, key cache off")
+    print(
+        f"key_scaling: databases ready in {time.perf_counter() - started:.1f} s; "
+        f"{options.rounds} rounds x {options.calls} calls, key cache off"
+    )
     for service, credentials in (small, large):  # warm up connections and page cache
         time_per_call(service, credentials, max(50, options.calls // 10))
     times: dict[int, list] = {KNOWN_KEYS: [], options.keys: []}
@@ -114,8 +120,10 @@ def main(argv=None) -> int:
         ["keys in database", "authentication per request (median)"],
         [[f"{KNOWN_KEYS:,}", f"{small_us:.0f} µs"], [f"{options.keys:,}", f"{large_us:.0f} µs"]],
     )
-    print(f"\nratio {options.keys:,} keys / {KNOWN_KEYS} keys: {large_us / small_us:.2f}x "
-          f"(target <= 1.2x)")
+    print(
+        f"\nratio {options.keys:,} keys / {KNOWN_KEYS} keys: {large_us / small_us:.2f}x "
+        f"(target <= 1.2x)"
+    )
     return 0
 
 

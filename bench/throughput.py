@@ -80,7 +80,8 @@ def setup(target: Target, threads: int) -> None:
     ]
     for _ in range(threads):
         run = client.json(
-            "POST", f"{API}/runs/create",
+            "POST",
+            f"{API}/runs/create",
             {"experiment_id": target.experiment_id, "start_time": int(time.time() * 1000)},
         )
         target.run_ids.append(run["run"]["info"]["run_id"])
@@ -97,13 +98,28 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
             step += 1
             now = int(time.time() * 1000)
             calls = (
-                ("POST", f"{API}/runs/log-metric",
-                 {"run_id": run_id, "key": f"m{step % 5}", "value": step * 0.5,
-                  "timestamp": now, "step": step}),
-                ("POST", f"{API}/runs/log-batch",
-                 {"run_id": run_id, "metrics": [
-                     {"key": f"b{i}", "value": step + i, "timestamp": now, "step": step}
-                     for i in range(5)]}),
+                (
+                    "POST",
+                    f"{API}/runs/log-metric",
+                    {
+                        "run_id": run_id,
+                        "key": f"m{step % 5}",
+                        "value": step * 0.5,
+                        "timestamp": now,
+                        "step": step,
+                    },
+                ),
+                (
+                    "POST",
+                    f"{API}/runs/log-batch",
+                    {
+                        "run_id": run_id,
+                        "metrics": [
+                            {"key": f"b{i}", "value": step + i, "timestamp": now, "step": step}
+                            for i in range(5)
+                        ],
+                    },
+                ),
                 ("GET", f"{API}/runs/get?run_id={run_id}", None),
                 ("POST", f"{API}/runs/search", search),
             )
@@ -114,8 +130,10 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
                 else:
                     errors += 1
                     if errors == 1:
-                        print(f"  {target.name}: {method} {path} -> {status} {data[:200]!r}",
-                              file=sys.stderr)
+                        print(
+                            f"  {target.name}: {method} {path} -> {status} {data[:200]!r}",
+                            file=sys.stderr,
+                        )
     finally:
         client.close()
         counts[index] = (done, errors)
@@ -153,9 +171,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target, not counted")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--workers", type=int, default=2, help="server workers (all servers)")
-    parser.add_argument("--data-dir", default=_support.memory_dir(),
-                        help="where the servers keep their SQLite files (default: /dev/shm when "
-                             "present, so disk syncs do not hide CPU costs)")
+    parser.add_argument(
+        "--data-dir",
+        default=_support.memory_dir(),
+        help="where the servers keep their SQLite files (default: /dev/shm when "
+        "present, so disk syncs do not hide CPU costs)",
+    )
     options = parser.parse_args(argv)
     _support.use_base_dir(options.data_dir)
 
@@ -170,23 +191,32 @@ def main(argv=None) -> int:
         hokusai_key = hokusai.create_key("bench-user")
         targets = [
             Target("mlflow (no auth)", plain, {}),
-            Target("basic-auth, non-admin", basic_auth, basic(*basic_auth.create_user("bench-user"))),
-            Target("basic-auth + cache, non-admin", basic_cached,
-                   basic(*basic_cached.create_user("bench-user"))),
-            Target("hokusai, non-admin write key", hokusai, {"Authorization": f"Bearer {hokusai_key}"}),
+            Target(
+                "basic-auth, non-admin", basic_auth, basic(*basic_auth.create_user("bench-user"))
+            ),
+            Target(
+                "basic-auth + cache, non-admin",
+                basic_cached,
+                basic(*basic_cached.create_user("bench-user")),
+            ),
+            Target(
+                "hokusai, non-admin write key", hokusai, {"Authorization": f"Bearer {hokusai_key}"}
+            ),
             Target("hokusai, admin key", hokusai, {"Authorization": f"Bearer {hokusai.admin_key}"}),
         ]
         for target in targets:
             setup(target, options.threads)
-        print(f"throughput: {len(targets)} targets, {options.workers} workers each, "
-              f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s, "
-              f"SQLite files in {options.data_dir or tempfile.gettempdir()}")
+        print(
+            f"throughput: {len(targets)} targets, {options.workers} workers each, "
+            f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s, "
+            f"SQLite files in {options.data_dir or tempfile.gettempdir()}"
+        )
         if options.warmup > 0:
             for target in targets:
                 measure(target, options.threads, options.warmup)
         errors = 0
         for round_no in range(options.rounds):
-            order = targets[round_no % len(targets):] + targets[: round_no % len(targets)]
+            order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
             for target in order:
                 rate, cpu_ms, failed = measure(target, options.threads, options.duration)
                 target.rates.append(rate)
@@ -194,22 +224,34 @@ def main(argv=None) -> int:
                 errors += failed
             for target in targets:
                 target.ratios.append(target.rates[-1] / targets[0].rates[-1])
-            print(f"round {round_no + 1}: " + ", ".join(
-                f"{t.name} {t.rates[-1]:.0f}/s" for t in targets), flush=True)
+            print(
+                f"round {round_no + 1}: "
+                + ", ".join(f"{t.name} {t.rates[-1]:.0f}/s" for t in targets),
+                flush=True,
+            )
     finally:
         _support.stop_and_remove(servers)
 
     print()
     _support.print_table(
         ["server", "req/s (median)", "ratio to plain MLflow", "server CPU per request"],
-        [[t.name, f"{_support.median(t.rates):.0f}", f"{_support.median(t.ratios):.2f}x",
-          f"{_support.median(t.cpu_ms):.1f} ms"] for t in targets],
+        [
+            [
+                t.name,
+                f"{_support.median(t.rates):.0f}",
+                f"{_support.median(t.ratios):.2f}x",
+                f"{_support.median(t.cpu_ms):.1f} ms",
+            ]
+            for t in targets
+        ],
     )
     ours = _support.median(targets[3].ratios)
     print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.90x)")
     print(f"ratio hokusai admin / plain: {_support.median(targets[4].ratios):.2f}x")
-    print(f"ratio hokusai non-admin / basic-auth non-admin: "
-          f"{_support.median(targets[3].rates) / _support.median(targets[1].rates):.2f}x")
+    print(
+        f"ratio hokusai non-admin / basic-auth non-admin: "
+        f"{_support.median(targets[3].rates) / _support.median(targets[1].rates):.2f}x"
+    )
     if errors:
         print(f"{errors} requests failed; the figures above are not valid", file=sys.stderr)
         return 1

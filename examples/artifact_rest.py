@@ -72,8 +72,10 @@ def main() -> None:
         # Upload one file (the guide's "artifact upload failed" is gone too).
         name = f"uploaded-via-{api.split('/')[0]}.txt"
         upload = requests.put(
-            f"{url}/{run_root}/notes/{name}", data=b"uploaded with requests\n",
-            headers=headers, timeout=30,
+            f"{url}/{run_root}/notes/{name}",
+            data=b"uploaded with requests\n",
+            headers=headers,
+            timeout=30,
         )
         upload.raise_for_status()
 
@@ -82,8 +84,10 @@ def main() -> None:
     uploaded = sorted(f.path for f in notes)
     assert uploaded == ["notes/uploaded-via-ajax-api.txt", "notes/uploaded-via-api.txt"], uploaded
 
-    print(f"OK artifact_rest: listed, downloaded and uploaded artifacts of run {run_id} "
-          f"on both artifact paths")
+    print(
+        f"OK artifact_rest: listed, downloaded and uploaded artifacts of run {run_id} "
+        f"on both artifact paths"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def main() -> None:
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     assert list(loaded.predict(X_test[:5])) == list(predictions[:5])
 
-    print(f"OK complete_workflow: registered {model_name} version {version} "
-          f"(accuracy {accuracy:.3f})")
+    print(
+        f"OK complete_workflow: registered {model_name} version {version} (accuracy {accuracy:.3f})"
+    )
 
 
 if __name__ == "__main__":

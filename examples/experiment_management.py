@@ -42,7 +42,9 @@ def main() -> None:
             mlflow.log_param("learning_rate", learning_rate)
             mlflow.log_metric("accuracy", 0.9 if learning_rate == 0.1 else 0.8)
     best = mlflow.search_runs(
-        experiment_ids=[experiment_id], order_by=["metrics.accuracy DESC"], max_results=1,
+        experiment_ids=[experiment_id],
+        order_by=["metrics.accuracy DESC"],
+        max_results=1,
         output_format="list",
     )[0]
     assert best.data.params["learning_rate"] == "0.1"

@@ -50,8 +50,10 @@ def main() -> None:
         baseline_value=0.85,
         tags={"team": "examples"},
     )
-    print(f"Registered {result.name} version {result.version} for token {result.token_id} "
-          f"({result.metric} baseline {result.baseline}, run {result.run_id})")
+    print(
+        f"Registered {result.name} version {result.version} for token {result.token_id} "
+        f"({result.metric} baseline {result.baseline}, run {result.run_id})"
+    )
 
     tags = mlflow.MlflowClient().get_model_version(result.name, result.version).tags
     assert tags["hokusai_token_id"] == token_id
@@ -76,8 +78,10 @@ def main() -> None:
     loaded = mlflow.pyfunc.load_model(f"models:/{result.name}/{result.version}")
     assert list(loaded.predict(X_test[:5])) == list(model.predict(X_test[:5]))
 
-    print(f"OK tokenized_registration: {result.name} version {result.version} "
-          f"carries token {result.token_id}")
+    print(
+        f"OK tokenized_registration: {result.name} version {result.version} "
+        f"carries token {result.token_id}"
+    )
 
 
 if __name__ == "__main__":

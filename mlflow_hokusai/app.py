@@ -36,7 +36,8 @@ def create_app():
     # made here (a revoke, a permission write) clears it at once.
     cache = LookupCache(settings.auth_cache_ttl_seconds)
     authenticator = Authenticator(
-        started.key_store, cache,
+        started.key_store,
+        cache,
         check_password=_mlflow.password_checker(_mlflow.running_user_store()),
     )
     audit = AuditLog(AuditStore(started.key_store.engine))
@@ -49,7 +50,9 @@ def create_app():
         authenticator=authenticator,
         audit=audit,
         keys=KeyManager(
-            started.key_store, _mlflow.running_user_store(), audit,
+            started.key_store,
+            _mlflow.running_user_store(),
+            audit,
             environment=settings.key_environment,
             on_change=cache.clear,  # this worker refuses a revoked key at once
             on_note=logging.getLogger("mlflow_hokusai.keys").info,

@@ -13,7 +13,10 @@ def insert_expired_key(database_uri: str, username: str) -> str:
     """A key for ``username`` that expired a minute ago (the CLI cannot make one)."""
     key = generate_key()
     store_key(
-        KeyStore(get_engine(database_uri)), key, username, name="expired",
+        KeyStore(get_engine(database_uri)),
+        key,
+        username,
+        name="expired",
         expires_at=utcnow() - timedelta(minutes=1),
     )
     return key

@@ -64,8 +64,16 @@ class PostgresCluster:
             os.chown(self.dir, user.pw_uid, user.pw_gid)
         os.chmod(self.dir, 0o700)
         self._run(
-            os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions",
+            os.path.join(self.bin, "initdb"),
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-instructions",
         )
 
     def _run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -76,14 +84,23 @@ class PostgresCluster:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         self._run(
-            os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", options,
-            "-w", "-t", "60", "start",
+            os.path.join(self.bin, "pg_ctl"),
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         self.wait_ready()
         return self
@@ -110,7 +127,12 @@ class PostgresCluster:
         if os.path.isdir(self.data) and self.is_running():
             try:
                 self._run(
-                    os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w",
+                    os.path.join(self.bin, "pg_ctl"),
+                    "-D",
+                    self.data,
+                    "-m",
+                    "immediate",
+                    "-w",
                     "stop",
                 )
             except RuntimeError:

@@ -37,7 +37,10 @@ class MotoS3:
         env = {**os.environ, **CREDENTIALS}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -69,8 +72,10 @@ class MotoS3:
     def objects(self, prefix: str = "") -> dict[str, int]:
         """Key -> size of every object under ``prefix``."""
         found = {}
-        for page in self.client().get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+        for page in (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
         ):
             found.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
         return found

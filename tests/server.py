@@ -36,9 +36,7 @@ def _die_with_parent():
 def clean_env(**extra) -> dict:
     """The parent's environment without settings that would leak into a server or client."""
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HOKUSAI_", "MLFLOW_", "_MLFLOW_"))
+        k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_", "_MLFLOW_"))
     }
     env.update({k: str(v) for k, v in extra.items() if v is not None})
     return env
@@ -72,7 +70,10 @@ class Server:
 
     @property
     def database_uri(self) -> str:
-        return self.extra_env.get("HOKUSAI_DATABASE_URI") or f"sqlite:///{self.workdir / 'hokusai_auth.db'}"
+        return (
+            self.extra_env.get("HOKUSAI_DATABASE_URI")
+            or f"sqlite:///{self.workdir / 'hokusai_auth.db'}"
+        )
 
     @property
     def admin_key(self) -> str:
@@ -84,7 +85,7 @@ class Server:
         # MLflow's background job runner is not under test and costs a process per server.
         return clean_env(**{"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env})
 
-    def start(self, timeout: float = 240.0) -> "Server":
+    def start(self, timeout: float = 240.0) -> Server:
         self.launch()
         try:
             self.wait_ready(timeout)
@@ -93,13 +94,20 @@ class Server:
             raise
         return self
 
-    def launch(self) -> "Server":
+    def launch(self) -> Server:
         """Start the process without waiting for it (``wait_ready`` does), e.g. to start several
         servers at once — from a long-lived thread (see ``_die_with_parent``)."""
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--backend-store-uri", self.backend_store_uri,
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.backend_store_uri,
             *self.args,
         ]
         if self.app_name:
@@ -112,7 +120,11 @@ class Server:
                 cmd += ["--uvicorn-opts", "--timeout-worker-healthcheck 120"]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
         return self
@@ -134,8 +146,12 @@ class Server:
         while time.monotonic() < deadline:
             started = self.log_text().count("Application startup complete")
             booted = self.log_text().count("Booting worker")  # gunicorn
-            if started >= self.workers or booted >= self.workers or "--waitress" in " ".join(self.args) \
-                    or "--gunicorn" in " ".join(self.args):
+            if (
+                started >= self.workers
+                or booted >= self.workers
+                or "--waitress" in " ".join(self.args)
+                or "--gunicorn" in " ".join(self.args)
+            ):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"not all workers started:\n{self.log_text()}")

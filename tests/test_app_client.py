@@ -22,8 +22,12 @@ def _key_for(server, username, **body):
 @pytest.fixture
 def as_key(monkeypatch):
     def use(key):
-        for name in ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_USERNAME",
-                     "MLFLOW_TRACKING_PASSWORD", "HOKUSAI_API_KEY"):
+        for name in (
+            "MLFLOW_TRACKING_AUTH",
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+            "HOKUSAI_API_KEY",
+        ):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
 
@@ -64,16 +68,18 @@ def test_app_client_keeps_mlflows_user_methods(server, as_key):
     client = mlflow.server.get_app_client("hokusai", tracking_uri=server.url)
     assert client.get_user("app-client-target").username == "app-client-target"
     assert "app-client-target" in {k.username for k in client.list_api_keys(all_users=True)}
-    assert {k.username for k in client.list_api_keys("app-client-target")} == {
-        "app-client-target"
-    }
+    assert {k.username for k in client.list_api_keys("app-client-target")} == {"app-client-target"}
 
 
 def _cli(server, *args, key=None):
     env = clean_env(**({"HOKUSAI_API_KEY": key} if key else {}))
     return subprocess.run(
         [sys.executable, "-m", "mlflow_hokusai.cli", *args, "--tracking-uri", server.url],
-        env=env, capture_output=True, text=True, timeout=120, cwd=server.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=server.workdir,
     )
 
 

@@ -42,10 +42,17 @@ def servers(s3, tmp_path_factory):
     """The module's three servers."""
     started = {
         "uvicorn": _s3_server(s3, tmp_path_factory, "uvicorn"),
-        "gunicorn": _s3_server(s3, tmp_path_factory, "gunicorn", "--gunicorn-opts",
-                               "--timeout 120", "--workers", "1"),
-        "static": _s3_server(s3, tmp_path_factory, "static", "--static-prefix", "/mlflow-ui",
-                             health_path="/mlflow-ui/health"),
+        "gunicorn": _s3_server(
+            s3, tmp_path_factory, "gunicorn", "--gunicorn-opts", "--timeout 120", "--workers", "1"
+        ),
+        "static": _s3_server(
+            s3,
+            tmp_path_factory,
+            "static",
+            "--static-prefix",
+            "/mlflow-ui",
+            health_path="/mlflow-ui/health",
+        ),
     }
     try:
         for server in started.values():
@@ -72,7 +79,7 @@ def _headers(key):
 
 def _bucket_keys(s3, name, run):
     prefix = f"{BUCKET_PREFIX}/{name}/{run.info.experiment_id}/{run.info.run_id}/artifacts/"
-    return {k[len(prefix):]: size for k, size in s3.objects(prefix).items()}
+    return {k[len(prefix) :]: size for k, size in s3.objects(prefix).items()}
 
 
 def _write(path, data: bytes):
@@ -108,12 +115,18 @@ def test_stock_client_round_trip_to_s3(srv, s3, users, tracking, tmp_path, prefi
         client = mlflow.MlflowClient()
         assert {f.path for f in client.list_artifacts(run.info.run_id)} == {"a.txt", "sub"}
         assert {f.path for f in client.list_artifacts(run.info.run_id, "sub")} == {
-            "sub/b.txt", "sub/deeper"}
+            "sub/b.txt",
+            "sub/deeper",
+        }
         out = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, dst_path=str(tmp_path / "down"))
+            run_id=run.info.run_id, dst_path=str(tmp_path / "down")
+        )
         assert open(os.path.join(out, "sub", "deeper", "c.txt"), "rb").read() == b"charlie"
         assert _bucket_keys(s3, "uvicorn", run) == {
-            "a.txt": 5, "sub/b.txt": 5, "sub/deeper/c.txt": 7}
+            "a.txt": 5,
+            "sub/b.txt": 5,
+            "sub/deeper/c.txt": 7,
+        }
 
         # Delete through the stock client's artifact repository (DELETE on the proxy).
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -142,7 +155,8 @@ def test_multipart_upload_through_the_prefix(srv, s3, users, tracking, tmp_path,
             mlflow.log_artifact(_write(tmp_path / "big.bin", data))
         assert _bucket_keys(s3, "uvicorn", run) == {"big.bin": len(data)}
         out = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(tmp_path / "d"))
+            run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(tmp_path / "d")
+        )
         assert _digest(out) == hashlib.sha256(data).hexdigest()
     log = srv.log_text()
     assert f"POST {PREFIX}/api/2.0/mlflow-artifacts/mpu/create/" in log
@@ -167,22 +181,29 @@ def test_artifact_api_on_both_paths(srv, s3, users, tracking, tmp_path, prefix, 
     assert put.status_code == 200, put.text
     got = requests.get(f"{root}/artifacts/{rel}/dir/x.txt", headers=key, timeout=30)
     assert (got.status_code, got.content) == (200, b"x-ray")
-    listed = requests.get(f"{root}/artifacts", params={"path": f"{rel}/dir"}, headers=key,
-                          timeout=30)
+    listed = requests.get(
+        f"{root}/artifacts", params={"path": f"{rel}/dir"}, headers=key, timeout=30
+    )
     assert listed.json() == {"files": [{"path": "x.txt", "is_dir": False, "file_size": 5}]}
 
     # Multipart, driven by hand: create, one part to the presigned URL, complete.
-    created = requests.post(f"{root}/mpu/create/{rel}", json={"path": "mp.bin", "num_parts": 1},
-                            headers=key, timeout=30)
+    created = requests.post(
+        f"{root}/mpu/create/{rel}", json={"path": "mp.bin", "num_parts": 1}, headers=key, timeout=30
+    )
     assert created.status_code == 200, created.text
     body = created.json()
     part = requests.put(body["credentials"][0]["url"], data=b"parted", timeout=30)
     assert part.status_code == 200, part.text
     done = requests.post(
         f"{root}/mpu/complete/{rel}",
-        json={"path": "mp.bin", "upload_id": body["upload_id"],
-              "parts": [{"part_number": 1, "etag": part.headers["ETag"]}]},
-        headers=key, timeout=30)
+        json={
+            "path": "mp.bin",
+            "upload_id": body["upload_id"],
+            "parts": [{"part_number": 1, "etag": part.headers["ETag"]}],
+        },
+        headers=key,
+        timeout=30,
+    )
     assert done.status_code == 200, done.text
     assert _bucket_keys(s3, "uvicorn", run) == {"dir/x.txt": 5, "mp.bin": 6}
 
@@ -192,11 +213,13 @@ def test_artifact_api_on_both_paths(srv, s3, users, tracking, tmp_path, prefix, 
 
     # Authorized per experiment, like MLflow: another user may read but not write or delete.
     other = _headers(users["outsider"])
-    assert requests.get(f"{root}/artifacts/{rel}/mp.bin", headers=other,
-                        timeout=30).status_code == 200
+    assert (
+        requests.get(f"{root}/artifacts/{rel}/mp.bin", headers=other, timeout=30).status_code == 200
+    )
     for method in ("put", "delete"):
-        denied = requests.request(method, f"{root}/artifacts/{rel}/mp.bin", data=b"no",
-                                  headers=other, timeout=30)
+        denied = requests.request(
+            method, f"{root}/artifacts/{rel}/mp.bin", data=b"no", headers=other, timeout=30
+        )
         assert denied.status_code == 403, denied.text
         assert denied.json()["error_code"] == "PERMISSION_DENIED"
     assert requests.get(f"{root}/artifacts/{rel}/mp.bin", timeout=30).status_code == 401
@@ -221,9 +244,15 @@ def listed_run(srv, users, tmp_path_factory):
     # Take the outsider's read away: MLflow 3.17 calls that DENY; 3.15 cannot deny one
     # resource below the server's default permission (READ here).
     granted = srv.post(
-        "/api/3.0/mlflow/users/permissions/grant", srv.admin_key,
-        json={"username": "outsider", "resource_type": "experiment", "resource_id": private,
-              "permission": "DENY"})
+        "/api/3.0/mlflow/users/permissions/grant",
+        srv.admin_key,
+        json={
+            "username": "outsider",
+            "resource_type": "experiment",
+            "resource_id": private,
+            "permission": "DENY",
+        },
+    )
     assert granted.status_code in (200, 400), granted.text
     return run, private_run if granted.status_code == 200 else None
 
@@ -244,8 +273,11 @@ class _token:
 
 
 def _listing(srv, key, query: str, prefix=PREFIX, api="/ajax-api/2.0"):
-    return requests.get(f"{srv.url}{prefix}{api}/mlflow-artifacts/artifacts?{query}",
-                        headers=_headers(key) if key else {}, timeout=30)
+    return requests.get(
+        f"{srv.url}{prefix}{api}/mlflow-artifacts/artifacts?{query}",
+        headers=_headers(key) if key else {},
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX])
@@ -255,7 +287,9 @@ def test_run_id_listing(srv, users, listed_run, prefix, api):
     top = _listing(srv, users["owner"], f"run_id={run}", prefix, api)
     assert top.status_code == 200, top.text
     assert sorted((f["path"], f["is_dir"]) for f in top.json()["files"]) == [
-        ("a.txt", False), ("sub", True)]
+        ("a.txt", False),
+        ("sub", True),
+    ]
     assert [f["file_size"] for f in top.json()["files"] if f["path"] == "a.txt"] == [5]
     sub = _listing(srv, users["owner"], f"run_id={run}&path=sub/deeper", prefix, api)
     assert sub.json()["files"] == [{"path": "sub/deeper/c.txt", "is_dir": False, "file_size": 7}]
@@ -284,10 +318,25 @@ def test_run_id_listing_of_an_unknown_run_is_404(srv, users, who):
     assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
 
-@pytest.mark.parametrize("raw_path", [
-    "..", "../..", "sub/../..", "sub/../../other", "%2e%2e", "%2E%2E/x", "%252e%252e/x",
-    "sub%2f..%2f..", "/etc", "%2fetc", "..%5cx", "sub\\..\\..", "C:/x", "a%00b",
-])
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "..",
+        "../..",
+        "sub/../..",
+        "sub/../../other",
+        "%2e%2e",
+        "%2E%2E/x",
+        "%252e%252e/x",
+        "sub%2f..%2f..",
+        "/etc",
+        "%2fetc",
+        "..%5cx",
+        "sub\\..\\..",
+        "C:/x",
+        "a%00b",
+    ],
+)
 def test_run_id_listing_refuses_paths_outside_the_run(srv, users, listed_run, raw_path):
     run = listed_run[0].info.run_id
     response = _listing(srv, users["owner"], f"run_id={run}&path={raw_path}")
@@ -315,8 +364,10 @@ def test_the_artifact_root_listing_is_for_admins(srv, users, listed_run, query):
     assert _listing(srv, users["outsider"], f"path={exp}", api="/api/2.0").status_code == 200
     if listed_run[1] is not None:
         private_exp = listed_run[1].info.experiment_id
-        assert _listing(srv, users["outsider"], f"path={private_exp}",
-                        api="/api/2.0").status_code == 403
+        assert (
+            _listing(srv, users["outsider"], f"path={private_exp}", api="/api/2.0").status_code
+            == 403
+        )
 
 
 # --- the prefix itself ----------------------------------------------------------------------
@@ -333,13 +384,16 @@ def test_prefix_without_slash_redirects_to_the_ui(srv):
         assert requests.get(srv.url + path, timeout=30).status_code == 200, path
 
 
-@pytest.mark.parametrize("path", [
-    PREFIX + "/api/2.0/mlflow/experiments/search?max_results=1",
-    PREFIX + "/ajax-api/2.0/mlflow-artifacts/artifacts/0/x",
-    PREFIX + "/api/3.0/mlflow/server-info/../../2.0/mlflow/experiments/search",
-    "/api/ml%66low/api/2.0/mlflow/experiments/search",
-    PREFIX + "/ajax-api/3.0/jobs/search",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        PREFIX + "/api/2.0/mlflow/experiments/search?max_results=1",
+        PREFIX + "/ajax-api/2.0/mlflow-artifacts/artifacts/0/x",
+        PREFIX + "/api/3.0/mlflow/server-info/../../2.0/mlflow/experiments/search",
+        "/api/ml%66low/api/2.0/mlflow/experiments/search",
+        PREFIX + "/ajax-api/3.0/jobs/search",
+    ],
+)
 def test_prefix_paths_need_a_key_like_their_canonical_twins(srv, path):
     response = requests.get(srv.url + path, timeout=30)
     assert response.status_code in (401, 404), response.text
@@ -366,14 +420,20 @@ def _client_works(srv, s3, name, tracking, tmp_path, prefix):
         run = _run_with_files(mlflow, tmp_path, f"exp{prefix.replace('/', '-')}")
         client = mlflow.MlflowClient()
         assert {f.path for f in client.list_artifacts(run.info.run_id, "sub")} == {
-            "sub/b.txt", "sub/deeper"}
+            "sub/b.txt",
+            "sub/deeper",
+        }
         out = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, dst_path=str(tmp_path / "down"))
+            run_id=run.info.run_id, dst_path=str(tmp_path / "down")
+        )
         assert open(os.path.join(out, "a.txt"), "rb").read() == b"alpha"
     assert _bucket_keys(s3, name, run) == {"a.txt": 5, "sub/b.txt": 5, "sub/deeper/c.txt": 7}
     listing = requests.get(
         f"{srv.url}{prefix}/api/2.0/mlflow-artifacts/artifacts?run_id={run.info.run_id}"
-        f"&path={quote('sub')}", headers=_headers(key), timeout=30)
+        f"&path={quote('sub')}",
+        headers=_headers(key),
+        timeout=30,
+    )
     assert listing.status_code == 200, listing.text
     assert {f["path"] for f in listing.json()["files"]} == {"sub/b.txt", "sub/deeper"}
     return key, run
@@ -395,6 +455,10 @@ def test_static_prefix_and_url_prefix_together(static_srv, s3, tracking, tmp_pat
     # Uploads under either prefix reach MLflow's streaming FastAPI route (which answers a
     # path without a file name with its own 400 {"detail": ...}), not the buffering Flask twin.
     rel = f"{run.info.experiment_id}/{run.info.run_id}/artifacts"
-    probe = requests.put(f"{static_srv.url}{prefix}/api/2.0/mlflow-artifacts/artifacts/{rel}/",
-                         data=b"x", headers=_headers(key), timeout=30)
+    probe = requests.put(
+        f"{static_srv.url}{prefix}/api/2.0/mlflow-artifacts/artifacts/{rel}/",
+        data=b"x",
+        headers=_headers(key),
+        timeout=30,
+    )
     assert probe.status_code == 400 and "detail" in probe.json(), probe.text

@@ -31,9 +31,7 @@ def s3_server(tmp_path_factory):
         s3.stop()
 
 
-def test_multipart_upload_and_download_with_only_hokusai_api_key(
-    s3_server, monkeypatch, tmp_path
-):
+def test_multipart_upload_and_download_with_only_hokusai_api_key(s3_server, monkeypatch, tmp_path):
     s3, srv = s3_server
     for name in list(os.environ):
         if name.startswith(("MLFLOW_", "HOKUSAI_")):

@@ -51,7 +51,8 @@ def _call(server, method, path, credential):
 
 @pytest.mark.parametrize("method, path", PROTECTED)
 @pytest.mark.parametrize(
-    "case", ["missing", "malformed", "bad checksum", "unknown", "expired", "revoked", "wrong scheme"]
+    "case",
+    ["missing", "malformed", "bad checksum", "unknown", "expired", "revoked", "wrong scheme"],
 )
 def test_bad_credentials_are_401_json(server, bad_keys, case, method, path):
     response = _call(server, method, path, bad_keys[case])
@@ -92,7 +93,10 @@ def test_mlflow_password_still_works_through_basic(server):
     password = (server.workdir / "hokusai_admin_password").read_text().strip()
     ok = server.get("/api/2.0/mlflow/hokusai/whoami", auth=("admin", password))
     assert ok.status_code == 200 and ok.json() == {
-        "username": "admin", "is_admin": True, "key_id": None, "scope": "write"
+        "username": "admin",
+        "is_admin": True,
+        "key_id": None,
+        "scope": "write",
     }
     wrong = server.get("/api/2.0/mlflow/hokusai/whoami", auth=("admin", "not-the-password"))
     assert wrong.status_code == 401 and wrong.json()["error_code"] == "UNAUTHENTICATED"
@@ -114,7 +118,9 @@ def test_whoami(server):
     me = server.get("/api/2.0/mlflow/hokusai/whoami", key)
     assert me.status_code == 200
     assert me.json() == {
-        "username": "whoami-user", "is_admin": False, "key_id": key_id_of(server, key),
+        "username": "whoami-user",
+        "is_admin": False,
+        "key_id": key_id_of(server, key),
         "scope": "write",
     }
     ajax = server.get("/ajax-api/2.0/mlflow/hokusai/whoami", key)
@@ -143,9 +149,12 @@ def test_other_users_experiment_is_403_json(server):
         denied = server.post(path, other, json=body)
         assert denied.status_code == 403, denied.text
         assert denied.json()["error_code"] == "PERMISSION_DENIED"
-    assert server.post(
-        "/api/2.0/mlflow/runs/create", owner, json={"experiment_id": experiment_id}
-    ).status_code == 200
+    assert (
+        server.post(
+            "/api/2.0/mlflow/runs/create", owner, json={"experiment_id": experiment_id}
+        ).status_code
+        == 200
+    )
 
 
 def test_revoked_key_is_refused_by_every_worker_within_one_second(server):
@@ -163,6 +172,8 @@ def test_revoked_key_is_refused_by_every_worker_within_one_second(server):
 
 def test_basic_auth_with_bad_base64_is_401_not_500(server):
     for value in ["Basic %%%", "Basic " + base64.b64encode(b"\xff\xfe").decode(), "Basic"]:
-        response = server.get("/api/2.0/mlflow/experiments/search", headers={"Authorization": value})
+        response = server.get(
+            "/api/2.0/mlflow/experiments/search", headers={"Authorization": value}
+        )
         assert response.status_code == 401
         assert response.json()["error_code"] == "UNAUTHENTICATED"

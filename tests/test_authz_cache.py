@@ -20,8 +20,11 @@ API3 = "/api/3.0/mlflow"
 
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory):
-    srv = Server(str(tmp_path_factory.mktemp("authz-cache")), workers=1,
-                 env={"HOKUSAI_AUTH_CACHE_TTL_SECONDS": "1"})
+    srv = Server(
+        str(tmp_path_factory.mktemp("authz-cache")),
+        workers=1,
+        env={"HOKUSAI_AUTH_CACHE_TTL_SECONDS": "1"},
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -38,13 +41,21 @@ def _run_in_new_experiment(server, key, name):
 
 def _call(server, method, path, body):
     """An admin call with a method ``Server`` has no helper for."""
-    return requests.request(method, server.url + path, json=body, timeout=30,
-                            headers={"Authorization": f"Bearer {server.admin_key}"})
+    return requests.request(
+        method,
+        server.url + path,
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {server.admin_key}"},
+    )
 
 
 def _log_metric(server, key, run_id):
-    return server.post(f"{API2}/runs/log-metric", key,
-                       json={"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0})
+    return server.post(
+        f"{API2}/runs/log-metric",
+        key,
+        json={"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0},
+    )
 
 
 def test_permission_grant_and_revoke_apply_at_once(one_worker):
@@ -55,8 +66,12 @@ def test_permission_grant_and_revoke_apply_at_once(one_worker):
     # The owner may write at once (the "creator gets MANAGE" grant is a store write too).
     assert _log_metric(server, owner, run_id).status_code == 200
     assert _log_metric(server, other, run_id).status_code == 403  # READ by default; now cached
-    grant = {"username": "cache-other", "resource_type": "experiment",
-             "resource_id": experiment_id, "permission": "EDIT"}
+    grant = {
+        "username": "cache-other",
+        "resource_type": "experiment",
+        "resource_id": experiment_id,
+        "permission": "EDIT",
+    }
     response = server.post(f"{API3}/users/permissions/grant", server.admin_key, json=grant)
     assert response.status_code == 200, response.text
     assert _log_metric(server, other, run_id).status_code == 200
@@ -73,8 +88,12 @@ def test_admin_flag_change_applies_at_once(one_worker):
     _, run_id = _run_in_new_experiment(server, owner, "cache-admin")
     assert _log_metric(server, promoted, run_id).status_code == 403
     for is_admin, status in ((True, 200), (False, 403)):
-        response = _call(server, "PATCH", f"{API2}/users/update-admin",
-                         {"username": "cache-promoted", "is_admin": is_admin})
+        response = _call(
+            server,
+            "PATCH",
+            f"{API2}/users/update-admin",
+            {"username": "cache-promoted", "is_admin": is_admin},
+        )
         assert response.status_code == 200, response.text
         whoami = server.get(f"{API2}/hokusai/whoami", promoted).json()
         assert whoami["is_admin"] is is_admin
@@ -98,15 +117,23 @@ def test_run_model_links_are_still_redacted_for_a_denied_reader(one_worker):
     owner = server.create_key("cache-linker")
     reader = server.create_key("cache-denied-reader")
     experiment_id, run_id = _run_in_new_experiment(server, owner, "cache-links")
-    model = server.post(f"{API2}/logged-models", owner,
-                        json={"experiment_id": experiment_id, "name": "linked"})
+    model = server.post(
+        f"{API2}/logged-models", owner, json={"experiment_id": experiment_id, "name": "linked"}
+    )
     assert model.status_code == 200, model.text
     model_id = model.json()["model"]["info"]["model_id"]
-    response = server.post(f"{API2}/runs/log-inputs", owner,
-                           json={"run_id": run_id, "models": [{"model_id": model_id}]})
+    response = server.post(
+        f"{API2}/runs/log-inputs",
+        owner,
+        json={"run_id": run_id, "models": [{"model_id": model_id}]},
+    )
     assert response.status_code == 200, response.text
-    deny = {"username": "cache-denied-reader", "resource_type": "logged_model",
-            "resource_id": "*", "permission": "DENY"}
+    deny = {
+        "username": "cache-denied-reader",
+        "resource_type": "logged_model",
+        "resource_id": "*",
+        "permission": "DENY",
+    }
     response = server.post(f"{API3}/users/permissions/grant", server.admin_key, json=deny)
     assert response.status_code == 200, response.text
 

@@ -17,8 +17,13 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 CASES = {
     "throughput.py": (
         ["--rounds", "1", "--duration", "1", "--warmup", "0", "--threads", "1", "--workers", "1"],
-        ["| server", "| mlflow (no auth)", "| basic-auth + cache, non-admin",
-         "| hokusai, non-admin write key", "ratio hokusai non-admin / plain:"],
+        [
+            "| server",
+            "| mlflow (no auth)",
+            "| basic-auth + cache, non-admin",
+            "| hokusai, non-admin write key",
+            "ratio hokusai non-admin / plain:",
+        ],
     ),
     "key_scaling.py": (
         ["--keys", "1000", "--rounds", "1", "--calls", "20"],
@@ -26,8 +31,13 @@ CASES = {
     ),
     "artifacts.py": (
         ["--size-mib", "2", "--rounds", "1", "--workers", "1"],
-        ["| transfer", "| upload", "| download", "ratio upload server/direct:",
-         "server peak RSS growth:"],
+        [
+            "| transfer",
+            "| upload",
+            "| download",
+            "ratio upload server/direct:",
+            "server peak RSS growth:",
+        ],
     ),
     "artifact_memory.py": (
         ["--size-mib", "8", "--workers", "1"],
@@ -43,7 +53,11 @@ def test_bench_script_runs(script, tmp_path):
     args, expected = CASES[script]
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
     for line in expected:

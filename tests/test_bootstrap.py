@@ -88,12 +88,18 @@ def test_gunicorn_runner_serves_wsgi_with_the_same_gate(tmp_path):
         assert server.get("/version").status_code == 200
         denied = server.get("/api/2.0/mlflow/experiments/search")
         assert denied.status_code == 401 and denied.json()["error_code"] == "UNAUTHENTICATED"
-        assert server.get("/api/mlflow/api/2.0/mlflow/experiments/search?max_results=5", key).status_code == 200
+        assert (
+            server.get(
+                "/api/mlflow/api/2.0/mlflow/experiments/search?max_results=5", key
+            ).status_code
+            == 200
+        )
         assert server.get(WHOAMI, key).json()["username"] == "admin"
         user = server.create_key("wsgi-user")
         created = server.post("/api/2.0/mlflow/experiments/create", key, json={"name": "admins"})
         denied = server.post(
-            "/api/2.0/mlflow/experiments/delete", user,
+            "/api/2.0/mlflow/experiments/delete",
+            user,
             json={"experiment_id": created.json()["experiment_id"]},
         )
         assert denied.status_code == 403 and denied.json()["error_code"] == "PERMISSION_DENIED"

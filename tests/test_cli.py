@@ -19,7 +19,11 @@ def cli(tmp_path):
             [sys.executable, "-m", "mlflow_hokusai.cli", *args, "--database-uri", uri]
             if args and args[0] in ("keys", "db") and "--help" not in args
             else [sys.executable, "-m", "mlflow_hokusai.cli", *args],
-            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert (result.returncode == 0) == ok, result.stderr
         return result
@@ -69,8 +73,16 @@ def test_db_upgrade_is_idempotent(cli):
 
 
 def test_every_command_has_help(cli):
-    for command in ([], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
-                    ["keys", "rotate"], ["db"], ["db", "upgrade"]):
+    for command in (
+        [],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+        ["keys", "rotate"],
+        ["db"],
+        ["db", "upgrade"],
+    ):
         out = cli(*command, "--help").stdout
         assert "Usage:" in out
     assert "--database-uri" in cli("keys", "create", "--help").stdout

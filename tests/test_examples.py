@@ -17,7 +17,8 @@ from tests.helpers import api_key_for
 from tests.server import clean_env
 
 EXAMPLES = sorted(
-    p for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.py")
+    p
+    for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.py")
     if not p.name.startswith("_")
 )
 MODES = [("token", "/api/mlflow"), ("plugin", "")]
@@ -26,8 +27,11 @@ CASES = [(path, *MODES[i % len(MODES)]) for i, path in enumerate(EXAMPLES)]
 
 def test_there_are_examples():
     assert {p.stem for p in EXAMPLES} >= {
-        "complete_workflow", "experiment_management", "registry_search_and_load",
-        "tokenized_registration", "artifact_rest",
+        "complete_workflow",
+        "experiment_management",
+        "registry_search_and_load",
+        "tokenized_registration",
+        "artifact_rest",
     }
 
 
@@ -36,9 +40,7 @@ def example_key(server):
     return api_key_for(server, "example-runner")
 
 
-@pytest.mark.parametrize(
-    "path, mode, prefix", CASES, ids=[f"{p.stem}-{m}" for p, m, _ in CASES]
-)
+@pytest.mark.parametrize("path, mode, prefix", CASES, ids=[f"{p.stem}-{m}" for p, m, _ in CASES])
 def test_example_runs(server, example_key, tmp_path, path, mode, prefix):
     env = clean_env(MLFLOW_TRACKING_URI=server.url + prefix, MLFLOW_DISABLE_TELEMETRY="true")
     if mode == "token":
@@ -46,7 +48,11 @@ def test_example_runs(server, example_key, tmp_path, path, mode, prefix):
     else:
         env.update(MLFLOW_TRACKING_AUTH="hokusai", HOKUSAI_API_KEY=example_key)
     result = subprocess.run(
-        [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"

@@ -36,8 +36,11 @@ def stack(tmp_path_factory):
             **s3.server_env(AWS_MAX_ATTEMPTS="2"),
         }
         server = Server(
-            str(tmp_path_factory.mktemp("faults")), workers=WORKERS, env=env,
-            backend_store_uri=uri, args=["--artifacts-destination", f"s3://{s3.bucket}/artifacts"],
+            str(tmp_path_factory.mktemp("faults")),
+            workers=WORKERS,
+            env=env,
+            backend_store_uri=uri,
+            args=["--artifacts-destination", f"s3://{s3.bucket}/artifacts"],
         )
         server.start(timeout=240)
         yield cluster, s3, server
@@ -171,17 +174,22 @@ def test_s3_outage_fails_artifact_calls_clearly_while_tracking_works(stack, trac
 
         artifacts = f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run_id}"
         responses = {
-            "list": _fresh(server, "/api/2.0/mlflow/artifacts/list", key, params={"run_id": run_id}),
+            "list": _fresh(
+                server, "/api/2.0/mlflow/artifacts/list", key, params={"run_id": run_id}
+            ),
             "download": _fresh(server, artifacts + "/artifacts/notes/before.txt", key),
             "upload": requests.put(
-                server.url + artifacts + "/artifacts/notes/after.txt", data=b"after",
-                headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                server.url + artifacts + "/artifacts/notes/after.txt",
+                data=b"after",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
             ),
         }
         for name, response in responses.items():
             assert response.status_code >= 500, (name, response.status_code, response.text)
             assert response.headers["Content-Type"].startswith("application/json"), (
-                name, response.text,
+                name,
+                response.text,
             )
             assert "Traceback" not in response.text and response.json()["message"], name
             print(f"\nS3 down, artifact {name}: {response.status_code} {response.text[:160]}")

@@ -116,8 +116,9 @@ def test_bad_input_on_list_revoke_rotate(server, alice):
     assert response.status_code == 400 and "Unknown parameter" in response.text
 
 
-@pytest.mark.parametrize("method, op", [("POST", "create"), ("GET", "list"), ("POST", "revoke"),
-                                        ("POST", "rotate")])
+@pytest.mark.parametrize(
+    "method, op", [("POST", "create"), ("GET", "list"), ("POST", "revoke"), ("POST", "rotate")]
+)
 @pytest.mark.parametrize("credential", [None, "hk_live_garbage"])
 def test_no_valid_key_is_401(server, method, op, credential):
     headers = {"Authorization": f"Bearer {credential}"} if credential else {}
@@ -225,8 +226,12 @@ def test_audit_trail_records_every_event(server):
     time.sleep(1.1)
     # Refused uses, hammered: at most one row per key and event per worker and minute.
     for _ in range(15):
-        assert server.post("/api/2.0/mlflow/experiments/create", read_key,
-                           json={"name": "nope"}).status_code == 403
+        assert (
+            server.post(
+                "/api/2.0/mlflow/experiments/create", read_key, json={"name": "nope"}
+            ).status_code
+            == 403
+        )
         assert server.get(WHOAMI, key).status_code == 401  # rotated away: revoked
         assert server.get(WHOAMI, expired).status_code == 401
     time.sleep(1.5)  # refusals are written in the background

@@ -35,8 +35,13 @@ def world(server, tracking_module):
         name = f"scoped-model-{suffix}"
         mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
     return {
-        "read": read_key, "write": write_key, "experiment": f"scoped-{suffix}",
-        "experiment_id": experiment_id, "run_id": run.info.run_id, "model": name, "X": X,
+        "read": read_key,
+        "write": write_key,
+        "experiment": f"scoped-{suffix}",
+        "experiment_id": experiment_id,
+        "run_id": run.info.run_id,
+        "model": name,
+        "X": X,
     }
 
 
@@ -81,8 +86,9 @@ def test_read_key_runs_the_seed_read_snippets(server, world, tracking, prefix):
         runs = mlflow.search_runs(experiment_ids=[world["experiment_id"]], output_format="list")
         assert [r.info.run_id for r in runs] == [world["run_id"]]
         assert client.search_model_versions(f"name='{world['model']}'")[0].version == "1"
-        assert mlflow.search_logged_models(experiment_ids=[world["experiment_id"]],
-                                           output_format="list")
+        assert mlflow.search_logged_models(
+            experiment_ids=[world["experiment_id"]], output_format="list"
+        )
         model = mlflow.pyfunc.load_model(f"models:/{world['model']}/1")
         assert len(model.predict(world["X"][:3])) == 3
         assert client.list_artifacts(world["run_id"]) is not None
@@ -98,9 +104,11 @@ def test_read_key_is_refused_every_write_snippet(server, world, tracking, tmp_pa
             "start_run": lambda: mlflow.start_run(experiment_id=world["experiment_id"]),
             "log_metric": lambda: client.log_metric(world["run_id"], "sneaky", 1.0),
             "register_model": lambda: mlflow.register_model(
-                f"runs:/{world['run_id']}/model", "read-key-model"),
+                f"runs:/{world['run_id']}/model", "read-key-model"
+            ),
             "set_model_version_tag": lambda: client.set_model_version_tag(
-                world["model"], "1", "stage", "hacked"),
+                world["model"], "1", "stage", "hacked"
+            ),
             "log_artifact": lambda: client.log_artifact(world["run_id"], str(artifact)),
         }
         for name, snippet in snippets.items():
@@ -127,11 +135,19 @@ def test_read_key_is_refused_every_write_snippet(server, world, tracking, tmp_pa
     [
         ("POST", "/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": ["0"]}, True),
         ("POST", "/ajax-api/2.0/mlflow/runs/create", {"experiment_id": "0"}, False),
-        ("POST", "/api/3.0/mlflow/traces/search", {"locations": [
-            {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "EXP"}}]}, True),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/search",
+            {
+                "locations": [
+                    {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "EXP"}}
+                ]
+            },
+            True,
+        ),
         ("POST", "/api/2.0/mlflow/logged-models/search", {"experiment_ids": ["EXP"]}, True),
         ("GET", "/api/2.0/mlflow/model-versions/search", None, True),
-        ("POST", "/graphql", {"query": "query { test(inputString: \"x\") { output } }"}, True),
+        ("POST", "/graphql", {"query": 'query { test(inputString: "x") { output } }'}, True),
         ("POST", "/ajax-api/3.0/jobs/search", {}, True),
         ("POST", "/v1/traces", {}, False),
         ("POST", "/gateway/some-endpoint/mlflow/invocations", {}, False),
@@ -145,7 +161,10 @@ def test_read_key_is_refused_every_write_snippet(server, world, tracking, tmp_pa
 def test_read_key_on_every_kind_of_route(server, world, method, path, body, allowed):
     body = json.loads(json.dumps(body).replace('"EXP"', json.dumps(world["experiment_id"])))
     response = requests.request(
-        method, server.url + path, json=body, timeout=30,
+        method,
+        server.url + path,
+        json=body,
+        timeout=30,
         headers={"Authorization": f"Bearer {world['read']}"},
     )
     if allowed:
@@ -159,7 +178,8 @@ def test_read_key_on_every_kind_of_route(server, world, method, path, body, allo
 def test_read_key_downloads_artifacts_through_the_proxy(server, world):
     read = {"Authorization": f"Bearer {world['read']}"}
     listing = requests.get(
-        f"{server.url}/api/2.0/mlflow/artifacts/list?run_id={world['run_id']}", headers=read,
+        f"{server.url}/api/2.0/mlflow/artifacts/list?run_id={world['run_id']}",
+        headers=read,
         timeout=30,
     )
     assert listing.status_code == 200, listing.text
@@ -192,11 +212,41 @@ _TABLE_SCRIPT = textwrap.dedent(
     """
 )
 
-_READ_VERBS = ("Get", "Search", "List", "BatchGet", "Query", "Calculate", "Download",
-               "CreatePresignedDownloadUrl")
-_WRITE_VERBS = ("Create", "Delete", "Set", "Update", "Log", "Upsert", "Register", "Restore",
-                "Rename", "Transition", "Finalize", "Link", "Start", "End", "Upload", "Abort",
-                "Complete", "Attach", "Detach", "Add", "Remove", "Cancel", "Test")
+_READ_VERBS = (
+    "Get",
+    "Search",
+    "List",
+    "BatchGet",
+    "Query",
+    "Calculate",
+    "Download",
+    "CreatePresignedDownloadUrl",
+)
+_WRITE_VERBS = (
+    "Create",
+    "Delete",
+    "Set",
+    "Update",
+    "Log",
+    "Upsert",
+    "Register",
+    "Restore",
+    "Rename",
+    "Transition",
+    "Finalize",
+    "Link",
+    "Start",
+    "End",
+    "Upload",
+    "Abort",
+    "Complete",
+    "Attach",
+    "Detach",
+    "Add",
+    "Remove",
+    "Cancel",
+    "Test",
+)
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +255,12 @@ def route_table(tmp_path_factory):
     from tests.server import clean_env
 
     result = subprocess.run(
-        [sys.executable, "-c", _TABLE_SCRIPT, str(workdir)], cwd=workdir, env=clean_env(),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", _TABLE_SCRIPT, str(workdir)],
+        cwd=workdir,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -240,9 +294,12 @@ def test_every_route_is_classified_and_unknown_routes_are_writes(route_table):
     served_routes = {(r["method"], r["route"]) for r in rows}
     ours = {r for r in scopes.READ_ROUTES if r[1].startswith("/api/2.0/mlflow/hokusai/")}
     missing = sorted(scopes.READ_RPCS - served_rpcs) + sorted(
-        scopes.READ_ROUTES - ours - served_routes)
+        scopes.READ_ROUTES - ours - served_routes
+    )
     print("table entries this MLflow does not serve:", missing)
     if Version(mlflow.__version__) >= Version("3.17"):
         assert missing == []
-    assert {("GET", "/api/2.0/mlflow/hokusai/whoami"),
-            ("GET", "/api/2.0/mlflow/hokusai/api-keys/list")} <= served_routes
+    assert {
+        ("GET", "/api/2.0/mlflow/hokusai/whoami"),
+        ("GET", "/api/2.0/mlflow/hokusai/api-keys/list"),
+    } <= served_routes

@@ -30,15 +30,19 @@ def replicas(postgres, tmp_path_factory):
     # no cross-process lock: on a fresh database the operator runs this once (README).
     subprocess.run(
         [sys.executable, "-m", "mlflow", "db", "upgrade", uri],
-        check=True, capture_output=True, env=clean_env(), timeout=300,
+        check=True,
+        capture_output=True,
+        env=clean_env(),
+        timeout=300,
     )
     s3 = MotoS3().start()
     admin = generate_key()
     env = {"HOKUSAI_DATABASE_URI": uri, "HOKUSAI_ADMIN_API_KEY": admin, **s3.server_env()}
     args = ["--artifacts-destination", f"s3://{s3.bucket}/replicas"]
     servers = [
-        Server(str(tmp_path_factory.mktemp(name)), workers=2, env=env, backend_store_uri=uri,
-               args=args)
+        Server(
+            str(tmp_path_factory.mktemp(name)), workers=2, env=env, backend_store_uri=uri, args=args
+        )
         for name in ("replica-a", "replica-b")
     ]
     try:
@@ -113,7 +117,9 @@ def _refused_everywhere_within_a_second(b, key, change):
         assert response.json()["error_code"] == "UNAUTHENTICATED"
     late = [sent for sent, status in seen if sent >= changed_at + 1.0]
     assert all(status == 401 for sent, status in seen if sent >= changed_at + 1.0), late
-    accepted_after = [sent - changed_at for sent, status in seen if status == 200 and sent >= changed_at]
+    accepted_after = [
+        sent - changed_at for sent, status in seen if status == 200 and sent >= changed_at
+    ]
     return max(accepted_after, default=0.0), len(seen)
 
 
@@ -143,7 +149,9 @@ def test_rotated_through_a_old_key_refused_on_b_new_key_works_at_once(replicas):
         assert _fresh(b, WHOAMI, rotated["key"]).json()["username"] == "frank"
 
     stale, watched = _refused_everywhere_within_a_second(b, key, rotate)
-    print(f"\nREST rotate on A: B accepted the old key for at most {stale:.3f}s ({watched} watched)")
+    print(
+        f"\nREST rotate on A: B accepted the old key for at most {stale:.3f}s ({watched} watched)"
+    )
 
 
 @pytest.mark.parametrize("command", ["revoke", "rotate"])
@@ -161,8 +169,10 @@ def test_revoked_or_rotated_by_cli_on_the_database_is_refused_by_b_within_one_se
     stale, watched = _refused_everywhere_within_a_second(b, key, change)
     if command == "rotate":  # the replacement works on B at once
         assert _fresh(b, WHOAMI, printed["out"]).json()["username"] == f"grace-{command}"
-    print(f"\nCLI {command}: B accepted the old key for at most {stale:.3f}s after the CLI "
-          f"returned ({watched} watched)")
+    print(
+        f"\nCLI {command}: B accepted the old key for at most {stale:.3f}s after the CLI "
+        f"returned ({watched} watched)"
+    )
 
 
 def test_artifact_logged_through_a_is_read_through_b(replicas, tracking):
@@ -215,8 +225,11 @@ def test_eight_concurrent_clients_lose_no_metric(replicas, tracking):
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",  # a failed request must fail the client
         )
         procs[user] = subprocess.Popen(
-            [sys.executable, "-c", CLIENT, user, str(half)], env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-c", CLIENT, user, str(half)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     runs = {}
     for user, proc in procs.items():

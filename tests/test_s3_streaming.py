@@ -35,17 +35,23 @@ def _head(moto, key):
 
 
 def test_upload_through_the_server_streams_in_parts(moto, tmp_path):
-    server = Server(str(tmp_path), workers=1, env=moto.server_env(),
-                    args=["--artifacts-destination", "s3://streaming/server"]).start()
+    server = Server(
+        str(tmp_path),
+        workers=1,
+        env=moto.server_env(),
+        args=["--artifacts-destination", "s3://streaming/server"],
+    ).start()
     try:
         key = server.create_key("streamer")
-        experiment = server.post("/api/2.0/mlflow/experiments/create", key,
-                                 json={"name": "streaming"}).json()["experiment_id"]
+        experiment = server.post(
+            "/api/2.0/mlflow/experiments/create", key, json={"name": "streaming"}
+        ).json()["experiment_id"]
         run = server.post("/api/2.0/mlflow/runs/create", key, json={"experiment_id": experiment})
         run_id = run.json()["run"]["info"]["run_id"]
         big = os.urandom(2 * PART_SIZE + 1000)
         for name, body in (("big.bin", big), ("note.txt", b"small")):
-            url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/{name}"
+            run_root = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}"
+            url = f"{run_root}/artifacts/{name}"
             headers = {"Authorization": f"Bearer {key}"}
             assert requests.put(url, data=body, headers=headers, timeout=120).status_code == 200
             assert requests.get(url, headers=headers, timeout=120).content == body
@@ -62,7 +68,7 @@ def test_async_stream_upload(repository, moto):
 
     async def chunks():
         for start in range(0, len(body), 300_000):
-            yield body[start:start + 300_000]
+            yield body[start : start + 300_000]
 
     asyncio.run(repository.log_artifact_from_async_stream(chunks(), "model.pkl", "sub"))
     got = moto.client().get_object(Bucket=moto.bucket, Key="direct/sub/model.pkl")["Body"].read()
@@ -87,8 +93,7 @@ def test_a_failing_stream_leaves_no_object_and_no_open_upload(repository, moto):
     assert [u for u in uploads if u["Key"] == "direct/broken.bin"] == []
 
 
-def test_settings_multipart_cannot_carry_fall_back_to_mlflows_upload(repository, moto,
-                                                                      monkeypatch):
+def test_settings_multipart_cannot_carry_fall_back_to_mlflows_upload(repository, moto, monkeypatch):
     monkeypatch.setenv("MLFLOW_S3_UPLOAD_EXTRA_ARGS", '{"ChecksumAlgorithm": "SHA256"}')
     used = []
     original = StreamingS3ArtifactRepository.log_artifact

@@ -45,7 +45,8 @@ def unique(prefix: str) -> str:
 def versions_of(server, name: str) -> list[dict]:
     """What the server holds, read over REST with the admin key."""
     response = server.get(
-        "/api/2.0/mlflow/model-versions/search", server.admin_key,
+        "/api/2.0/mlflow/model-versions/search",
+        server.admin_key,
         params={"filter": f"name = '{name}'"},
     )
     assert response.status_code == 200, response.text
@@ -72,7 +73,11 @@ def test_happy_path(server, sdk):
     )
     assert isinstance(result, TokenizedModel)
     assert (result.name, result.version, result.token_id, result.metric, result.baseline) == (
-        name, "1", token, "auroc", 0.91
+        name,
+        "1",
+        token,
+        "auroc",
+        0.91,
     )
     assert result.run_id == run_id and result.source.startswith("models:/m-")
     with pytest.raises(AttributeError):
@@ -81,7 +86,9 @@ def test_happy_path(server, sdk):
     [version] = versions_of(server, name)
     assert version["status"] == "READY" and version["run_id"] == run_id
     assert tags_of(version) == {
-        "hokusai_token_id": token, "benchmark_metric": "auroc", "benchmark_value": "0.91",
+        "hokusai_token_id": token,
+        "benchmark_metric": "auroc",
+        "benchmark_value": "0.91",
         "team": "ml",
     }
     mlflow.set_tracking_uri(server.url)
@@ -155,7 +162,11 @@ def test_token_tags_cannot_hide_in_extra_tags(server, sdk):
     name = unique("sdk-extra")
     with pytest.raises(TagRuleError, match="through the arguments"):
         sdk["registry"].register_tokenized_model(
-            f"runs:/{sdk['runs'][0]}/model", name, unique("tok"), "accuracy", 0.5,
+            f"runs:/{sdk['runs'][0]}/model",
+            name,
+            unique("tok"),
+            "accuracy",
+            0.5,
             tags={"hokusai_token_id": "another"},
         )
     assert not model_exists(server, name)

@@ -98,12 +98,16 @@ def walk(tmp_path_factory):
         _MLFLOW_SERVER_FILE_STORE=f"sqlite:///{workdir / 'mlflow.db'}",
     )
     result = subprocess.run(
-        [sys.executable, "-c", WALK], cwd=workdir, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", WALK],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("WALK-RESULT ")]
     assert result.returncode == 0 and lines, result.stdout + result.stderr
-    return json.loads(lines[-1][len("WALK-RESULT "):])
+    return json.loads(lines[-1][len("WALK-RESULT ") :])
 
 
 def _covered(walk):
@@ -121,8 +125,10 @@ def test_every_protobuf_route_that_carries_registry_tags_is_in_the_table(walk):
     # The walker itself must find the four known kinds of request, or it proves nothing.
     found = {m for route in walk["flask"] if route["carries"] for m in route["messages"]}
     assert {
-        "mlflow.CreateRegisteredModel", "mlflow.SetRegisteredModelTag",
-        "mlflow.CreateModelVersion", "mlflow.SetModelVersionTag",
+        "mlflow.CreateRegisteredModel",
+        "mlflow.SetRegisteredModelTag",
+        "mlflow.CreateModelVersion",
+        "mlflow.SetModelVersionTag",
     } <= found
     missing = sorted(set(carrying) - covered)
     assert not missing, f"routes that can write registry tags but are not checked: {missing}"

@@ -25,6 +25,7 @@ VALID_ID = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?\Z")
 
 # --- hokusai_token_id ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["a", "A1", "tok-123", "x" * 64, "9-9", "a--b"])
 def test_valid_token_ids(value):
     assert validate_token_id(value) == value
@@ -32,8 +33,23 @@ def test_valid_token_ids(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "-a", "a-", "-", "x" * 65, "a_b", "a b", " a", "a\n", "tok.1", "ünï", "١٢٣",
-     None, 12, True],
+    [
+        "",
+        "-a",
+        "a-",
+        "-",
+        "x" * 65,
+        "a_b",
+        "a b",
+        " a",
+        "a\n",
+        "tok.1",
+        "ünï",
+        "١٢٣",
+        None,
+        12,
+        True,
+    ],
 )
 def test_invalid_token_ids(value):
     with pytest.raises(TagRuleError) as info:
@@ -67,14 +83,18 @@ def test_long_values_are_truncated_in_messages():
 
 # --- benchmark_metric ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, canonical", [("accuracy", "accuracy"), ("F1", "f1"),
-                                              ("Reply_Rate", "reply_rate"), ("AUROC", "auroc")])
+
+@pytest.mark.parametrize(
+    "value, canonical",
+    [("accuracy", "accuracy"), ("F1", "f1"), ("Reply_Rate", "reply_rate"), ("AUROC", "auroc")],
+)
 def test_known_metrics_case_insensitive(value, canonical):
     assert validate_metric(value) == canonical
 
 
-@pytest.mark.parametrize("value", ["", "banana", " accuracy", "accuracy ", "acc", None, 1,
-                                   "\u212aappa"])
+@pytest.mark.parametrize(
+    "value", ["", "banana", " accuracy", "accuracy ", "acc", None, 1, "\u212aappa"]
+)
 def test_unknown_metrics(value):
     with pytest.raises(TagRuleError) as info:
         validate_metric(value)
@@ -91,10 +111,23 @@ def test_random_metric_strings_never_crash(value):
 
 # --- benchmark_value ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "value, expected",
-    [("0.93", 0.93), ("1", 1.0), ("-0", 0.0), ("0.0000001", 1e-7), ("1e-07", 1e-7), (".5", 0.5),
-     ("+0.5", 0.5), ("1E2", 100.0), (0.25, 0.25), (3, 3.0), ("1e-400", 0.0), ("-12.5", -12.5)],
+    [
+        ("0.93", 0.93),
+        ("1", 1.0),
+        ("-0", 0.0),
+        ("0.0000001", 1e-7),
+        ("1e-07", 1e-7),
+        (".5", 0.5),
+        ("+0.5", 0.5),
+        ("1E2", 100.0),
+        (0.25, 0.25),
+        (3, 3.0),
+        ("1e-400", 0.0),
+        ("-12.5", -12.5),
+    ],
 )
 def test_finite_decimals_accepted(value, expected):
     assert validate_value(value) == expected
@@ -102,9 +135,36 @@ def test_finite_decimals_accepted(value, expected):
 
 @pytest.mark.parametrize(
     "value",
-    ["1e309", "-1e309", "nan", "NaN", "inf", "-inf", "Infinity", "", " ", "1,5", " 0.5", "0.5 ",
-     "0.5\n", "1_000", "0x10", "True", "banana", "1.2.3", "--1", "e5", "١", True, False, None,
-     float("nan"), float("inf"), 10**400, [0.5]],
+    [
+        "1e309",
+        "-1e309",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "",
+        " ",
+        "1,5",
+        " 0.5",
+        "0.5 ",
+        "0.5\n",
+        "1_000",
+        "0x10",
+        "True",
+        "banana",
+        "1.2.3",
+        "--1",
+        "e5",
+        "١",
+        True,
+        False,
+        None,
+        float("nan"),
+        float("inf"),
+        10**400,
+        [0.5],
+    ],
 )
 def test_non_finite_or_malformed_rejected(value):
     with pytest.raises(TagRuleError) as info:
@@ -118,12 +178,14 @@ def test_negative_zero_is_in_unit_range():
 
 @pytest.mark.parametrize(
     "metric, good, bad",
-    [("accuracy", ["0", "1", "0.5"], ["1.0001", "-0.1"]),
-     ("auc", ["0.7"], ["2"]),
-     ("mse", ["0", "12345.6"], ["-0.001"]),
-     ("engagement_score", ["42"], ["-1"]),
-     ("r2", ["1", "-5"], ["1.5"]),
-     ("conversion_rate", ["0.02"], ["5"])],
+    [
+        ("accuracy", ["0", "1", "0.5"], ["1.0001", "-0.1"]),
+        ("auc", ["0.7"], ["2"]),
+        ("mse", ["0", "12345.6"], ["-0.001"]),
+        ("engagement_score", ["42"], ["-1"]),
+        ("r2", ["1", "-5"], ["1.5"]),
+        ("conversion_rate", ["0.02"], ["5"]),
+    ],
 )
 def test_metric_ranges(metric, good, bad):
     for value in good:
@@ -140,8 +202,10 @@ def test_unknown_metric_means_no_range():
 
 
 @settings(max_examples=500)
-@given(st.one_of(st.text(), st.floats(), st.integers(), st.booleans(), st.none()),
-       st.sampled_from([None, *DEFAULT_RULES.metrics]))
+@given(
+    st.one_of(st.text(), st.floats(), st.integers(), st.booleans(), st.none()),
+    st.sampled_from([None, *DEFAULT_RULES.metrics]),
+)
 def test_values_never_crash_and_results_are_finite(value, metric):
     try:
         result = validate_value(value, metric)
@@ -160,6 +224,7 @@ def test_str_of_any_finite_float_is_accepted(number):
 
 
 # --- validate_tags: the pair rule ---------------------------------------------------------
+
 
 def test_other_keys_ignored():
     assert validate_tags({"owner": "-", "mlflow.prompt.is_prompt": "true"}) == {}
@@ -193,13 +258,16 @@ def test_legacy_existing_values_do_not_block_writes():
 
 # --- configuration ------------------------------------------------------------------------
 
+
 def test_config_replaces_list_and_ranges():
-    rules = TagRules.from_config({
-        "database_uri": "sqlite:///x.db",  # other [hokusai] keys are ignored
-        "benchmark_metrics": "accuracy, F1,\nlift",
-        "metric_range.lift": "1,",
-        "metric_range.f1": ", ",
-    })
+    rules = TagRules.from_config(
+        {
+            "database_uri": "sqlite:///x.db",  # other [hokusai] keys are ignored
+            "benchmark_metrics": "accuracy, F1,\nlift",
+            "metric_range.lift": "1,",
+            "metric_range.f1": ", ",
+        }
+    )
     assert rules.metrics == ("accuracy", "f1", "lift")
     assert validate_metric("LIFT", rules) == "lift"
     assert validate_value("0.5", "f1", rules) == 0.5
@@ -216,15 +284,18 @@ def test_config_defaults_when_absent():
     assert TagRules.from_config({}) == DEFAULT_RULES
 
 
-@pytest.mark.parametrize("section", [
-    {"benchmark_metrics": ""},
-    {"benchmark_metrics": "accuracy, bad-name"},
-    {"metric_range.unknown": "0, 1"},
-    {"metric_range.accuracy": "0"},
-    {"metric_range.accuracy": "1, 0"},
-    {"metric_range.accuracy": "0, inf"},
-    {"metric_range.accuracy": "zero, 1"},
-])
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"benchmark_metrics": ""},
+        {"benchmark_metrics": "accuracy, bad-name"},
+        {"metric_range.unknown": "0, 1"},
+        {"metric_range.accuracy": "0"},
+        {"metric_range.accuracy": "1, 0"},
+        {"metric_range.accuracy": "0, inf"},
+        {"metric_range.accuracy": "zero, 1"},
+    ],
+)
 def test_bad_config_is_refused_with_the_key(section):
     with pytest.raises(ValueError) as info:
         TagRules.from_config(section)

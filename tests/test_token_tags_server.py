@@ -149,8 +149,11 @@ def test_edge_cases_on_model_version_set_tag(client):
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize(
     "key, value, accepted",
-    [("hokusai_token_id", "-bad", False), ("benchmark_value", "0.5", True),
-     ("benchmark_metric", "banana", False)],
+    [
+        ("hokusai_token_id", "-bad", False),
+        ("benchmark_value", "0.5", True),
+        ("benchmark_metric", "banana", False),
+    ],
 )
 def test_rules_under_the_url_prefix(prefixed_client, route, key, value, accepted):
     _check_case(prefixed_client, route, key, value, accepted)
@@ -160,17 +163,23 @@ def test_rules_under_the_url_prefix(prefixed_client, route, key, value, accepted
 def test_ajax_api_twins(server, client, route):
     admin = server.admin_key
     writer = Writer(client, route)
-    for key, value in [("hokusai_token_id", "bad-"), ("benchmark_value", "inf"),
-                       ("benchmark_metric", "accuracy "), ("benchmark_value", 0.5)]:
-        response = raw_write(server, admin, "/ajax-api/2.0", route, writer.name, key, value,
-                             writer.version)
+    for key, value in [
+        ("hokusai_token_id", "bad-"),
+        ("benchmark_value", "inf"),
+        ("benchmark_metric", "accuracy "),
+        ("benchmark_value", 0.5),
+    ]:
+        response = raw_write(
+            server, admin, "/ajax-api/2.0", route, writer.name, key, value, writer.version
+        )
         assert response.status_code == 400, response.text
         body = response.json()
         assert body["error_code"] == "INVALID_PARAMETER_VALUE" and key in body["message"]
         assert writer.nothing_written(key)
     good = unique("tok")
-    response = raw_write(server, admin, "/ajax-api/2.0", route, writer.name,
-                         "hokusai_token_id", good, writer.version)
+    response = raw_write(
+        server, admin, "/ajax-api/2.0", route, writer.name, "hokusai_token_id", good, writer.version
+    )
     assert response.status_code == 200, response.text
     assert writer.stored("hokusai_token_id") == good
 
@@ -185,6 +194,7 @@ def test_other_tags_are_not_checked(client):
 
 
 # --- benchmark_metric / benchmark_value: whichever is written second ----------------------
+
 
 def test_value_written_after_metric(client):
     name = unique()
@@ -251,6 +261,7 @@ def test_prompts_still_work(tracking, server):
 
 # --- uniqueness ----------------------------------------------------------------------------
 
+
 def _conflict(info, holder):
     assert info.value.error_code == "RESOURCE_ALREADY_EXISTS"
     assert repr(holder) in info.value.message
@@ -278,8 +289,16 @@ def test_a_token_id_belongs_to_one_registered_model(server, client):
     with pytest.raises(MlflowException) as info:
         client.create_registered_model(unique("c"), tags={"hokusai_token_id": token})
     _conflict(info, model_a)
-    response = raw_write(server, server.admin_key, "/api/mlflow/ajax-api/2.0", "mv-set-tag",
-                         model_b, "hokusai_token_id", token, b_version)
+    response = raw_write(
+        server,
+        server.admin_key,
+        "/api/mlflow/ajax-api/2.0",
+        "mv-set-tag",
+        model_b,
+        "hokusai_token_id",
+        token,
+        b_version,
+    )
     assert response.status_code == 409, response.text
     assert response.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
     assert repr(model_a) in response.json()["message"]
@@ -311,8 +330,16 @@ def test_concurrent_claims_never_give_one_token_to_two_models(server, client):
 
         def tag(model, token=token, barrier=barrier, results=results):
             barrier.wait()
-            results[model] = raw_write(server, server.admin_key, "/api/2.0", "mv-set-tag", model,
-                                       "hokusai_token_id", token, versions[model]).status_code
+            results[model] = raw_write(
+                server,
+                server.admin_key,
+                "/api/2.0",
+                "mv-set-tag",
+                model,
+                "hokusai_token_id",
+                token,
+                versions[model],
+            ).status_code
 
         threads = [threading.Thread(target=tag, args=(m,)) for m in models]
         for thread in threads:
@@ -331,9 +358,11 @@ def test_concurrent_claims_never_give_one_token_to_two_models(server, client):
 
 # --- place of the hook: after authentication and authorization ---------------------------
 
+
 def test_unauthenticated_gets_401_not_a_tag_message(server):
-    response = raw_write(server, None, "/api/2.0", "rm-set-tag", "anything",
-                         "benchmark_value", "banana")
+    response = raw_write(
+        server, None, "/api/2.0", "rm-set-tag", "anything", "benchmark_value", "banana"
+    )
     assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHENTICATED"
 
 
@@ -345,7 +374,8 @@ def test_unauthorized_gets_403_not_a_tag_message(server, client):
     reader = server.create_key(unique("user"), "--admin", "--scope", "read")
     for key_ in (other, reader):
         for route in ("rm-set-tag", "mv-set-tag"):
-            response = raw_write(server, key_, "/api/2.0", route, name,
-                                 "benchmark_value", "banana", version)
+            response = raw_write(
+                server, key_, "/api/2.0", route, name, "benchmark_value", "banana", version
+            )
             assert response.status_code == 403, response.text
             assert response.json()["error_code"] == "PERMISSION_DENIED"

@@ -1,4 +1,4 @@
-"""The seed guide's core workflow with the stock MLflow client and a key in MLFLOW_TRACKING_TOKEN."""
+"""The seed guide's core workflow: the stock MLflow client, a key in MLFLOW_TRACKING_TOKEN."""
 
 import time
 
@@ -14,7 +14,9 @@ def test_core_workflow_with_stock_client(server, tracking, prefix):
     with tracking(server, key, prefix) as mlflow:
         experiment_id = mlflow.create_experiment(f"my-experiment-{suffix}")
         mlflow.set_experiment(f"my-experiment-{suffix}")
-        assert mlflow.get_experiment_by_name(f"my-experiment-{suffix}").experiment_id == experiment_id
+        assert (
+            mlflow.get_experiment_by_name(f"my-experiment-{suffix}").experiment_id == experiment_id
+        )
         assert any(e.experiment_id == experiment_id for e in mlflow.search_experiments())
 
         X = np.random.RandomState(0).rand(40, 3)

@@ -166,8 +166,6 @@ def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwarg
     return response.json() if response.content else {}
 
 
-
-
 # -- S3 (MLflow's S3 artifact repository; ``artifacts/s3_streaming.py`` builds on it) --------
 def s3_client(repository):
     """The boto3 client MLflow's S3 repository uses (its endpoint, credentials, retries)."""

@@ -70,8 +70,10 @@ def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
 def use_artifact_repository(scheme: str, repository_class) -> None:
     """Serve ``scheme`` URIs (e.g. ``--artifacts-destination s3://…``) with
     ``repository_class`` in this process."""
-    register = _find("mlflow.store.artifact.artifact_repository_registry",
-                     "_artifact_repository_registry.register")
+    register = _find(
+        "mlflow.store.artifact.artifact_repository_registry",
+        "_artifact_repository_registry.register",
+    )
     register(scheme, repository_class)
 
 
@@ -121,8 +123,14 @@ def cache_authorization_lookups(cache) -> None:
 # JSON camelCase forms). A body without any of them has nothing to withhold.
 _RUN_MODEL_LINK_MARKERS = tuple(
     f'"{name}"'.encode()
-    for name in ("model_inputs", "model_outputs", "model_id", "modelInputs", "modelOutputs",
-                 "modelId")
+    for name in (
+        "model_inputs",
+        "model_outputs",
+        "model_id",
+        "modelInputs",
+        "modelOutputs",
+        "modelId",
+    )
 )
 
 
@@ -147,8 +155,13 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         lock = threading.Lock()
 
         def remembered(native_routes, scope):
-            key = (id(native_routes), scope.get("type"), scope.get("method"),
-                   scope.get("root_path", ""), scope.get("path"))
+            key = (
+                id(native_routes),
+                scope.get("type"),
+                scope.get("method"),
+                scope.get("root_path", ""),
+                scope.get("path"),
+            )
             with lock:
                 if key in memo:
                     memo.move_to_end(key)

@@ -62,11 +62,13 @@ TARGETS: tuple[Target, ...] = (
     Target(HANDLERS, "_get_model_registry_store", "token-id uniqueness and existing tags"),
     Target(HANDLERS, "_list_artifacts", "answer the ?run_id= listing"),
     Target(HANDLERS, "get_endpoints", "the RPC name of every route (read-only keys)"),
-    Target("mlflow.server.graphql.graphql_schema_extensions", "schema",
-           "GraphQL root fields (read-only keys)"),
+    Target(
+        "mlflow.server.graphql.graphql_schema_extensions",
+        "schema",
+        "GraphQL root fields (read-only keys)",
+    ),
     Target(S3_REPO, "S3ArtifactRepository._get_s3_client", "streaming S3 uploads"),
-    Target(S3_REPO, "S3ArtifactRepository.get_s3_file_upload_extra_args",
-           "streaming S3 uploads"),
+    Target(S3_REPO, "S3ArtifactRepository.get_s3_file_upload_extra_args", "streaming S3 uploads"),
     Target(S3_REPO, "S3ArtifactRepository.parse_s3_compliant_uri", "streaming S3 uploads"),
     Target("mlflow.store.artifact.artifact_repo", "StreamUploadMixin", "streaming S3 uploads"),
     Target("mlflow.utils.rest_utils", "http_request", "the CLI's online mode"),
@@ -74,22 +76,56 @@ TARGETS: tuple[Target, ...] = (
     # patches
     Target(AUTH, "BEFORE_REQUEST_VALIDATORS", "authorize our own routes"),
     Target(AUTH, "_UNPROTECTED_PATH_PREFIXES", "make server-info public before MLflow 3.16"),
-    Target("mlflow.store.artifact.artifact_repository_registry",
-           "_artifact_repository_registry.register", "streaming S3 uploads"),
-    Target(AUTH_STORE, "SqlAlchemyStore.list_grants", "cache role-grant lookups",
-           required=False, since="3.17"),
-    Target(AUTH, "_fetch_or_none", "cache the run a run route loads for its experiment",
-           required=False, since="3.17"),
-    Target(AUTH, "_scope_matches_native_route", "remember native-route matching per path",
-           required=False, since="3.17"),
-    Target(AUTH, "AFTER_REQUEST_HANDLERS", "skip run redaction of bodies without links",
-           required=False),
-    Target(AUTH, "PARAMETERIZED_AFTER_REQUEST_HANDLERS",
-           "skip run redaction of bodies without links", required=False, since="3.17"),
-    Target(AUTH, "redact_get_run_model_links", "skip run redaction of bodies without links",
-           required=False, since="3.17"),
-    Target(AUTH, "redact_search_runs_model_links",
-           "skip run redaction of bodies without links", required=False, since="3.17"),
+    Target(
+        "mlflow.store.artifact.artifact_repository_registry",
+        "_artifact_repository_registry.register",
+        "streaming S3 uploads",
+    ),
+    Target(
+        AUTH_STORE,
+        "SqlAlchemyStore.list_grants",
+        "cache role-grant lookups",
+        required=False,
+        since="3.17",
+    ),
+    Target(
+        AUTH,
+        "_fetch_or_none",
+        "cache the run a run route loads for its experiment",
+        required=False,
+        since="3.17",
+    ),
+    Target(
+        AUTH,
+        "_scope_matches_native_route",
+        "remember native-route matching per path",
+        required=False,
+        since="3.17",
+    ),
+    Target(
+        AUTH, "AFTER_REQUEST_HANDLERS", "skip run redaction of bodies without links", required=False
+    ),
+    Target(
+        AUTH,
+        "PARAMETERIZED_AFTER_REQUEST_HANDLERS",
+        "skip run redaction of bodies without links",
+        required=False,
+        since="3.17",
+    ),
+    Target(
+        AUTH,
+        "redact_get_run_model_links",
+        "skip run redaction of bodies without links",
+        required=False,
+        since="3.17",
+    ),
+    Target(
+        AUTH,
+        "redact_search_runs_model_links",
+        "skip run redaction of bodies without links",
+        required=False,
+        since="3.17",
+    ),
 )
 
 
@@ -110,7 +146,9 @@ def check(targets=TARGETS) -> None:
         if not target.required:
             _logger.warning(
                 "MLflow %s has no %s (%s): that optimisation is off. mlflow-hokusai was "
-                "tested with MLflow 3.15 to 3.17.", mlflow.__version__, target.name,
+                "tested with MLflow 3.15 to 3.17.",
+                mlflow.__version__,
+                target.name,
                 target.purpose,
             )
     required = [t for t in gone if t.required]

@@ -31,11 +31,24 @@ PART_SIZE = 8 * 1024 * 1024  # boto3's default multipart chunk size
 MAX_IN_FLIGHT = 6
 READ_SIZE = 1024 * 1024
 # ExtraArgs of upload_file that create_multipart_upload/put_object take under the same name.
-_STREAMABLE_ARGS = frozenset({
-    "ContentType", "ContentEncoding", "ExpectedBucketOwner", "ServerSideEncryption",
-    "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled", "ACL", "StorageClass",
-    "Metadata", "Tagging", "CacheControl", "ContentDisposition", "ContentLanguage",
-})
+_STREAMABLE_ARGS = frozenset(
+    {
+        "ContentType",
+        "ContentEncoding",
+        "ExpectedBucketOwner",
+        "ServerSideEncryption",
+        "SSEKMSKeyId",
+        "SSEKMSEncryptionContext",
+        "BucketKeyEnabled",
+        "ACL",
+        "StorageClass",
+        "Metadata",
+        "Tagging",
+        "CacheControl",
+        "ContentDisposition",
+        "ContentLanguage",
+    }
+)
 _PARTS = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="hokusai-s3-part")
 
 
@@ -62,7 +75,7 @@ class _MultipartUpload:
         data = b"".join(self.pending)  # one copy per part, not one per chunk
         offset = 0
         while len(data) - offset >= PART_SIZE:
-            self._send(data if len(data) == PART_SIZE else data[offset:offset + PART_SIZE])
+            self._send(data if len(data) == PART_SIZE else data[offset : offset + PART_SIZE])
             offset += PART_SIZE
         rest = data[offset:]
         self.pending, self.pending_size = ([rest] if rest else []), len(rest)
@@ -77,10 +90,17 @@ class _MultipartUpload:
             self.upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, **self.extra
             )["UploadId"]
-        self.parts.append(_PARTS.submit(
-            self.client.upload_part, Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-            PartNumber=len(self.parts) + 1, Body=body, **self.owner,
-        ))
+        self.parts.append(
+            _PARTS.submit(
+                self.client.upload_part,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=len(self.parts) + 1,
+                Body=body,
+                **self.owner,
+            )
+        )
 
     def finish(self) -> None:
         rest = b"".join(self.pending)
@@ -90,11 +110,16 @@ class _MultipartUpload:
             return
         if rest:
             self._send(rest)
-        done = [{"ETag": part.result()["ETag"], "PartNumber": number}
-                for number, part in enumerate(self.parts, start=1)]
+        done = [
+            {"ETag": part.result()["ETag"], "PartNumber": number}
+            for number, part in enumerate(self.parts, start=1)
+        ]
         self.client.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-            MultipartUpload={"Parts": done}, **self.owner,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": done},
+            **self.owner,
         )
 
     def abort(self) -> None:
@@ -131,8 +156,9 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
         upload = self._upload_for(artifact_file_name, artifact_path)
         if upload is None:
-            return self._spool_then_upload(iter(lambda: stream.read(READ_SIZE), b""),
-                                           artifact_file_name, artifact_path)
+            return self._spool_then_upload(
+                iter(lambda: stream.read(READ_SIZE), b""), artifact_file_name, artifact_path
+            )
         try:
             while chunk := stream.read(READ_SIZE):
                 upload.add(chunk)
@@ -143,13 +169,13 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
             upload.abort()
             raise
 
-    async def log_artifact_from_async_stream(self, chunks, artifact_file_name,
-                                             artifact_path=None):
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
         upload = self._upload_for(artifact_file_name, artifact_path)
         if upload is None:
             spooled = await _spool(chunks)
-            return await asyncio.to_thread(self._upload_spooled, spooled, artifact_file_name,
-                                           artifact_path)
+            return await asyncio.to_thread(
+                self._upload_spooled, spooled, artifact_file_name, artifact_path
+            )
         try:
             async for chunk in chunks:
                 if upload.upload_id is None and upload.will_send(chunk):

@@ -44,7 +44,13 @@ UNAVAILABLE_MESSAGE = (
 )
 # Why a credential was refused. "revoked" and "expired" name a known key (audited).
 FailureReason = Literal[
-    "missing", "malformed", "unknown-key", "revoked", "expired", "no-user", "bad-password",
+    "missing",
+    "malformed",
+    "unknown-key",
+    "revoked",
+    "expired",
+    "no-user",
+    "bad-password",
     "passwords-off",
 ]
 
@@ -127,13 +133,17 @@ class Authenticator:
         if status == "revoked":
             return AuthFailure(
                 f"This API key ({record.display_prefix}…) has been revoked.",
-                "revoked", record.id, record.username,
+                "revoked",
+                record.id,
+                record.username,
             )
         if status == "expired":
             return AuthFailure(
                 f"This API key ({record.display_prefix}…) expired at "
                 f"{record.expires_at.isoformat()}Z; create a new one.",
-                "expired", record.id, record.username,
+                "expired",
+                record.id,
+                record.username,
             )
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")

@@ -43,8 +43,12 @@ class LookupCache:
         with self._lock:
             return self._entries.get(key, MISS)
 
-    def get(self, key: Hashable, load: Callable[[], object],
-            keep: Callable[[object], bool] | None = None):
+    def get(
+        self,
+        key: Hashable,
+        load: Callable[[], object],
+        keep: Callable[[object], bool] | None = None,
+    ):
         """The cached value of ``key``, else ``load()`` (stored when ``keep`` allows it and no
         clear happened while it ran)."""
         if self._entries is None:

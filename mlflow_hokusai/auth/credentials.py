@@ -63,7 +63,9 @@ def parse(authorization: str | None, api_key: str | None) -> Credential:
         scheme = scheme.lower()
         if scheme == "bearer":
             token = rest.strip()
-            from_header = Credential("key", key=token) if token else _malformed("empty Bearer token")
+            from_header = (
+                Credential("key", key=token) if token else _malformed("empty Bearer token")
+            )
         elif scheme == "basic":
             from_header = _from_basic(rest)
         else:

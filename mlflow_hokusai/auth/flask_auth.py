@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 from werkzeug.datastructures import Authorization
 
-from mlflow_hokusai.auth.authenticator import AuthFailure, Authenticator, Identity
+from mlflow_hokusai.auth.authenticator import Authenticator, AuthFailure, Identity
 from mlflow_hokusai.auth.context import gate_identity
 from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.errors import flask_error

@@ -26,42 +26,81 @@ from mlflow_hokusai import _mlflow
 READ_RPCS = frozenset(
     {
         # experiments, runs, metrics, artifacts
-        "mlflow.GetExperiment", "mlflow.GetExperimentByName", "mlflow.SearchExperiments",
-        "mlflow.GetRun", "mlflow.SearchRuns", "mlflow.GetMetricHistory",
-        "mlflow.GetMetricHistoryBulkInterval", "mlflow.ListArtifacts",
-        "mlflow.CreatePresignedDownloadUrl", "mlflow.SearchDatasets",
+        "mlflow.GetExperiment",
+        "mlflow.GetExperimentByName",
+        "mlflow.SearchExperiments",
+        "mlflow.GetRun",
+        "mlflow.SearchRuns",
+        "mlflow.GetMetricHistory",
+        "mlflow.GetMetricHistoryBulkInterval",
+        "mlflow.ListArtifacts",
+        "mlflow.CreatePresignedDownloadUrl",
+        "mlflow.SearchDatasets",
         # logged models
-        "mlflow.GetLoggedModel", "mlflow.SearchLoggedModels", "mlflow.ListLoggedModelArtifacts",
+        "mlflow.GetLoggedModel",
+        "mlflow.SearchLoggedModels",
+        "mlflow.ListLoggedModelArtifacts",
         # traces and assessments
-        "mlflow.GetTraceInfo", "mlflow.GetTraceInfoV3", "mlflow.GetTrace",
-        "mlflow.BatchGetTraces", "mlflow.BatchGetTraceInfos", "mlflow.SearchTraces",
-        "mlflow.SearchTracesV3", "mlflow.SearchUnifiedTraces", "mlflow.GetOnlineTraceDetails",
-        "mlflow.CalculateTraceFilterCorrelation", "mlflow.QueryTraceMetrics",
+        "mlflow.GetTraceInfo",
+        "mlflow.GetTraceInfoV3",
+        "mlflow.GetTrace",
+        "mlflow.BatchGetTraces",
+        "mlflow.BatchGetTraceInfos",
+        "mlflow.SearchTraces",
+        "mlflow.SearchTracesV3",
+        "mlflow.SearchUnifiedTraces",
+        "mlflow.GetOnlineTraceDetails",
+        "mlflow.CalculateTraceFilterCorrelation",
+        "mlflow.QueryTraceMetrics",
         "mlflow.GetAssessmentRequest",
         # model registry
-        "mlflow.GetRegisteredModel", "mlflow.SearchRegisteredModels", "mlflow.GetLatestVersions",
-        "mlflow.GetModelVersion", "mlflow.SearchModelVersions",
-        "mlflow.GetModelVersionDownloadUri", "mlflow.GetModelVersionByAlias",
+        "mlflow.GetRegisteredModel",
+        "mlflow.SearchRegisteredModels",
+        "mlflow.GetLatestVersions",
+        "mlflow.GetModelVersion",
+        "mlflow.SearchModelVersions",
+        "mlflow.GetModelVersionDownloadUri",
+        "mlflow.GetModelVersionByAlias",
         # proxied artifacts (mlflow-artifacts)
-        "mlflow.artifacts.DownloadArtifact", "mlflow.artifacts.ListArtifacts",
+        "mlflow.artifacts.DownloadArtifact",
+        "mlflow.artifacts.ListArtifacts",
         "mlflow.artifacts.GetPresignedDownloadUrl",
         # workspaces, webhooks, datasets, scorers, issues, label schemas, review queues
-        "mlflow.ListWorkspaces", "mlflow.GetWorkspace", "mlflow.ListWebhooks", "mlflow.GetWebhook",
-        "mlflow.GetDataset", "mlflow.SearchEvaluationDatasets", "mlflow.GetDatasetExperimentIds",
-        "mlflow.GetDatasetRecords", "mlflow.ListScorers", "mlflow.ListScorerVersions",
-        "mlflow.GetScorer", "mlflow.issues.GetIssue", "mlflow.issues.SearchIssues",
-        "mlflow.label_schemas.GetLabelSchema", "mlflow.label_schemas.GetLabelSchemaByName",
-        "mlflow.label_schemas.ListLabelSchemas", "mlflow.review_queues.GetReviewQueue",
-        "mlflow.review_queues.GetReviewQueueByName", "mlflow.review_queues.ListReviewQueues",
+        "mlflow.ListWorkspaces",
+        "mlflow.GetWorkspace",
+        "mlflow.ListWebhooks",
+        "mlflow.GetWebhook",
+        "mlflow.GetDataset",
+        "mlflow.SearchEvaluationDatasets",
+        "mlflow.GetDatasetExperimentIds",
+        "mlflow.GetDatasetRecords",
+        "mlflow.ListScorers",
+        "mlflow.ListScorerVersions",
+        "mlflow.GetScorer",
+        "mlflow.issues.GetIssue",
+        "mlflow.issues.SearchIssues",
+        "mlflow.label_schemas.GetLabelSchema",
+        "mlflow.label_schemas.GetLabelSchemaByName",
+        "mlflow.label_schemas.ListLabelSchemas",
+        "mlflow.review_queues.GetReviewQueue",
+        "mlflow.review_queues.GetReviewQueueByName",
+        "mlflow.review_queues.ListReviewQueues",
         "mlflow.review_queues.ListReviewQueueItems",
-        "mlflow.GetPromptOptimizationJob", "mlflow.SearchPromptOptimizationJobs",
+        "mlflow.GetPromptOptimizationJob",
+        "mlflow.SearchPromptOptimizationJobs",
         # AI gateway configuration (reading it; invoking endpoints is not a read)
-        "mlflow.GetGatewaySecretInfo", "mlflow.ListGatewaySecretInfos",
-        "mlflow.GetGatewayEndpoint", "mlflow.ListGatewayEndpoints",
-        "mlflow.GetGatewayModelDefinition", "mlflow.ListGatewayModelDefinitions",
-        "mlflow.ListGatewayEndpointBindings", "mlflow.GetGatewayBudgetPolicy",
-        "mlflow.ListGatewayBudgetPolicies", "mlflow.ListGatewayBudgetWindows",
-        "mlflow.GetGatewayGuardrail", "mlflow.ListGatewayGuardrails",
+        "mlflow.GetGatewaySecretInfo",
+        "mlflow.ListGatewaySecretInfos",
+        "mlflow.GetGatewayEndpoint",
+        "mlflow.ListGatewayEndpoints",
+        "mlflow.GetGatewayModelDefinition",
+        "mlflow.ListGatewayModelDefinitions",
+        "mlflow.ListGatewayEndpointBindings",
+        "mlflow.GetGatewayBudgetPolicy",
+        "mlflow.ListGatewayBudgetPolicies",
+        "mlflow.ListGatewayBudgetWindows",
+        "mlflow.GetGatewayGuardrail",
+        "mlflow.ListGatewayGuardrails",
         "mlflow.ListEndpointGuardrailConfigs",
     }
 )
@@ -70,9 +109,14 @@ READ_RPCS = frozenset(
 READ_ROUTES = frozenset(
     {
         # the UI and its files
-        ("GET", "/"), ("GET", "/static-files/<path:path>"), ("GET", "/build/<path:filename>"),
-        ("GET", "/health"), ("GET", "/version"), ("GET", "/api/3.0/mlflow/server-info"),
-        ("GET", "/get-artifact"), ("GET", "/model-versions/get-artifact"),
+        ("GET", "/"),
+        ("GET", "/static-files/<path:path>"),
+        ("GET", "/build/<path:filename>"),
+        ("GET", "/health"),
+        ("GET", "/version"),
+        ("GET", "/api/3.0/mlflow/server-info"),
+        ("GET", "/get-artifact"),
+        ("GET", "/model-versions/get-artifact"),
         ("GET", "/api/2.0/mlflow/get-trace-artifact"),
         ("GET", "/api/3.0/mlflow/get-trace-artifact"),
         ("GET", "/api/2.0/mlflow/logged-models/<model_id>/artifacts/files"),
@@ -88,7 +132,8 @@ READ_ROUTES = frozenset(
         # proxied artifact download (FastAPI's own route)
         ("GET", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"),
         # jobs (FastAPI and Flask)
-        ("POST", "/api/3.0/jobs/search"), ("GET", "/api/3.0/jobs/<job_id>"),
+        ("POST", "/api/3.0/jobs/search"),
+        ("GET", "/api/3.0/jobs/<job_id>"),
         ("GET", "/api/3.0/mlflow/jobs/<job_id>"),
         # MCP server registry (FastAPI)
         ("GET", "/api/3.0/mlflow/mcp-servers"),
@@ -100,13 +145,15 @@ READ_ROUTES = frozenset(
         ("GET", "/api/3.0/mlflow/mcp-servers/<path:name>/endpoints/<endpoint_id>"),
         ("GET", "/api/3.0/mlflow/mcp-servers/<path:name>/aliases/<path:alias>"),
         # MLflow users, permissions and roles (reading them)
-        ("GET", "/api/2.0/mlflow/users/current"), ("GET", "/api/2.0/mlflow/users/get"),
+        ("GET", "/api/2.0/mlflow/users/current"),
+        ("GET", "/api/2.0/mlflow/users/get"),
         ("GET", "/api/2.0/mlflow/users/list"),
         ("GET", "/api/3.0/mlflow/users/current/permissions"),
         ("GET", "/api/3.0/mlflow/users/permissions/get"),
         ("GET", "/api/3.0/mlflow/users/permissions/list"),
         ("GET", "/api/3.0/mlflow/users/roles/list"),
-        ("GET", "/api/3.0/mlflow/roles/get"), ("GET", "/api/3.0/mlflow/roles/list"),
+        ("GET", "/api/3.0/mlflow/roles/get"),
+        ("GET", "/api/3.0/mlflow/roles/list"),
         ("GET", "/api/3.0/mlflow/roles/permissions/list"),
         ("GET", "/api/3.0/mlflow/roles/users/list"),
         # ours: who am I, which keys do I have (creating, rotating, revoking are writes)
@@ -120,10 +167,17 @@ GRAPHQL_PATH = "/graphql"
 # Root fields of MLflow's GraphQL schema known to only read.
 GRAPHQL_READ_FIELDS = frozenset(
     {
-        "Query.mlflowGetExperiment", "Query.mlflowGetMetricHistoryBulkInterval",
-        "Query.mlflowGetRun", "Query.mlflowListArtifacts", "Query.mlflowSearchModelVersions",
-        "Query.mlflowSearchRuns", "Query.mlflowSearchDatasets", "Query.test",
-        "Mutation.mlflowSearchDatasets", "Mutation.mlflowSearchRuns", "Mutation.testMutation",
+        "Query.mlflowGetExperiment",
+        "Query.mlflowGetMetricHistoryBulkInterval",
+        "Query.mlflowGetRun",
+        "Query.mlflowListArtifacts",
+        "Query.mlflowSearchModelVersions",
+        "Query.mlflowSearchRuns",
+        "Query.mlflowSearchDatasets",
+        "Query.test",
+        "Mutation.mlflowSearchDatasets",
+        "Mutation.mlflowSearchRuns",
+        "Mutation.testMutation",
     }
 )
 
@@ -147,8 +201,9 @@ class ReadScope:
     installer has added its routes. ``native``: the routes MLflow's FastAPI app serves itself
     (``_mlflow.NativeRoutes``; none under WSGI)."""
 
-    def __init__(self, flask_app=None, native: _mlflow.NativeRoutes | None = None,
-                 static_prefix: str = ""):
+    def __init__(
+        self, flask_app=None, native: _mlflow.NativeRoutes | None = None, static_prefix: str = ""
+    ):
         self.flask_app = flask_app
         self.native = native or _mlflow.NativeRoutes()
         self.static_prefix = static_prefix
@@ -182,9 +237,7 @@ class ReadScope:
         if template is not None or self.flask_app is None:
             return template
         try:
-            rule, _ = self.flask_app.url_map.bind("localhost").match(
-                path, method, return_rule=True
-            )
+            rule, _ = self.flask_app.url_map.bind("localhost").match(path, method, return_rule=True)
         except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: nothing serves it
             return None
         return rule.rule

@@ -146,17 +146,33 @@ def _run(action):
 
 
 @keys.command("create")
-@click.option("--user", "username", default=None, callback=_validated(parse_username),
-              help="MLflow user who will own the key (offline: required; created, with an "
-              "unusable random password, if missing. Online: default yourself; others' "
-              "keys need an admin key).")
+@click.option(
+    "--user",
+    "username",
+    default=None,
+    callback=_validated(parse_username),
+    help="MLflow user who will own the key (offline: required; created, with an "
+    "unusable random password, if missing. Online: default yourself; others' "
+    "keys need an admin key).",
+)
 @click.option("--admin", is_flag=True, help="Make the user an MLflow admin (offline only).")
-@click.option("--scope", type=click.Choice(list(SCOPES)), default="write", show_default=True,
-              help="'read' keys may only perform reads, whatever the user may do.")
-@click.option("--name", default="", callback=_validated(parse_name),
-              help="A label to recognise the key by.")
-@click.option("--expires-in-days", type=int, default=None, callback=_validated(parse_expiry),
-              help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never).")
+@click.option(
+    "--scope",
+    type=click.Choice(list(SCOPES)),
+    default="write",
+    show_default=True,
+    help="'read' keys may only perform reads, whatever the user may do.",
+)
+@click.option(
+    "--name", default="", callback=_validated(parse_name), help="A label to recognise the key by."
+)
+@click.option(
+    "--expires-in-days",
+    type=int,
+    default=None,
+    callback=_validated(parse_expiry),
+    help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never).",
+)
 @_database_option
 @_tracking_option
 def create_key(username, admin, scope, name, expires_in_days, database_uri, tracking_uri):
@@ -166,23 +182,40 @@ def create_key(username, admin, scope, name, expires_in_days, database_uri, trac
     if not tracking_uri and username is None:
         raise click.UsageError("offline, --user is required")
     backend = _backend(database_uri, tracking_uri)
-    key, record = _run(lambda: backend.create(
-        username=username, name=name, scope=scope, expires_in_days=expires_in_days,
-        make_admin=admin,
-    ))
+    key, record = _run(
+        lambda: backend.create(
+            username=username,
+            name=name,
+            scope=scope,
+            expires_in_days=expires_in_days,
+            make_admin=admin,
+        )
+    )
     expiry = f", expires {record['expires_at']}" if record["expires_at"] else ""
-    _note(f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
-          f"for {record['username']!r}{expiry}.")
+    _note(
+        f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
+        f"for {record['username']!r}{expiry}."
+    )
     click.echo(key)
 
 
 @keys.command("list")
-@click.option("--user", "username", default=None, callback=_validated(parse_username),
-              help="Only this user's keys (online: yours unless an admin names another).")
-@click.option("--all", "everyone", is_flag=True,
-              help="Online, admins: every user's keys (offline lists them all by default).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--user",
+    "username",
+    default=None,
+    callback=_validated(parse_username),
+    help="Only this user's keys (online: yours unless an admin names another).",
+)
+@click.option(
+    "--all",
+    "everyone",
+    is_flag=True,
+    help="Online, admins: every user's keys (offline lists them all by default).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @_database_option
 @_tracking_option
 def list_keys(username, everyone, fmt, database_uri, tracking_uri):
@@ -194,8 +227,17 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
         return
-    columns = ["id", "prefix", "username", "name", "scope", "status", "created_at",
-               "expires_at", "last_used_at"]
+    columns = [
+        "id",
+        "prefix",
+        "username",
+        "name",
+        "scope",
+        "status",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+    ]
     _table(columns, [[str(r[c] or "-") for c in columns] for r in records])
 
 
@@ -225,8 +267,10 @@ def rotate_key(key_id, database_uri, tracking_uri):
     """Revoke KEY_ID and print a new key (alone) with the same owner, name, scope and lifetime."""
     backend = _backend(database_uri, tracking_uri)
     key, record, old = _run(lambda: backend.rotate(key_id))
-    _note(f"Rotated key {old['id']} -> {record['id']} ({record['prefix']}…) "
-          f"for {record['username']!r}.")
+    _note(
+        f"Rotated key {old['id']} -> {record['id']} ({record['prefix']}…) "
+        f"for {record['username']!r}."
+    )
     click.echo(key)
 
 
@@ -237,14 +281,20 @@ def audit():
 
 @audit.command("list")
 @click.option("--user", default=None, help="Only events about this user's keys or by this actor.")
-@click.option("--since", default=None, metavar="WHEN",
-              help="Only events since WHEN: an ISO date/time (2026-01-31, "
-              "2026-01-31T12:00:00Z) or a duration ago (30m, 1h, 7d, 2w).")
-@click.option("--event", type=click.Choice(list(AUDIT_EVENTS)), default=None,
-              help="Only this kind of event.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="Only events since WHEN: an ISO date/time (2026-01-31, "
+    "2026-01-31T12:00:00Z) or a duration ago (30m, 1h, 7d, 2w).",
+)
+@click.option(
+    "--event", type=click.Choice(list(AUDIT_EVENTS)), default=None, help="Only this kind of event."
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the newest N events.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @_database_option
 def audit_list(user, since, event, limit, fmt, database_uri):
     """List audit events, oldest first (times in UTC)."""
@@ -261,8 +311,7 @@ def audit_list(user, since, event, limit, fmt, database_uri):
     with startup_lock(engine):
         upgrade(engine)
     store = AuditStore(engine)
-    records = [r.to_dict() for r in store.list(user=user, since=since_at, event=event,
-                                                limit=limit)]
+    records = [r.to_dict() for r in store.list(user=user, since=since_at, event=event, limit=limit)]
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
         return
@@ -283,5 +332,3 @@ def db_upgrade(database_uri):
     uri = database_uri or _settings().database_uri
     _open_store(uri)
     _note(f"Database {uri} is up to date.")
-
-

@@ -18,14 +18,21 @@ class Offline:
     def __init__(self, key_store, users, environment: str, note):
         self.actor = Actor.operator()
         self.manager = KeyManager(
-            key_store, users, AuditLog(AuditStore(key_store.engine)),
-            environment=environment, on_note=note,
+            key_store,
+            users,
+            AuditLog(AuditStore(key_store.engine)),
+            environment=environment,
+            on_note=note,
         )
 
     def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
         key, record = self.manager.create(
-            self.actor, username=username, name=name, scope=scope,
-            expires_in_days=expires_in_days, make_admin=make_admin,
+            self.actor,
+            username=username,
+            name=name,
+            scope=scope,
+            expires_in_days=expires_in_days,
+            make_admin=make_admin,
         )
         return key, record.to_dict()
 

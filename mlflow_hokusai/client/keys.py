@@ -42,8 +42,10 @@ class ApiKey:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "key"}
 
     def __repr__(self) -> str:  # keep the plaintext out of logs and tracebacks
-        return f"ApiKey(id={self.id!r}, username={self.username!r}, scope={self.scope!r}, " \
-               f"status={self.status!r})"
+        return (
+            f"ApiKey(id={self.id!r}, username={self.username!r}, scope={self.scope!r}, "
+            f"status={self.status!r})"
+        )
 
 
 class KeyManagementMixin:
@@ -60,8 +62,12 @@ class KeyManagementMixin:
     ) -> ApiKey:
         """Create a key (for ``username``: admins only). The result's ``.key`` is the plaintext,
         shown this once."""
-        body = {"name": name, "scope": scope, "expires_in_days": expires_in_days,
-                "username": username}
+        body = {
+            "name": name,
+            "scope": scope,
+            "expires_in_days": expires_in_days,
+            "username": username,
+        }
         resp = self._request(
             CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}
         )

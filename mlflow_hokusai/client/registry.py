@@ -97,8 +97,9 @@ class ModelRegistry:
             raise ValueError("model_name must be a non-empty string")
 
         source, run_id, model_id = resolve_source(self._client, model_uri)
-        existing = self._find_existing(model_name, token_tags[TOKEN_ID_TAG],
-                                       expected_sources(self._client, model_uri, source))
+        existing = self._find_existing(
+            model_name, token_tags[TOKEN_ID_TAG], expected_sources(self._client, model_uri, source)
+        )
         if existing is not None:
             self._check_same_benchmark(existing, token_tags)
             return self._result(existing, baseline)
@@ -136,8 +137,12 @@ class ModelRegistry:
             if not isinstance(key, str) or not key:
                 raise ValueError(f"tag names must be non-empty strings, not {key!r}")
             if key in TOKEN_TAGS:
-                raise TagRuleError(key, value, "set token tags through the arguments "
-                                   "token_id, metric_name and baseline_value, not through tags")
+                raise TagRuleError(
+                    key,
+                    value,
+                    "set token tags through the arguments "
+                    "token_id, metric_name and baseline_value, not through tags",
+                )
             extra[key] = str(value)
         ordered = {METRIC_TAG: metric, VALUE_TAG: value_text, **extra, TOKEN_ID_TAG: token_id}
         validate_tags(ordered, rules=self._rules)
@@ -207,8 +212,10 @@ class ModelRegistry:
         if problem is None and created_model:
             problem = self._delete_quietly(name, None)
         if problem is not None:
-            note = (f"mlflow-hokusai could not remove the incomplete version {version} of model "
-                    f"{name!r}: {problem}. Delete it by hand.")
+            note = (
+                f"mlflow-hokusai could not remove the incomplete version {version} of model "
+                f"{name!r}: {problem}. Delete it by hand."
+            )
             _logger.warning(note)
             if hasattr(cause, "add_note"):  # Python >= 3.11
                 cause.add_note(note)

@@ -40,8 +40,9 @@ class AuditLog:
         except Exception:
             _logger.warning("could not write audit event %s", event, exc_info=True)
 
-    def refused(self, event: str, *, key_id: str, username: str | None, source: str | None,
-                detail: str) -> None:
+    def refused(
+        self, event: str, *, key_id: str, username: str | None, source: str | None, detail: str
+    ) -> None:
         """Note a refused use of ``key_id`` (rate-limited, written in the background)."""
         with self._lock:
             if (event, key_id) in self._recent:
@@ -59,19 +60,36 @@ class AuditLog:
         if failure.key_id is None:
             return
         event = "expired-use" if failure.reason == "expired" else "denied-use"
-        self.refused(event, key_id=failure.key_id, username=failure.username, source=source,
-                     detail=f"{failure.reason} key")
+        self.refused(
+            event,
+            key_id=failure.key_id,
+            username=failure.username,
+            source=source,
+            detail=f"{failure.reason} key",
+        )
 
     def read_only_refusal(self, identity, request_line: str, source: str | None) -> None:
         """A read-only key tried something that is not a read."""
         if identity.key_id is None:
             return
-        self.refused("denied-use", key_id=identity.key_id, username=identity.username,
-                     source=source, detail=f"read-only key: {request_line}")
+        self.refused(
+            "denied-use",
+            key_id=identity.key_id,
+            username=identity.username,
+            source=source,
+            detail=f"read-only key: {request_line}",
+        )
 
     def _write(self, event, actor, when, key_id, username, source, detail) -> None:
         try:
-            self.store.add(event, actor=actor, occurred_at=when, key_id=key_id,
-                           username=username, source=source, detail=detail)
+            self.store.add(
+                event,
+                actor=actor,
+                occurred_at=when,
+                key_id=key_id,
+                username=username,
+                source=source,
+                detail=detail,
+            )
         except Exception:
             _logger.warning("could not write audit event %s", event, exc_info=True)

@@ -196,9 +196,7 @@ class KeyManager:
                 "RESOURCE_DOES_NOT_EXIST", f"There is no API key with id {key_id!r}."
             ) from None
         if not actor.is_admin and record.username != actor.name:
-            raise HokusaiError(
-                "PERMISSION_DENIED", f"API key {key_id!r} belongs to another user."
-            )
+            raise HokusaiError("PERMISSION_DENIED", f"API key {key_id!r} belongs to another user.")
         return record
 
     def _ensure_user(self, username: str, make_admin: bool) -> None:
@@ -230,20 +228,26 @@ class KeyManager:
         name, scope = parse_name(name), parse_scope(scope)
         expires_in_days = parse_expiry(expires_in_days)
         if owner != actor.name and not actor.is_admin:
-            raise HokusaiError(
-                "PERMISSION_DENIED", "Only admins may create keys for other users."
-            )
+            raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
         if make_admin and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
         if actor.is_admin:
             self._ensure_user(owner, make_admin)
         key, record = issue_key(
-            self.store, owner, environment=self.environment, name=name, scope=scope,
+            self.store,
+            owner,
+            environment=self.environment,
+            name=name,
+            scope=scope,
             expires_in_days=expires_in_days,
         )
         expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
         self.audit.record(
-            "created", actor=actor.name, key_id=record.id, username=owner, source=actor.source,
+            "created",
+            actor=actor.name,
+            key_id=record.id,
+            username=owner,
+            source=actor.source,
             detail=f"scope={scope} name={name!r}{expiry}",
         )
         return key, record
@@ -266,8 +270,12 @@ class KeyManager:
         record = self.store.revoke(record.id)
         self._on_change()
         self.audit.record(
-            "revoked", actor=actor.name, key_id=record.id, username=record.username,
-            source=actor.source, detail=f"name={record.name!r}",
+            "revoked",
+            actor=actor.name,
+            key_id=record.id,
+            username=record.username,
+            source=actor.source,
+            detail=f"name={record.name!r}",
         )
         return record
 
@@ -285,7 +293,11 @@ class KeyManager:
             raise _bad(f"API key {old.id!r} is revoked; create a new key instead.") from None
         self._on_change()
         self.audit.record(
-            "rotated", actor=actor.name, key_id=old.id, username=old.username,
-            source=actor.source, detail=f"replaced by {record.id} name={old.name!r}",
+            "rotated",
+            actor=actor.name,
+            key_id=old.id,
+            username=old.username,
+            source=actor.source,
+            detail=f"replaced by {record.id} name={old.name!r}",
         )
         return key, record, self.store.get(old.id)

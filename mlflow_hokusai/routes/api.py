@@ -60,7 +60,9 @@ def json_body(allowed: set[str]) -> dict:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body is not valid JSON.") from None
+        raise HokusaiError(
+            "INVALID_PARAMETER_VALUE", "The request body is not valid JSON."
+        ) from None
     if not isinstance(body, dict):
         raise HokusaiError("INVALID_PARAMETER_VALUE", "The request body must be a JSON object.")
     unknown = sorted(set(body) - allowed)

@@ -97,7 +97,9 @@ class _Gate:
     def swap_for(self, seen: str, method: str):
         """``route_prefix`` for this server (native routes ignore ``--static-prefix``)."""
         return route_prefix(
-            seen, self.url_prefix, self.static_prefix,
+            seen,
+            self.url_prefix,
+            self.static_prefix,
             lambda rest: self.native.match(rest, method) is not None,
         )
 
@@ -210,7 +212,9 @@ class WsgiGate(_Gate):
         raw = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
         seen = raw if raw.startswith("/") else path
         if self.wants_slash(seen, method):
-            return _wsgi_send(start_response, _slash_redirect(seen, environ.get("QUERY_STRING", "")))
+            return _wsgi_send(
+                start_response, _slash_redirect(seen, environ.get("QUERY_STRING", ""))
+            )
         swap = self.swap_for(seen, method)
         if swap is not None and _under(path, swap[0]):
             path = swap_prefix(path, swap)

@@ -107,8 +107,7 @@ def install(app: Flask, services: Services) -> TokenTagGuard:
         if row.entity == MODEL_VERSION and not row.creating and not isinstance(version, str):
             return None
         pairs = _pairs(body, row.carried)
-        g.hokusai_token_claims = guard.check(row.entity, body["name"], version, pairs,
-                                             row.creating)
+        g.hokusai_token_claims = guard.check(row.entity, body["name"], version, pairs, row.creating)
         return None
 
     def release_claims(_exc):

@@ -102,7 +102,7 @@ def startup_lock(engine: Engine, timeout: float = 120.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not take the start-up lock {lock_path}")
+                    raise TimeoutError(f"could not take the start-up lock {lock_path}") from None
                 time.sleep(0.05)
         try:
             yield

@@ -164,9 +164,10 @@ class KeyStore:
                 .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            if result.rowcount == 0 and conn.execute(
-                sa.select(ApiKey.id).where(ApiKey.id == key_id)
-            ).first() is None:
+            if (
+                result.rowcount == 0
+                and conn.execute(sa.select(ApiKey.id).where(ApiKey.id == key_id)).first() is None
+            ):
                 raise KeyNotFound(key_id)
         return self.get(key_id)
 

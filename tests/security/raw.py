@@ -25,8 +25,14 @@ class Reply:
         return self.body.decode("utf-8", "replace")
 
 
-def send(url: str, method: str, target: str, headers: list[tuple[str, bytes | str]] = (),
-         body: bytes = b"", timeout: float = 30.0) -> Reply:
+def send(
+    url: str,
+    method: str,
+    target: str,
+    headers: list[tuple[str, bytes | str]] = (),
+    body: bytes = b"",
+    timeout: float = 30.0,
+) -> Reply:
     """Send one request with ``target`` verbatim on the request line; read the whole reply."""
     host, port = url.split("//", 1)[1].split(":")
     lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), f"Host: {host}:{port}".encode()]

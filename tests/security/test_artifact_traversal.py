@@ -26,11 +26,21 @@ def target(server, tmp_path_factory):
     (server.workdir / "canary-secret.txt").write_text(CANARY)
     key = server.create_key("traversal-user")
     auth = [("Authorization", f"Bearer {key}")]
-    created = send(server.url, "POST", "/api/2.0/mlflow/experiments/create", auth,
-                   body=f'{{"name": "traversal-{time.time_ns()}"}}'.encode())
+    created = send(
+        server.url,
+        "POST",
+        "/api/2.0/mlflow/experiments/create",
+        auth,
+        body=f'{{"name": "traversal-{time.time_ns()}"}}'.encode(),
+    )
     experiment_id = created.json()["experiment_id"]
-    run = send(server.url, "POST", "/api/2.0/mlflow/runs/create", auth,
-               body=f'{{"experiment_id": "{experiment_id}"}}'.encode()).json()["run"]["info"]
+    run = send(
+        server.url,
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        auth,
+        body=f'{{"experiment_id": "{experiment_id}"}}'.encode(),
+    ).json()["run"]["info"]
     return auth, experiment_id, run["run_id"]
 
 
@@ -80,7 +90,10 @@ def test_reads_outside_the_artifact_root_fail(server, target):
                 f"path=x%23/../../../../canary-secret.txt&run_id={run_id}",
             ]:
                 for route in (f"{api}/mlflow/artifacts/list", "/get-artifact"):
-                    target_path = f"{prefix}{route}?{query.replace('run_id', 'run_uuid') if 'get-artifact' in route else query}"
+                    if "get-artifact" in route:
+                        target_path = f"{prefix}{route}?{query.replace('run_id', 'run_uuid')}"
+                    else:
+                        target_path = f"{prefix}{route}?{query}"
                     reply = send(server.url, "GET", target_path, auth)
                     _check(reply, target_path)
                     outcomes.append(reply.status)
@@ -94,13 +107,20 @@ def test_writes_outside_the_artifact_root_fail(server, target):
     base = f"{experiment_id}/{run_id}/artifacts"
     names = []
     for prefix in PREFIXES:
-        for path in [f"{base}/../../../../written-{{}}.txt", f"{base}/..%2f..%2f..%2f..%2fwritten-{{}}.txt",
-                     "..%2fwritten-{}.txt", "%2e%2e/written-{}.txt"]:
+        for path in [
+            f"{base}/../../../../written-{{}}.txt",
+            f"{base}/..%2f..%2f..%2f..%2fwritten-{{}}.txt",
+            "..%2fwritten-{}.txt",
+            "%2e%2e/written-{}.txt",
+        ]:
             name = uuid.uuid4().hex[:8]
             names.append(name)
             target_path = f"{prefix}/api/2.0/mlflow-artifacts/artifacts/{path.format(name)}"
             reply = send(server.url, "PUT", target_path, auth, body=b"owned")
-            assert reply.status != 500 and not 200 <= reply.status < 300, (target_path, reply.status)
+            assert reply.status != 500 and not 200 <= reply.status < 300, (
+                target_path,
+                reply.status,
+            )
             mpu = f"{prefix}/api/2.0/mlflow-artifacts/mpu/create/{path.format(name)}"
             reply = send(server.url, "POST", mpu, auth, body=b'{"path": "x", "num_parts": 1}')
             assert reply.status != 500 and not 200 <= reply.status < 300, (mpu, reply.status)
@@ -120,8 +140,13 @@ def test_artifact_locations_and_sources_that_point_outside_fail(server, target, 
         ("mlflow-artifacts:/../../../etc", False),
     ]:
         name = f"loc-{uuid.uuid4().hex[:8]}"
-        reply = send(server.url, "POST", f"{prefix}/ajax-api/2.0/mlflow/experiments/create", auth,
-                     body=f'{{"name": "{name}", "artifact_location": "{location}"}}'.encode())
+        reply = send(
+            server.url,
+            "POST",
+            f"{prefix}/ajax-api/2.0/mlflow/experiments/create",
+            auth,
+            body=f'{{"name": "{name}", "artifact_location": "{location}"}}'.encode(),
+        )
         _check(reply, location)
         if must_refuse:
             assert reply.status in (400, 403), (location, reply.status, reply.text[:200])
@@ -130,12 +155,19 @@ def test_artifact_locations_and_sources_that_point_outside_fail(server, target, 
     # An experiment whose location MLflow accepted: its runs' artifacts still cannot be used to
     # read the server's files.
     for location, exp_id in accepted:
-        created = send(server.url, "POST", f"{prefix}/api/2.0/mlflow/runs/create", auth,
-                       body=f'{{"experiment_id": "{exp_id}"}}'.encode())
+        created = send(
+            server.url,
+            "POST",
+            f"{prefix}/api/2.0/mlflow/runs/create",
+            auth,
+            body=f'{{"experiment_id": "{exp_id}"}}'.encode(),
+        )
         _check(created, (location, "runs/create"))
         if created.status != 200:
-            print(f"\nruns/create in an experiment at {location!r}: {created.status} "
-                  f"{created.text[:200]}")
+            print(
+                f"\nruns/create in an experiment at {location!r}: {created.status} "
+                f"{created.text[:200]}"
+            )
             continue
         run = created.json()["run"]["info"]
         for path in ["passwd", "../passwd", "../../../../etc/passwd", "../../canary-secret.txt"]:
@@ -148,17 +180,36 @@ def test_artifact_locations_and_sources_that_point_outside_fail(server, target, 
                 if reply.status == 200 and "list" in probe:
                     assert "shadow" not in reply.text and "canary" not in reply.text, probe
     model = f"traversal-model-{uuid.uuid4().hex[:8]}"
-    created = send(server.url, "POST", f"{prefix}/api/2.0/mlflow/registered-models/create", auth,
-                   body=f'{{"name": "{model}"}}'.encode())
+    created = send(
+        server.url,
+        "POST",
+        f"{prefix}/api/2.0/mlflow/registered-models/create",
+        auth,
+        body=f'{{"name": "{model}"}}'.encode(),
+    )
     assert created.status == 200, created.text
-    for source in ["file:///etc/", "/etc", f"{server.workdir}", "file:///etc/#/../",
-                   f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/../../../../../etc"]:
-        reply = send(server.url, "POST", f"{prefix}/api/2.0/mlflow/model-versions/create", auth,
-                     body=f'{{"name": "{model}", "source": "{source}", "run_id": "{run_id}"}}'.encode())
+    for source in [
+        "file:///etc/",
+        "/etc",
+        f"{server.workdir}",
+        "file:///etc/#/../",
+        f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/../../../../../etc",
+    ]:
+        reply = send(
+            server.url,
+            "POST",
+            f"{prefix}/api/2.0/mlflow/model-versions/create",
+            auth,
+            body=f'{{"name": "{model}", "source": "{source}", "run_id": "{run_id}"}}'.encode(),
+        )
         _check(reply, source)
         assert reply.status in (400, 403), (source, reply.status, reply.text[:200])
     for path in ["passwd", "../../../../etc/passwd", "/etc/passwd", "canary-secret.txt"]:
-        reply = send(server.url, "GET",
-                     f"{prefix}/model-versions/get-artifact?path={path}&name={model}&version=1", auth)
+        reply = send(
+            server.url,
+            "GET",
+            f"{prefix}/model-versions/get-artifact?path={path}&name={model}&version=1",
+            auth,
+        )
         _check(reply, path)
         assert not 200 <= reply.status < 300, (path, reply.status)

@@ -22,6 +22,10 @@ TARGETS = [
 ]
 
 
+def b64(text) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
 def _rechecksum(head: str) -> str:
     return head + _checksum(head)
 
@@ -33,11 +37,10 @@ def corpus(server):
     server.cli("keys", "revoke", key_id_of(server, revoked))
     expired = insert_expired_key(server.database_uri, "corpus-owner")
     time.sleep(1.1)  # past the key cache of workers that saw `revoked` active
-    body = live[len("hk_live_"):]
+    body = live[len("hk_live_") :]
     flipped = live[:-1] + ("A" if live[-1] != "A" else "B")
     as_test = "hk_test_" + body  # same secret, another environment's prefix: bad checksum
     as_test_valid = _rechecksum("hk_test_" + body[:-6])  # ... with a matching checksum
-    b64 = lambda text: base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
     auth = "Authorization"
     cases = {
         "empty Authorization": [(auth, "")],
@@ -100,4 +103,6 @@ def test_every_bad_credential_is_401_json(server, corpus, method, path):
         assert body["error_code"] == "UNAUTHENTICATED" and body["message"], name
         assert "Traceback" not in reply.text
     odd = {k: v for k, v in outcomes.items() if v != 401}
-    print(f"\n{method} {path}: {len(outcomes) - len(odd)} x 401" + (f", parser: {odd}" if odd else ""))
+    print(
+        f"\n{method} {path}: {len(outcomes) - len(odd)} x 401" + (f", parser: {odd}" if odd else "")
+    )

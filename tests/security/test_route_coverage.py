@@ -50,8 +50,12 @@ def routes(server, tmp_path_factory):
     out = tmp_path_factory.mktemp("routes") / "routes.json"
     script = Path(__file__).with_name("routes_dump.py")
     result = subprocess.run(
-        [sys.executable, str(script), str(out)], env=_server_environment(server),
-        cwd=server.workdir, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(script), str(out)],
+        env=_server_environment(server),
+        cwd=server.workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(out.read_text())
@@ -84,7 +88,7 @@ def _requests(routes):
 def test_every_route_needs_a_key_except_the_public_allowlist(server, routes):
     public, protected, wrong = [], 0, []
     for method, path in _requests(routes):
-        canonical = path[len(PREFIX):] if path.startswith(PREFIX + "/") else path
+        canonical = path[len(PREFIX) :] if path.startswith(PREFIX + "/") else path
         body = b"{}" if method in ("POST", "PUT", "PATCH", "DELETE") else b""
         reply = send(server.url, method, path, body=body)
         if PUBLIC.fullmatch(canonical):
@@ -98,8 +102,10 @@ def test_every_route_needs_a_key_except_the_public_allowlist(server, routes):
         if not ok:
             wrong.append(f"{method} {path} -> {reply.status} {reply.text[:120]}")
     websockets = [r["path"] for r in routes if r["kind"] == "fastapi-websocket"]
-    print(f"\n{protected} protected (method, path) pairs answered 401; websocket routes: "
-          f"{websockets or 'none'}; public allowlist reached:\n  " + "\n  ".join(public))
+    print(
+        f"\n{protected} protected (method, path) pairs answered 401; websocket routes: "
+        f"{websockets or 'none'}; public allowlist reached:\n  " + "\n  ".join(public)
+    )
     assert not wrong, "\n".join(wrong)
     assert public  # the allowlist exists and was exercised
 
