@@ -86,15 +86,16 @@ class TagRules:
     """Which benchmark metrics are known and the range each one's values must lie in."""
 
     metrics: tuple[str, ...] = tuple(DEFAULT_METRIC_RANGES)
-    # None: the default ranges of the listed metrics that have one.
+    # Ranges set on top of the defaults: a listed default metric keeps its default range
+    # unless this names it.
     ranges: Mapping[str, Range] | None = None
 
     def __post_init__(self):
         metrics = tuple(dict.fromkeys(m.lower() for m in self.metrics))
-        if self.ranges is None:
-            ranges = {m: DEFAULT_METRIC_RANGES[m] for m in metrics if m in DEFAULT_METRIC_RANGES}
-        else:
-            ranges = {name.lower(): (low, high) for name, (low, high) in self.ranges.items()}
+        ranges = {m: DEFAULT_METRIC_RANGES[m] for m in metrics if m in DEFAULT_METRIC_RANGES}
+        ranges.update(
+            {name.lower(): (low, high) for name, (low, high) in (self.ranges or {}).items()}
+        )
         unknown = sorted(set(ranges) - set(metrics))
         if unknown:
             raise ValueError(f"ranges given for metrics that are not listed: {', '.join(unknown)}")
@@ -106,6 +107,10 @@ class TagRules:
 
     def range_for(self, metric: str) -> Range:
         return self.ranges.get(metric.lower(), (None, None))
+
+    def in_range(self, metric: str, number: float) -> bool:
+        low, high = self.range_for(metric)
+        return (low is None or number >= low) and (high is None or number <= high)
 
     @classmethod
     def from_config(cls, section: Mapping[str, str]) -> TagRules:
@@ -130,7 +135,7 @@ class TagRules:
                         f"benchmark_metrics: {name!r} is not a metric name "
                         "(lower-case letters, digits and '_', starting with a letter)"
                     )
-        ranges = {m: DEFAULT_METRIC_RANGES[m] for m in metrics if m in DEFAULT_METRIC_RANGES}
+        ranges = {}
         for key, raw in section.items():
             if not key.startswith("metric_range."):
                 continue
@@ -209,15 +214,13 @@ def validate_value(
     if number is None or not math.isfinite(number):
         raise TagRuleError(VALUE_TAG, value, "must be a finite decimal number such as 0.93")
     canonical = metric.lower() if isinstance(metric, str) else None
-    if canonical in rules.metrics:
-        low, high = rules.range_for(canonical)
-        if (low is not None and number < low) or (high is not None and number > high):
-            raise TagRuleError(
-                VALUE_TAG,
-                value,
-                f"{canonical} values must be {_describe(low, high)} "
-                f"(the {METRIC_TAG} is {canonical})",
-            )
+    if canonical in rules.metrics and not rules.in_range(canonical, number):
+        raise TagRuleError(
+            VALUE_TAG,
+            value,
+            f"{canonical} values must be {_describe(*rules.range_for(canonical))} "
+            f"(the {METRIC_TAG} is {canonical})",
+        )
     return number
 
 
@@ -248,16 +251,14 @@ def validate_tags(
             number = validate_value(existing[VALUE_TAG], None, rules)
         except TagRuleError:
             number = None
-        if number is not None:
-            low, high = rules.range_for(metric)
-            if (low is not None and number < low) or (high is not None and number > high):
-                raise TagRuleError(
-                    METRIC_TAG,
-                    tags[METRIC_TAG],
-                    f"the existing {VALUE_TAG} {_shown(existing[VALUE_TAG])} is not a valid "
-                    f"{metric} value ({metric} values must be {_describe(low, high)}); "
-                    f"set a matching {VALUE_TAG} first",
-                )
+        if number is not None and not rules.in_range(metric, number):
+            raise TagRuleError(
+                METRIC_TAG,
+                tags[METRIC_TAG],
+                f"the existing {VALUE_TAG} {_shown(existing[VALUE_TAG])} is not a valid "
+                f"{metric} value ({metric} values must be "
+                f"{_describe(*rules.range_for(metric))}); set a matching {VALUE_TAG} first",
+            )
     return checked
 
 
