@@ -16,6 +16,7 @@ SQLite files live in /dev/shm when the machine has it (``--data-dir``), so disk 
 hide CPU costs; MLflow's background job runner is off on every server alike.
 
     python bench/throughput.py [--rounds 5] [--duration 10] [--threads 4] [--workers 2]
+                               [--mix mixed|metric-get] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -88,8 +89,17 @@ def setup(target: Target, threads: int) -> None:
     client.close()
 
 
-def workload(target: Target, run_id: str, stop_at: float, counts: list, index: int) -> None:
-    """The mixed request cycle, repeated until ``stop_at``."""
+MIXES = {
+    "mixed": ("log-metric", "log-batch", "get-run", "search-runs"),
+    "metric-get": ("log-metric", "get-run"),
+}
+
+
+def workload(
+    target: Target, run_id: str, stop_at: float, counts: list, index: int, mix: str = "mixed"
+) -> None:
+    """The request cycle of ``mix``, repeated until ``stop_at``."""
+    wanted = MIXES[mix]
     client = Client(target.server.url, target.headers)
     search = {"experiment_ids": [target.experiment_id], "max_results": 10}
     done = errors = step = 0
@@ -97,8 +107,8 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
         while time.monotonic() < stop_at:
             step += 1
             now = int(time.time() * 1000)
-            calls = (
-                (
+            calls = {
+                "log-metric": (
                     "POST",
                     f"{API}/runs/log-metric",
                     {
@@ -109,7 +119,7 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
                         "step": step,
                     },
                 ),
-                (
+                "log-batch": (
                     "POST",
                     f"{API}/runs/log-batch",
                     {
@@ -120,10 +130,10 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
                         ],
                     },
                 ),
-                ("GET", f"{API}/runs/get?run_id={run_id}", None),
-                ("POST", f"{API}/runs/search", search),
-            )
-            for method, path, body in calls:
+                "get-run": ("GET", f"{API}/runs/get?run_id={run_id}", None),
+                "search-runs": ("POST", f"{API}/runs/search", search),
+            }
+            for method, path, body in (calls[name] for name in wanted):
                 status, data = client.call(method, path, body)
                 if status == 200:
                     done += 1
@@ -139,14 +149,16 @@ def workload(target: Target, run_id: str, stop_at: float, counts: list, index: i
         counts[index] = (done, errors)
 
 
-def measure(target: Target, threads: int, duration: float) -> tuple[float, float, int]:
+def measure(
+    target: Target, threads: int, duration: float, mix: str = "mixed"
+) -> tuple[float, float, int]:
     """(requests/s, server CPU ms per request, failed requests) for one timed interval."""
     counts: list = [(0, 0)] * threads
     cpu_before = _support.tree_cpu_seconds(target.server.proc.pid)
     stop_at = time.monotonic() + duration
     started = time.monotonic()
     pool = [
-        threading.Thread(target=workload, args=(target, target.run_ids[i], stop_at, counts, i))
+        threading.Thread(target=workload, args=(target, target.run_ids[i], stop_at, counts, i, mix))
         for i in range(threads)
     ]
     for thread in pool:
@@ -171,6 +183,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target, not counted")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--workers", type=int, default=2, help="server workers (all servers)")
+    parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="mixed",
+        help="the request cycle: 'mixed' = log-metric, log-batch, get-run, search-runs; "
+        "'metric-get' = log-metric, get-run",
+    )
     parser.add_argument(
         "--data-dir",
         default=_support.memory_dir(),
@@ -209,16 +228,19 @@ def main(argv=None) -> int:
         print(
             f"throughput: {len(targets)} targets, {options.workers} workers each, "
             f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s, "
+            f"mix {options.mix} ({', '.join(MIXES[options.mix])}), "
             f"SQLite files in {options.data_dir or tempfile.gettempdir()}"
         )
         if options.warmup > 0:
             for target in targets:
-                measure(target, options.threads, options.warmup)
+                measure(target, options.threads, options.warmup, options.mix)
         errors = 0
         for round_no in range(options.rounds):
             order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
             for target in order:
-                rate, cpu_ms, failed = measure(target, options.threads, options.duration)
+                rate, cpu_ms, failed = measure(
+                    target, options.threads, options.duration, options.mix
+                )
                 target.rates.append(rate)
                 target.cpu_ms.append(cpu_ms)
                 errors += failed

@@ -22,11 +22,12 @@ def create_app():
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
     from mlflow_hokusai.keys.management import KeyManager
-    from mlflow_hokusai.routes import api, artifacts, errors, gate, keys_api, token_tags
+    from mlflow_hokusai.routes import access_log, api, artifacts, errors, gate, keys_api, token_tags
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
+    access_log.install()
     settings = load_settings()
     started = bootstrap.start(settings)
     _mlflow.targets.check()  # every MLflow-private name we use exists (or we say so)

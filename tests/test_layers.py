@@ -19,6 +19,7 @@ LAYERS = {
     "errors": 0,
     "config": 0,
     "_mlflow": 0,
+    "text": 0,
     "store": 1,
     "keys": 2,
     "tags": 2,
@@ -30,7 +31,7 @@ LAYERS = {
     "cli": 6,
     "app": 6,
 }
-NO_FLASK = {"config", "_mlflow", "store", "keys", "tags", "artifacts", "client"}
+NO_FLASK = {"config", "text", "_mlflow", "store", "keys", "tags", "artifacts", "client"}
 
 
 def _unit(module_path: Path) -> str:

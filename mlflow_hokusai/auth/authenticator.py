@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from mlflow_hokusai.auth.cache import MISS, LookupCache
@@ -61,6 +62,7 @@ class Identity:
     is_admin: bool
     key_id: str | None  # None when the caller logged in with an MLflow password
     scope: Scope  # password logins act with the user's full rights ("write")
+    expires_at: datetime | None = None  # the key's expiry (naive UTC); None: never / password
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,9 @@ class Authenticator:
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")
         self._maybe_touch(record.id)
-        return Identity(record.username, record.user_is_admin, record.id, record.scope)
+        return Identity(
+            record.username, record.user_is_admin, record.id, record.scope, record.expires_at
+        )
 
     def _password(self, username: str, password: str, fetch: _Fetch) -> Result | None:
         if self._check_password is None:

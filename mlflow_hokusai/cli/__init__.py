@@ -22,6 +22,7 @@ from mlflow_hokusai.config import ConfigError, load_settings
 from mlflow_hokusai.keys.management import MAX_EXPIRY_DAYS, parse_expiry, parse_name, parse_username
 from mlflow_hokusai.store.audit import EVENTS as AUDIT_EVENTS
 from mlflow_hokusai.store.keys import SCOPES
+from mlflow_hokusai.text import printable
 
 
 def _settings():
@@ -242,6 +243,8 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
 
 
 def _table(columns, rows):
+    """Aligned columns; cells escaped (``text.printable``) so stored data cannot forge rows."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:

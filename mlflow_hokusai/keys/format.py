@@ -12,6 +12,7 @@ digest cannot be reversed by guessing.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -91,3 +92,12 @@ def parse_key(value: str) -> ParsedKey:
 def digest(key: str) -> str:
     """SHA-256 hex digest: what the database stores and is searched by."""
     return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+# Anything shaped like one of our keys (checksum or not: a mistyped key is still a secret).
+_KEY_LIKE = re.compile(r"hk_(live|test)_[0-9A-Za-z]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with every key-shaped string replaced by ``hk_<env>_[REDACTED]``."""
+    return _KEY_LIKE.sub(r"hk_\1_[REDACTED]", text)

@@ -16,7 +16,7 @@ import getpass
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from mlflow_hokusai.errors import HokusaiError
@@ -31,6 +31,7 @@ from mlflow_hokusai.store.keys import (
     KeyStore,
     Scope,
 )
+from mlflow_hokusai.text import has_unsafe_chars
 
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_LENGTH = 255
@@ -43,7 +44,8 @@ def _bad(message: str) -> HokusaiError:
 
 
 def _has_control_chars(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    """Control, format (bidi, zero-width) and separator characters: see ``text.py``."""
+    return has_unsafe_chars(value)
 
 
 # -- storing keys -----------------------------------------------------------------------------
@@ -104,7 +106,9 @@ def parse_name(value) -> str:
     if len(value) > MAX_NAME_LENGTH:
         raise _bad(f"'name' must be at most {MAX_NAME_LENGTH} characters, not {len(value)}.")
     if _has_control_chars(value):
-        raise _bad("'name' must not contain control characters.")
+        raise _bad(
+            "'name' must not contain control, bidi or other invisible formatting characters."
+        )
     return value
 
 
@@ -116,8 +120,8 @@ def parse_username(value, field: str = "username") -> str:
         raise _bad(f"'{field}' must not be empty.")
     if len(value) > MAX_USERNAME_LENGTH or _has_control_chars(value):
         raise _bad(
-            f"'{field}' must be at most {MAX_USERNAME_LENGTH} characters without control "
-            "characters."
+            f"'{field}' must be at most {MAX_USERNAME_LENGTH} characters without control, "
+            "bidi or other invisible formatting characters."
         )
     return value
 
@@ -137,10 +141,15 @@ class Actor:
     is_admin: bool
     scope: Scope = "write"
     source: str | None = None  # peer address, or "local" for the CLI
+    # The expiry of the API key acting (None: a password login, the CLI, or a key that never
+    # expires). A key it creates may not outlive it.
+    key_expires_at: datetime | None = None
 
     @classmethod
     def from_identity(cls, identity, source: str | None) -> Actor:
-        return cls(identity.username, identity.is_admin, identity.scope, source)
+        return cls(
+            identity.username, identity.is_admin, identity.scope, source, identity.expires_at
+        )
 
     @classmethod
     def operator(cls) -> Actor:
@@ -231,6 +240,7 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
         if make_admin and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
+        self._within_creator_lifetime(actor, expires_in_days)
         if actor.is_admin:
             self._ensure_user(owner, make_admin)
         key, record = issue_key(
@@ -251,6 +261,27 @@ class KeyManager:
             detail=f"scope={scope} name={name!r}{expiry}",
         )
         return key, record
+
+    def _within_creator_lifetime(self, actor: Actor, expires_in_days: int | None) -> None:
+        """A key made with an expiring key expires no later than it (a leaked 1-day key must
+        not mint a key that never expires)."""
+        latest = actor.key_expires_at
+        if latest is None:
+            return
+        now = utcnow()
+        if expires_in_days is not None and now + timedelta(days=expires_in_days) <= latest:
+            return
+        days = (latest - now).days
+        allowed = (
+            f"pass 'expires_in_days' of at most {days}"
+            if days >= 1
+            else "it expires in less than a day, so it cannot create keys"
+        )
+        raise _bad(
+            f"The API key making this request expires at {latest.isoformat()}Z and a key it "
+            f"creates may not outlive it: {allowed} (or create the key with a password login "
+            "or the mlflow-hokusai CLI)."
+        )
 
     def list(self, actor: Actor, *, username=None, everyone: bool = False) -> list[KeyRecord]:
         if everyone:

@@ -17,6 +17,7 @@ tested without a server in ``tests/test_gate_unit.py``.
 
 from __future__ import annotations
 
+import base64
 import re
 from http import HTTPStatus
 
@@ -152,6 +153,7 @@ class AsgiGate(_Gate):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await _send_parts(send, *error)
+        scope = _basic_names(scope, result)
         token = set_identity(result)
         try:
             await self.app(scope, receive, _json_denials(send))
@@ -185,6 +187,23 @@ class AsgiGate(_Gate):
             return await anyio.to_thread.run_sync(self.authenticator.resolve, credential)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return parts_of(error)
+
+
+def basic_authorization(identity) -> str:
+    """The ``Authorization`` header MLflow sees after a Basic login: the authenticated user
+    name and no secret. MLflow's handlers read the Basic user name (e.g. to label a job), and
+    it must be the authenticated one, not what the client typed beside a key."""
+    user = base64.b64encode(f"{identity.username}:".encode()).decode("ascii")
+    return f"Basic {user}"
+
+
+def _basic_names(scope, identity):
+    headers = scope.get("headers") or []
+    if not any(k.lower() == b"authorization" and v[:6].lower() == b"basic " for k, v in headers):
+        return scope
+    value = basic_authorization(identity).encode("latin-1")
+    rewritten = [(k, value if k.lower() == b"authorization" else v) for k, v in headers]
+    return dict(scope, headers=rewritten)
 
 
 async def _send_parts(send, status, headers_out, body):
@@ -240,6 +259,8 @@ class WsgiGate(_Gate):
         if error is not None:
             return _wsgi_send(start_response, error)
         environ[ENVIRON_KEY] = result
+        if environ.get("HTTP_AUTHORIZATION", "")[:6].lower() == "basic ":
+            environ["HTTP_AUTHORIZATION"] = basic_authorization(result)
         return _wsgi_json_denials(self.app, environ, start_response)
 
 

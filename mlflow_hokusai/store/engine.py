@@ -33,6 +33,7 @@ def get_engine(database_uri: str) -> Engine:
     """One engine per URI per process."""
     engine = _ENGINES.get(database_uri)
     if engine is None:
+        _create_private(sqlite_path(database_uri))
         url = make_url(database_uri)
         kwargs: dict = {"pool_pre_ping": True}
         if url.get_backend_name() == "sqlite":
@@ -44,6 +45,18 @@ def get_engine(database_uri: str) -> Engine:
             sa.event.listen(engine, "connect", _sqlite_on_connect)
         _ENGINES[database_uri] = engine
     return engine
+
+
+def _create_private(path: str | None) -> None:
+    """Create a SQLite file readable by its owner only (0600) before SQLite creates it with
+    the umask's mode: it holds key digests, password hashes and the Flask secret key. SQLite
+    gives its -wal and -shm files the database file's mode. An existing file is left as is."""
+    if path is None or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError):  # another worker made it; no directory
+        pass  # (SQLite then reports its own error)
 
 
 def _sqlite_on_connect(dbapi_conn, _record):

@@ -1,0 +1,40 @@
+"""Keys never reach the server's logs: a key sent by mistake in a URL (``?api_key=hk_live_…``)
+is refused by the gate, and the access log line that records the request shows it redacted.
+
+A ``logging.Filter`` on the access loggers of uvicorn and gunicorn rewrites the record's
+arguments (the request line) before any handler formats them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mlflow_hokusai.keys.format import redact
+
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "waitress")
+
+
+def _redacted(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_redacted(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
+class RedactKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if record.args:
+            record.args = _redacted(record.args)
+        return True
+
+
+def install() -> None:
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in logger.filters):
+            logger.addFilter(RedactKeys())

@@ -1,0 +1,128 @@
+"""Regression tests for what an adversarial review of main found (the "Hardening" issue), each
+reproducing the attack against a real server: forged operator output, deep JSON, database
+file modes, keys in logged URLs, keys outliving the key that made them, and the Basic user
+name MLflow's handlers read."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+
+import pytest
+import requests
+
+from tests.helpers import api_key_for
+from tests.security.raw import send
+
+KEYS = "/api/2.0/mlflow/hokusai/api-keys"
+
+
+def _basic(user: str, secret: str) -> dict:
+    token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _admin_password(server) -> str:
+    return (server.workdir / "hokusai_admin_password").read_text().strip()
+
+
+# -- 7. operator output cannot be forged ---------------------------------------------------
+@pytest.mark.parametrize("name", ["evil\u202etxt.exe", "csi\x9b31m", "esc\x1b[2J", "nl\nrow"])
+def test_key_names_with_control_or_bidi_characters_are_refused(server, name):
+    response = server.post(f"{KEYS}/create", server.admin_key, json={"name": name})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE" and "'name'" in body["message"]
+
+
+def test_a_refused_path_cannot_forge_audit_rows(server):
+    reader = api_key_for(server, "forger")
+    reader = server.post(f"{KEYS}/create", reader, json={"scope": "read"}).json()["key"]
+    forged = "%0a2026-01-01T00:00:00+00:00  revoked  admin  \x1b[31mFAKE"
+    target = f"/api/2.0/mlflow/runs/create{forged.replace(' ', '%20').replace(chr(27), '%1b')}"
+    reply = send(server.url, "POST", target, [("Authorization", f"Bearer {reader}")], b"{}")
+    assert reply.status == 403, reply.text
+    deadline = time.monotonic() + 20
+    while True:  # refusals are written off the request's path
+        rows = json.loads(
+            server.cli(
+                "audit",
+                "list",
+                "--user",
+                "forger",
+                "--format",
+                "json",
+                "--database-uri",
+                server.database_uri,
+            ).stdout
+        )
+        denied = [r for r in rows if r["event"] == "denied-use"]
+        if denied or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert denied and "\n2026-01-01" in denied[0]["detail"] and "\x1b[31m" in denied[0]["detail"]
+    table = server.cli(
+        "audit", "list", "--user", "forger", "--database-uri", server.database_uri
+    ).stdout
+    assert "\x1b" not in table
+    lines = table.rstrip("\n").split("\n")
+    assert len(lines) == 1 + len(rows), table  # a header and one line per event
+    assert "\\x0a2026-01-01" in table and "\\x1b[31mFAKE" in table
+
+
+# -- 8. malformed JSON is a 400, never a 500 -----------------------------------------------
+@pytest.mark.parametrize("endpoint", ["create", "revoke", "rotate"])
+def test_deeply_nested_json_is_a_400(server, endpoint):
+    for body in ("[" * 2000, '{"a":' * 2000):
+        response = server.post(f"{KEYS}/{endpoint}", server.admin_key, data=body)
+        assert response.status_code == 400, response.text[:300]
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+# -- 9. our database file is private -------------------------------------------------------
+def test_the_key_database_is_created_owner_only(server):
+    path = server.database_uri.removeprefix("sqlite:///")
+    for name in (path, path + "-wal"):
+        if os.path.exists(name):
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
+
+
+# -- 10. a key in the query string never reaches the log -----------------------------------
+def test_a_key_sent_in_the_url_is_redacted_from_the_access_log(server):
+    key = api_key_for(server, "url-leaker")
+    for path in (
+        f"/api/2.0/mlflow/experiments/search?api_key={key}",
+        f"/api/mlflow/api/2.0/mlflow/hokusai/whoami?token={key}",
+    ):
+        assert requests.get(server.url + path, timeout=30).status_code == 401
+    time.sleep(0.5)
+    log = server.log_text()
+    assert key not in log and key[12:] not in log
+    assert "api_key=hk_live_[REDACTED]" in log
+
+
+# -- 11. a key made with a key does not outlive it ----------------------------------------
+def test_a_key_cannot_mint_a_longer_lived_key(server):
+    api_key_for(server, "short-lived")
+    made = server.post(
+        f"{KEYS}/create", server.admin_key, json={"username": "short-lived", "expires_in_days": 3}
+    )
+    short = made.json()["key"]
+    for body in ({}, {"expires_in_days": 4}, {"expires_in_days": 30}):
+        refused = server.post(f"{KEYS}/create", short, json=body)
+        assert refused.status_code == 400, refused.text
+        assert "may not outlive it" in refused.json()["message"]
+    assert server.post(f"{KEYS}/create", short, json={"expires_in_days": 2}).status_code == 200
+    # An admin's password login is not bound by a key's lifetime.
+    by_password = requests.post(
+        server.url + f"{KEYS}/create",
+        json={"name": "forever"},
+        headers=_basic("admin", _admin_password(server)),
+        timeout=30,
+    )
+    assert by_password.status_code == 200, by_password.text
+    assert by_password.json()["api_key"]["expires_at"] is None

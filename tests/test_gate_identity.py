@@ -1,0 +1,152 @@
+"""In-process: the gate authenticates once and hands the identity on, and what the app behind
+it sees of the credential is the authenticated user's name (both gates, ASGI and WSGI).
+
+The app behind the gate is a tiny echo app, the key database a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+
+from mlflow_hokusai import _mlflow
+from mlflow_hokusai.auth.authenticator import Authenticator
+from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.auth.context import gate_identity
+from mlflow_hokusai.auth.scopes import ReadScope
+from mlflow_hokusai.config import Settings
+from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.management import issue_key
+from mlflow_hokusai.routes.gate import AsgiGate, WsgiGate
+from mlflow_hokusai.routes.services import Services
+from mlflow_hokusai.store.audit import AuditStore
+from mlflow_hokusai.store.engine import get_engine, upgrade
+from mlflow_hokusai.store.keys import KeyStore
+from mlflow_hokusai.store.models import mlflow_users
+
+
+class CountingStore(KeyStore):
+    lookups = 0
+
+    def lookup(self, digest):
+        CountingStore.lookups += 1
+        return super().lookup(digest)
+
+
+@pytest.fixture
+def services(tmp_path):
+    engine = get_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    upgrade(engine)
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=1, username="alice", is_admin=0))
+    store = CountingStore(engine)
+    CountingStore.lookups = 0
+    cache = LookupCache(ttl=60)
+    return Services(
+        settings=Settings(url_prefix="/api/mlflow"),
+        key_store=store,
+        cache=cache,
+        authenticator=Authenticator(store, cache),
+        audit=AuditLog(AuditStore(engine)),
+        keys=None,
+        native_routes=_mlflow.NativeRoutes(),
+        read_scope=ReadScope(),
+        static_prefix="",
+    )
+
+
+def _basic(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def _asgi_call(gate, path: str, authorization: str):
+    seen = {}
+
+    async def app(scope, receive, send):
+        headers = dict(scope["headers"])
+        seen["authorization"] = headers.get(b"authorization", b"").decode()
+        seen["identity"] = gate_identity({})
+        seen["path"] = scope["path"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    gate.app = app
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"authorization", authorization.encode())],
+        "client": ("127.0.0.2", 5000),
+    }
+    asyncio.run(gate(scope, receive, send))
+    return sent[0]["status"], seen if seen else json.loads(sent[1]["body"])
+
+
+def _wsgi_call(gate, path: str, authorization: str):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["authorization"] = environ.get("HTTP_AUTHORIZATION", "")
+        seen["identity"] = gate_identity(environ)
+        seen["path"] = environ["PATH_INFO"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    gate.app = app
+    statuses = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "HTTP_AUTHORIZATION": authorization,
+        "REMOTE_ADDR": "127.0.0.2",
+        "QUERY_STRING": "",
+    }
+    body = b"".join(gate(environ, lambda status, headers, exc=None: statuses.append(status)))
+    return int(statuses[0].split()[0]), seen if body == b"ok" else json.loads(body)
+
+
+@pytest.mark.parametrize("gate_class, call", [(AsgiGate, _asgi_call), (WsgiGate, _wsgi_call)])
+def test_the_basic_user_name_downstream_is_the_authenticated_one(services, gate_class, call):
+    key, _ = issue_key(services.key_store, "alice")
+    gate = gate_class(None, services)
+    status, seen = call(gate, "/api/mlflow/api/2.0/mlflow/runs/get", _basic("admin", key))
+    assert status == 200
+    assert seen["path"] == "/api/2.0/mlflow/runs/get"  # the prefix mapped first
+    assert seen["identity"].username == "alice"
+    assert seen["authorization"] == _basic("alice", "")  # not "admin", and no key
+    assert key not in seen["authorization"]
+
+
+@pytest.mark.parametrize("gate_class, call", [(AsgiGate, _asgi_call), (WsgiGate, _wsgi_call)])
+def test_a_bearer_header_is_passed_on_unchanged(services, gate_class, call):
+    key, _ = issue_key(services.key_store, "alice")
+    status, seen = call(gate_class(None, services), "/api/2.0/mlflow/runs/get", f"Bearer {key}")
+    assert status == 200 and seen["authorization"] == f"Bearer {key}"
+
+
+def test_the_asgi_gate_looks_a_key_up_once_then_answers_from_the_cache(services):
+    key, _ = issue_key(services.key_store, "alice")
+    gate = AsgiGate(None, services)
+    for _ in range(3):
+        status, seen = _asgi_call(gate, "/api/2.0/mlflow/runs/get", f"Bearer {key}")
+        assert status == 200 and seen["identity"].username == "alice"
+    assert CountingStore.lookups == 1
+
+
+@pytest.mark.parametrize("gate_class, call", [(AsgiGate, _asgi_call), (WsgiGate, _wsgi_call)])
+def test_a_refused_key_never_reaches_the_app(services, gate_class, call):
+    status, seen = call(gate_class(None, services), "/api/2.0/mlflow/runs/get", "Bearer hk_x")
+    assert status == 401 and seen["error_code"] == "UNAUTHENTICATED"
