@@ -30,6 +30,7 @@ Entity = Literal["registered_model", "model_version"]
 REGISTERED_MODEL: Entity = "registered_model"
 MODEL_VERSION: Entity = "model_version"
 _PAGE = 1000
+IS_PROMPT_TAG = "mlflow.prompt.is_prompt"  # MLflow's prompt marker (a public tag name)
 
 
 class TokenTagGuard:
@@ -90,22 +91,25 @@ class TokenTagGuard:
         return claim_id
 
     def holder_of(self, token_id: str, model_name: str) -> str | None:
-        """The name of another registered model whose own tags or whose versions' tags carry
-        ``token_id`` (compared case-insensitively), or None."""
+        """The name of another registered model -- prompt or not -- whose own tags or whose
+        versions' tags carry ``token_id`` (compared case-insensitively), or None."""
         store = self.registry_store()
         # Validated ids hold only letters, digits and '-': safe to quote, and no LIKE
         # wildcards, so ILIKE is a case-insensitive equality here.
         where = f"tags.`{TOKEN_ID_TAG}` ILIKE '{token_id}'"
+        # MLflow's searches leave prompts out unless the filter asks for them: ask both ways.
+        filters = (where, f"{where} AND tags.`{IS_PROMPT_TAG}` = 'true'")
         for search in (store.search_model_versions, store.search_registered_models):
-            token = None
-            while True:
-                page = search(filter_string=where, max_results=_PAGE, page_token=token)
-                for item in page:
-                    if item.name != model_name:
-                        return item.name
-                token = page.token
-                if not token:
-                    break
+            for filter_string in filters:
+                token = None
+                while True:
+                    page = search(filter_string=filter_string, max_results=_PAGE, page_token=token)
+                    for item in page:
+                        if item.name != model_name:
+                            return item.name
+                    token = page.token
+                    if not token:
+                        break
         return None
 
     def _existing_tags(self, entity: Entity, model_name: str, version: str | None) -> dict:

@@ -126,3 +126,67 @@ def test_a_key_cannot_mint_a_longer_lived_key(server):
     )
     assert by_password.status_code == 200, by_password.text
     assert by_password.json()["api_key"]["expires_at"] is None
+
+
+# -- 1. token-id uniqueness includes prompts -----------------------------------------------
+PROMPT = {"key": "mlflow.prompt.is_prompt", "value": "true"}
+MODELS = "/api/2.0/mlflow/registered-models"
+
+
+def _create_model(server, key, name, tags):
+    return server.post(f"{MODELS}/create", key, json={"name": name, "tags": tags})
+
+
+def test_a_token_id_on_a_prompt_is_taken(server):
+    alice, bob = api_key_for(server, "prompt-alice"), api_key_for(server, "prompt-bob")
+    token = f"prompt-token-{time.time_ns()}"
+    held = _create_model(
+        server,
+        alice,
+        f"alice-prompt-{token}",
+        [PROMPT, {"key": "hokusai_token_id", "value": token}],
+    )
+    assert held.status_code == 200, held.text
+    clash = _create_model(
+        server, bob, f"bob-model-{token}", [{"key": "hokusai_token_id", "value": token.upper()}]
+    )
+    assert clash.status_code == 409, clash.text
+    assert clash.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    # ... and the other way round: a prompt cannot take a model's token id.
+    other = f"model-token-{time.time_ns()}"
+    assert (
+        _create_model(
+            server, alice, f"alice-model-{other}", [{"key": "hokusai_token_id", "value": other}]
+        ).status_code
+        == 200
+    )
+    prompt = _create_model(
+        server, bob, f"bob-prompt-{other}", [PROMPT, {"key": "hokusai_token_id", "value": other}]
+    )
+    assert prompt.status_code == 409, prompt.text
+    # A token id on a prompt follows the same rules.
+    bad = _create_model(
+        server,
+        bob,
+        f"bob-prompt-bad-{other}",
+        [PROMPT, {"key": "hokusai_token_id", "value": "-bad-"}],
+    )
+    assert bad.status_code == 400, bad.text
+
+
+def test_flagging_a_holder_as_a_prompt_keeps_its_token(server):
+    alice, bob = api_key_for(server, "flag-alice"), api_key_for(server, "flag-bob")
+    token = f"flagged-{time.time_ns()}"
+    name = f"alice-flagged-{token}"
+    assert (
+        _create_model(
+            server, alice, name, [{"key": "hokusai_token_id", "value": token}]
+        ).status_code
+        == 200
+    )
+    flagged = server.post(f"{MODELS}/set-tag", alice, json={"name": name, **PROMPT})
+    assert flagged.status_code == 200, flagged.text
+    clash = _create_model(
+        server, bob, f"bob-{token}", [{"key": "hokusai_token_id", "value": token}]
+    )
+    assert clash.status_code == 409, clash.text
