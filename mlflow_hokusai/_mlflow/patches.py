@@ -67,6 +67,22 @@ def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
         validators[rule] = validator
 
 
+def after_user_write(method: str, callback) -> None:
+    """Call ``callback(username)`` after MLflow's auth store method ``method``
+    (``create_user`` or ``delete_user``) succeeded, in this worker (MLflow's REST
+    ``users/create`` and ``users/delete`` go through them)."""
+    store = _find(targets.AUTH, "store")
+    _find(targets.AUTH_STORE, f"SqlAlchemyStore.{method}")
+    original = getattr(store, method)
+
+    def then_callback(username, *args, **kwargs):
+        result = original(username, *args, **kwargs)
+        callback(username)
+        return result
+
+    setattr(store, method, then_callback)
+
+
 def use_artifact_repository(scheme: str, repository_class) -> None:
     """Serve ``scheme`` URIs (e.g. ``--artifacts-destination s3://…``) with
     ``repository_class`` in this process."""

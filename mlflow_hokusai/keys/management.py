@@ -208,11 +208,12 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", f"API key {key_id!r} belongs to another user.")
         return record
 
-    def _ensure_user(self, username: str, make_admin: bool) -> None:
+    def _ensure_user(self, actor: Actor, username: str, make_admin: bool) -> None:
         if not self.users.has_user(username):
             try:
                 self.users.create_user(username, secrets.token_urlsafe(32), is_admin=make_admin)
                 self._note(f"Created user {username!r}{' (admin)' if make_admin else ''}.")
+                self.revoke_user_keys(actor, username, "re-created")
                 return
             except Exception:
                 if not self.users.has_user(username):  # not just a concurrent creation
@@ -242,7 +243,7 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
         self._within_creator_lifetime(actor, expires_in_days)
         if actor.is_admin:
-            self._ensure_user(owner, make_admin)
+            self._ensure_user(actor, owner, make_admin)
         key, record = issue_key(
             self.store,
             owner,
@@ -309,6 +310,24 @@ class KeyManager:
             detail=f"name={record.name!r}",
         )
         return record
+
+    def revoke_user_keys(self, actor: Actor, username: str, why: str) -> list[KeyRecord]:
+        """The user ``username`` was deleted, or a new user took the name: revoke every key
+        under that name (audited), so that ``keys list`` tells the truth and a new user of an
+        old name never inherits the old user's keys. A new user has no keys yet."""
+        revoked = self.store.revoke_all(username)
+        if revoked:
+            self._on_change()
+        for record in revoked:
+            self.audit.record(
+                "revoked",
+                actor=actor.name,
+                key_id=record.id,
+                username=username,
+                source=actor.source,
+                detail=f"owner deleted name={record.name!r}",
+            )
+        return revoked
 
     def rotate(self, actor: Actor, key_id) -> tuple[str, KeyRecord, KeyRecord]:
         """Revoke ``key_id`` and issue its replacement: (new key, new record, old record)."""

@@ -7,8 +7,9 @@ handler (``routes/errors.py``). The plaintext key appears only in create and rot
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
+from flask import Flask, has_request_context, jsonify, request
 
+from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys.management import Actor
@@ -79,4 +80,19 @@ ROUTES = [
 
 
 def install(app: Flask, services: Services) -> None:
+    """The key routes, and: a user deleted through MLflow's API loses their keys, and a user
+    created under a name that had keys does not get them."""
     register(app, services, ROUTES)
+
+    def actor() -> Actor:
+        identity = current_identity() if has_request_context() else None
+        if identity is None:
+            return Actor("mlflow", True)
+        return Actor.from_identity(identity, request.remote_addr)
+
+    _mlflow.patches.after_user_write(
+        "delete_user", lambda name: services.keys.revoke_user_keys(actor(), name, "deleted")
+    )
+    _mlflow.patches.after_user_write(
+        "create_user", lambda name: services.keys.revoke_user_keys(actor(), name, "re-created")
+    )

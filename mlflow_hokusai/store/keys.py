@@ -100,7 +100,7 @@ class KeyStore:
     def _select(self):
         return sa.select(
             *_COLUMNS, mlflow_users.c.id.label("user_id"), mlflow_users.c.is_admin
-        ).outerjoin(mlflow_users, mlflow_users.c.username == ApiKey.username)
+        ).outerjoin(mlflow_users, mlflow_users.c.id == ApiKey.user_id)
 
     def lookup(self, digest: str) -> KeyRecord | None:
         """The key with this digest, with its owner's admin flag: one indexed query."""
@@ -134,8 +134,12 @@ class KeyStore:
         conn=None,
     ) -> KeyRecord:
         """Store a key by its digest; return its record."""
+        owner_id = (
+            sa.select(mlflow_users.c.id).where(mlflow_users.c.username == username)
+        ).scalar_subquery()
         values = {
             "id": secrets.token_hex(8),
+            "user_id": owner_id,
             "digest": digest,
             "display_prefix": display_prefix,
             "username": username,
@@ -193,6 +197,26 @@ class KeyStore:
                 expires_at=utcnow() + lifetime if lifetime else None,
                 conn=conn,
             )
+
+    def revoke_all(self, username: str) -> list[KeyRecord]:
+        """Revoke every unrevoked key of ``username``; return the keys this call revoked."""
+        with self.engine.begin() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(ApiKey.id).where(
+                        ApiKey.username == username, ApiKey.revoked_at.is_(None)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                conn.execute(
+                    sa.update(ApiKey)
+                    .where(ApiKey.id.in_(ids), ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+        return [self.get(key_id) for key_id in ids]
 
     def touch(self, key_id: str, when: datetime) -> None:
         with self.engine.begin() as conn:

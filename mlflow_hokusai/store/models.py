@@ -25,6 +25,9 @@ class ApiKey(Base):
     digest: Mapped[str] = mapped_column(String(64), nullable=False, unique=True, index=True)
     display_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     username: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    # MLflow's users.id of the owner when the key was made (migration 0004): a user deleted
+    # and created again under the same name is another user, and does not get these keys.
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     scope: Mapped[str] = mapped_column(String(16), nullable=False, default="write")
     # Naive UTC everywhere: SQLite keeps no time zone, so we never store one.

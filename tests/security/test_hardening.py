@@ -190,3 +190,68 @@ def test_flagging_a_holder_as_a_prompt_keeps_its_token(server):
         server, bob, f"bob-{token}", [{"key": "hokusai_token_id", "value": token}]
     )
     assert clash.status_code == 409, clash.text
+
+
+# -- 3. a deleted user's keys do not come back ---------------------------------------------
+def test_a_deleted_users_keys_are_revoked_and_stay_dead(server):
+    carol = api_key_for(server, "carol-deleted")
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    assert server.get("/api/2.0/mlflow/hokusai/whoami", carol).status_code == 200
+    deleted = requests.delete(
+        server.url + "/api/2.0/mlflow/users/delete",
+        headers=admin,
+        json={"username": "carol-deleted"},
+        timeout=30,
+    )
+    assert deleted.status_code == 200, deleted.text
+    assert server.get("/api/2.0/mlflow/hokusai/whoami", carol).status_code == 401
+    listed = server.get(f"{KEYS}/list?username=carol-deleted", server.admin_key).json()
+    assert listed["api_keys"] and {k["status"] for k in listed["api_keys"]} == {"revoked"}
+    events = json.loads(
+        server.cli(
+            "audit",
+            "list",
+            "--user",
+            "carol-deleted",
+            "--event",
+            "revoked",
+            "--format",
+            "json",
+            "--database-uri",
+            server.database_uri,
+        ).stdout
+    )
+    assert any("owner deleted" in e["detail"] for e in events), events
+    created = server.post(
+        "/api/2.0/mlflow/users/create",
+        server.admin_key,
+        json={"username": "carol-deleted", "password": "a-new-password-1"},
+    )
+    assert created.status_code == 200, created.text
+    time.sleep(1.1)  # past every worker's cache
+    for _ in range(4):  # both workers
+        assert server.get("/api/2.0/mlflow/hokusai/whoami", carol).status_code == 401
+
+
+def test_keys_are_bound_to_the_user_not_the_name(server, tmp_path):
+    """Even a key that escaped revocation (the user row removed behind the server's back) is
+    not inherited by a new user of the same name: keys name their owner by MLflow's user id,
+    and creating a user revokes any key left under that name (SQLite may reuse the id)."""
+    import sqlalchemy as sa
+
+    from mlflow_hokusai.store.engine import get_engine
+
+    dave = api_key_for(server, "dave-renamed")
+    engine = get_engine(server.database_uri)
+    with engine.begin() as conn:  # what deleting the row directly in the database does
+        conn.execute(sa.text("DELETE FROM users WHERE username = 'dave-renamed'"))
+    created = server.post(
+        "/api/2.0/mlflow/users/create",
+        server.admin_key,
+        json={"username": "dave-renamed", "password": "another-password-1"},
+    )
+    assert created.status_code == 200, created.text
+    time.sleep(1.1)
+    for _ in range(4):
+        reply = server.get("/api/2.0/mlflow/hokusai/whoami", dave)
+        assert reply.status_code == 401, reply.text

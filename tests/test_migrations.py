@@ -1,0 +1,44 @@
+"""A key database made by the previous release (migration 0003) upgrades cleanly: keys are
+bound to their owner's user id, and keys whose owner is gone are revoked and audited."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import command
+
+from mlflow_hokusai.store.engine import _alembic_config, get_engine, upgrade
+from mlflow_hokusai.store.models import mlflow_users
+
+
+def test_upgrade_from_0003_binds_keys_to_user_ids(tmp_path):
+    engine = get_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+    mlflow_users.metadata.create_all(engine)
+    row = {
+        "display_prefix": "hk_live_abcd",
+        "name": "",
+        "scope": "write",
+        "created_at": "2026-11-30 00:00:00",
+    }
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=7, username="erin", is_admin=0))
+        for key_id, username in (("k-erin", "erin"), ("k-gone", "gone")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, name, "
+                    "scope, created_at) VALUES (:id, :digest, :display_prefix, :username, "
+                    ":name, :scope, :created_at)"
+                ),
+                {**row, "id": key_id, "digest": key_id * 4, "username": username},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        keys = {r.id: r for r in conn.execute(sa.text("SELECT * FROM hokusai_api_keys"))}
+        events = conn.execute(sa.text("SELECT * FROM hokusai_audit_events")).all()
+    assert keys["k-erin"].user_id == 7 and keys["k-erin"].revoked_at is None
+    assert keys["k-gone"].user_id is None and keys["k-gone"].revoked_at is not None
+    assert [(e.event, e.key_id, e.actor) for e in events] == [
+        ("revoked", "k-gone", "migration 0004")
+    ]
+    upgrade(engine)  # idempotent
