@@ -72,6 +72,21 @@ def password_checker(store):
     return check
 
 
+def can_read_registered_model(name: str) -> bool | None:
+    """Whether the current request's user may read registered model (or prompt) ``name``,
+    by MLflow's own rules (grants, roles, the default permission); None when this MLflow
+    cannot say (before 3.17). Call inside a request that MLflow's engine has authenticated."""
+    from mlflow.server import auth
+
+    permission_of = getattr(auth, "_get_registered_model_or_prompt_permission", None)
+    if permission_of is None:
+        return None
+    try:
+        return bool(permission_of(name).can_read)
+    except Exception:  # gone meanwhile, or not resolvable: do not reveal it
+        return False
+
+
 def rpc_routes() -> list[tuple[str, str, str]]:
     """(Flask rule, method, RPC name) for every protobuf-described MLflow endpoint, e.g.
     ('/api/2.0/mlflow/runs/search', 'POST', 'mlflow.SearchRuns'). RPC names come from MLflow's

@@ -75,6 +75,13 @@ TARGETS: tuple[Target, ...] = (
     Target("mlflow.store.artifact.artifact_repo", "StreamUploadMixin", "streaming S3 uploads"),
     Target("mlflow.utils.rest_utils", "http_request", "the CLI's online mode"),
     Target("mlflow.utils.rest_utils", "verify_rest_response", "the CLI's online mode"),
+    Target(
+        AUTH,
+        "_get_registered_model_or_prompt_permission",
+        "name a token id's holder only to callers who may read it (else: admins only)",
+        required=False,
+        since="3.17",
+    ),
     # patches
     Target(AUTH, "BEFORE_REQUEST_VALIDATORS", "authorize our own routes"),
     Target(AUTH, "_UNPROTECTED_PATH_PREFIXES", "make server-info public before MLflow 3.16"),

@@ -18,6 +18,7 @@ from typing import Literal, NamedTuple
 from flask import Flask, g, request
 
 from mlflow_hokusai import _mlflow
+from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.config import ConfigError
 from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.token_claims import TokenClaims
@@ -85,6 +86,15 @@ def _pairs(body: dict, carried: Carried) -> list[tuple[object, object]]:
     return pairs
 
 
+def _may_read(model_name: str) -> bool:
+    """May the caller see that ``model_name`` exists? Admins may; others when MLflow says
+    they can read it (on MLflow before 3.17, which cannot say: admins only)."""
+    identity = current_identity()
+    if identity is not None and identity.is_admin:
+        return True
+    return bool(_mlflow.can_read_registered_model(model_name))
+
+
 def install(app: Flask, services: Services) -> TokenTagGuard:
     """Register the hook on MLflow's Flask app. Call after MLflow's auth engine is set up:
     its own ``before_request`` must run first. A ``HokusaiError`` from the guard (400, 409)
@@ -107,7 +117,9 @@ def install(app: Flask, services: Services) -> TokenTagGuard:
         if row.entity == MODEL_VERSION and not row.creating and not isinstance(version, str):
             return None
         pairs = _pairs(body, row.carried)
-        g.hokusai_token_claims = guard.check(row.entity, body["name"], version, pairs, row.creating)
+        g.hokusai_token_claims = guard.check(
+            row.entity, body["name"], version, pairs, row.creating, may_read=_may_read
+        )
         return None
 
     def release_claims(_exc):

@@ -46,10 +46,12 @@ class TokenTagGuard:
         version: str | None,
         pairs: Iterable[tuple[object, object]],
         creating: bool,
+        may_read: Callable[[str], bool] = lambda name: False,
     ) -> list[str]:
         """Check the (key, value) pairs about to be written to a registered model or model
-        version. Raises HokusaiError (400 or 409). Returns the ids of the claims the caller
-        must release once the write is done (committed or failed)."""
+        version. Raises HokusaiError (400 or 409; the 409 names the model holding the token
+        id only when ``may_read(name)``). Returns the ids of the claims the caller must
+        release once the write is done (committed or failed)."""
         written: dict[str, object] = {}
         for key, value in pairs:
             if key not in TOKEN_TAGS:
@@ -69,17 +71,18 @@ class TokenTagGuard:
         token_id = checked.get(TOKEN_ID_TAG)
         if token_id is None:
             return []
-        return [self._claim(token_id, model_name)]
+        return [self._claim(token_id, model_name, may_read)]
 
     def release(self, claim_ids: Iterable[str]) -> None:
         for claim_id in claim_ids:
             self.claims.release(claim_id)
 
-    def _claim(self, token_id: str, model_name: str) -> str:
+    def _claim(self, token_id: str, model_name: str, may_read: Callable[[str], bool]) -> str:
         try:
             claim_id = self.claims.acquire(token_id, model_name)
         except ClaimedElsewhere as busy:
-            raise _taken(token_id, busy.model_name, in_flight=True) from None
+            shown = busy.model_name if may_read(busy.model_name) else None
+            raise _taken(token_id, shown, in_flight=True) from None
         try:
             holder = self.holder_of(token_id, model_name)
         except BaseException:
@@ -87,7 +90,7 @@ class TokenTagGuard:
             raise
         if holder is not None:
             self.claims.release(claim_id)
-            raise _taken(token_id, holder)
+            raise _taken(token_id, holder if may_read(holder) else None)
         return claim_id
 
     def holder_of(self, token_id: str, model_name: str) -> str | None:
@@ -126,10 +129,12 @@ def _invalid(error: TagRuleError) -> HokusaiError:
     return HokusaiError("INVALID_PARAMETER_VALUE", str(error) + ".")
 
 
-def _taken(token_id: str, holder: str, in_flight: bool = False) -> HokusaiError:
+def _taken(token_id: str, holder: str | None, in_flight: bool = False) -> HokusaiError:
+    """``holder``: the model to name, or None when the caller may not read it."""
     how = "is being assigned to" if in_flight else "already belongs to"
+    whom = f"registered model {holder!r}" if holder else "another registered model"
     return HokusaiError(
         "RESOURCE_ALREADY_EXISTS",
-        f"Invalid tag {TOKEN_ID_TAG}={token_id!r}: the token id {how} registered model "
-        f"{holder!r}; a token id belongs to at most one registered model.",
+        f"Invalid tag {TOKEN_ID_TAG}={token_id!r}: the token id {how} {whom}; a token id "
+        "belongs to at most one registered model.",
     )

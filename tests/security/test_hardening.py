@@ -255,3 +255,57 @@ def test_keys_are_bound_to_the_user_not_the_name(server, tmp_path):
     for _ in range(4):
         reply = server.get("/api/2.0/mlflow/hokusai/whoami", dave)
         assert reply.status_code == 401, reply.text
+
+
+# -- 4. a 409 does not reveal a model the caller cannot read -------------------------------
+@pytest.fixture(scope="module")
+def private_server(tmp_path_factory):
+    from tests.server import Server
+
+    directory = tmp_path_factory.mktemp("no-permissions")
+    config = directory / "hokusai.ini"
+    config.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n")
+    srv = Server(str(directory), workers=1, env={"HOKUSAI_CONFIG": str(config)})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_the_holder_is_named_only_to_callers_who_may_read_it(private_server):
+    import mlflow
+    from packaging.version import Version
+
+    server = private_server
+    alice, bob = api_key_for(server, "secret-alice"), api_key_for(server, "secret-bob")
+    token = f"secret-{time.time_ns()}"
+    hidden = f"alice-secret-model-{token}"
+    assert (
+        _create_model(
+            server, alice, hidden, [{"key": "hokusai_token_id", "value": token}]
+        ).status_code
+        == 200
+    )
+    clash = _create_model(
+        server, bob, f"bob-{token}", [{"key": "hokusai_token_id", "value": token}]
+    )
+    assert clash.status_code == 409, clash.text
+    assert hidden not in clash.text and "another registered model" in clash.text
+    by_admin = _create_model(
+        server, server.admin_key, f"admin-{token}", [{"key": "hokusai_token_id", "value": token}]
+    )
+    assert by_admin.status_code == 409 and hidden in by_admin.text
+    if Version(mlflow.__version__) >= Version("3.17"):  # older MLflow cannot say: admins only
+        grant = {
+            "username": "secret-bob",
+            "resource_type": "registered_model",
+            "resource_id": hidden,
+            "permission": "READ",
+        }
+        granted = server.post(
+            "/api/3.0/mlflow/users/permissions/grant", server.admin_key, json=grant
+        )
+        assert granted.status_code == 200, granted.text
+        again = _create_model(
+            server, bob, f"bob2-{token}", [{"key": "hokusai_token_id", "value": token}]
+        )
+        assert again.status_code == 409 and hidden in again.text, again.text
