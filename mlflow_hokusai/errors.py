@@ -25,6 +25,20 @@ _STATUS = {
 }
 
 
+# Our 503 messages. A 503 with any other body (MLflow's, a driver's) is replaced at the gate:
+# every 503 a client sees is our JSON with Retry-After and never a driver's text.
+AUTH_DATABASE_DOWN = (
+    "The authentication database is unreachable; no request can be authenticated right now. "
+    "Retry later."
+)
+DATABASE_DOWN = "The database is unreachable; retry later."
+ARTIFACT_STORE_DOWN = (
+    "The artifact store is unreachable; retry later (tracking calls are not affected)."
+)
+STORE_DOWN = "A store the server needs is unreachable; retry later."
+OUTAGE_MESSAGES = frozenset({AUTH_DATABASE_DOWN, DATABASE_DOWN, ARTIFACT_STORE_DOWN, STORE_DOWN})
+
+
 class HokusaiError(Exception):
     """An error with an MLflow error code, raised by services and turned into JSON by routes."""
 
@@ -57,6 +71,19 @@ def error_parts(error_code: str, message: str, status: int | None = None):
 def parts_of(error: HokusaiError):
     """``error_parts`` for a raised ``HokusaiError``."""
     return error_parts(error.error_code, error.message, error.status)
+
+
+def is_our_outage(body: bytes) -> bool:
+    """True when a 503 body is one of ours (so it needs no replacing)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("error_code") == "TEMPORARILY_UNAVAILABLE"
+        and data.get("message") in OUTAGE_MESSAGES
+    )
 
 
 def flask_error(error_code: str, message: str, status: int | None = None):

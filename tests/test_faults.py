@@ -161,6 +161,77 @@ def test_database_outage_fails_closed_with_503_then_recovers(stack):
     assert codes == [200] * len(codes)
 
 
+def test_a_cached_key_meeting_a_database_outage_gets_our_503_everywhere(stack):
+    """Within the key cache's second the gate lets the request on, and it meets the outage
+    inside MLflow (its stores, its FastAPI middleware, the native artifact and OTLP routes):
+    every 503 still is our JSON with Retry-After, and no driver text (host, port) leaks."""
+    cluster, _, server = stack
+    key = server.create_key("cached-outage-user")
+    auth = {"Authorization": f"Bearer {key}"}
+    experiment = requests.post(
+        server.url + "/api/2.0/mlflow/experiments/create",
+        headers=auth,
+        timeout=30,
+        json={"name": f"cached-outage-{time.time_ns()}"},
+    ).json()["experiment_id"]
+    run_id = requests.post(
+        server.url + "/api/2.0/mlflow/runs/create",
+        headers=auth,
+        timeout=30,
+        json={"experiment_id": experiment},
+    ).json()["run"]["info"]["run_id"]
+    artifact = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/a.txt"
+    calls = [
+        (
+            "POST",
+            "/api/2.0/mlflow/runs/log-metric",
+            {"json": {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0}},
+        ),
+        ("PUT", artifact, {"data": b"x"}),
+        ("GET", artifact, {}),
+        ("PUT", "/api/mlflow" + artifact, {"data": b"x"}),
+        (
+            "POST",
+            "/v1/traces",
+            {
+                "data": b"",
+                "headers": {
+                    "Content-Type": "application/x-protobuf",
+                    "x-mlflow-experiment-id": experiment,
+                },
+            },
+        ),
+    ]
+
+    def call(method, path, extra):
+        headers = {**auth, "Connection": "close", **extra.get("headers", {})}
+        kwargs = {k: v for k, v in extra.items() if k != "headers"}
+        return requests.request(method, server.url + path, headers=headers, timeout=60, **kwargs)
+
+    for _ in range(3 * WORKERS):  # every worker has the key and the grants cached
+        for method, path, extra in calls:
+            call(method, path, extra)
+    cluster.stop()
+    try:
+        during = [
+            call(method, path, extra) for _ in range(WORKERS) for method, path, extra in calls
+        ]
+    finally:
+        cluster.start()
+    deadline = time.monotonic() + 60
+    while _fresh(server, SEARCH, key).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    unavailable = [r for r in during if r.status_code == 503]
+    assert unavailable, [(r.status_code, r.text[:100]) for r in during]
+    for response in during:
+        assert response.status_code != 500, response.text
+        assert "127.0.0.1" not in response.text and "psycopg" not in response.text
+    for response in unavailable:
+        assert response.headers["Content-Type"] == "application/json", response.text
+        assert response.headers["Retry-After"].isdigit()
+        assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
 def test_s3_outage_fails_artifact_calls_clearly_while_tracking_works(stack, tracking):
     _, s3, server = stack
     key = server.create_key("s3-outage-user")

@@ -17,6 +17,7 @@ from mlflow_hokusai.auth.cache import LookupCache
 from mlflow_hokusai.auth.context import gate_identity
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
+from mlflow_hokusai.errors import DATABASE_DOWN, STORE_DOWN
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import issue_key
 from mlflow_hokusai.routes.gate import AsgiGate, WsgiGate
@@ -150,3 +151,90 @@ def test_the_asgi_gate_looks_a_key_up_once_then_answers_from_the_cache(services)
 def test_a_refused_key_never_reaches_the_app(services, gate_class, call):
     status, seen = call(gate_class(None, services), "/api/2.0/mlflow/runs/get", "Bearer hk_x")
     assert status == 401 and seen["error_code"] == "UNAUTHENTICATED"
+
+
+DRIVER_TEXT = b'connection to server at "127.0.0.1", port 5432 failed: psycopg.OperationalError'
+OURS = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": DATABASE_DOWN}).encode()
+
+
+def _asgi_answer(gate, status, content_type, body):
+    async def app(scope, receive, send):
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body[:10], "more_body": True})
+        await send({"type": "http.response.body", "body": body[10:]})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    gate.app = app
+    key, _ = issue_key(gate.authenticator.store, "alice")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/2.0/mlflow-artifacts/artifacts/1",
+        "raw_path": b"",
+        "query_string": b"",
+        "client": ("127.0.0.1", 1),
+        "headers": [(b"authorization", f"Bearer {key}".encode())],
+    }
+    asyncio.run(gate(scope, receive, send))
+    headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def _wsgi_answer(gate, status, content_type, body):
+    def app(environ, start_response):
+        start_response(f"{status} X", [("Content-Type", content_type)])
+        return [body[:10], body[10:]]
+
+    gate.app = app
+    key, _ = issue_key(gate.authenticator.store, "alice")
+    seen = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/2.0/mlflow-artifacts/artifacts/1",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "QUERY_STRING": "",
+    }
+    out = b"".join(gate(environ, lambda s, h, exc=None: seen.append((s, dict(h)))))
+    return int(seen[0][0].split()[0]), {k.lower(): v for k, v in seen[0][1].items()}, out
+
+
+@pytest.mark.parametrize("gate_class, answer", [(AsgiGate, _asgi_answer), (WsgiGate, _wsgi_answer)])
+@pytest.mark.parametrize(
+    "content_type, body, message",
+    [
+        ("text/plain", DRIVER_TEXT, STORE_DOWN),
+        (
+            "application/json",
+            json.dumps(
+                {"error_code": "TEMPORARILY_UNAVAILABLE", "message": DRIVER_TEXT.decode()}
+            ).encode(),
+            DATABASE_DOWN,
+        ),
+        ("application/json", OURS, DATABASE_DOWN),
+    ],
+)
+def test_every_503_leaves_as_our_json(services, gate_class, answer, content_type, body, message):
+    status, headers, out = answer(gate_class(None, services), 503, content_type, body)
+    assert status == 503
+    assert headers["content-type"] == "application/json" and headers["retry-after"].isdigit()
+    assert json.loads(out) == {"error_code": "TEMPORARILY_UNAVAILABLE", "message": message}
+    assert b"127.0.0.1" not in out and b"psycopg" not in out
+
+
+@pytest.mark.parametrize("gate_class, answer", [(AsgiGate, _asgi_answer), (WsgiGate, _wsgi_answer)])
+def test_other_responses_pass_unchanged(services, gate_class, answer):
+    status, headers, out = answer(gate_class(None, services), 404, "text/html", b"<p>no such</p>")
+    assert (status, headers["content-type"], out) == (404, "text/html", b"<p>no such</p>")

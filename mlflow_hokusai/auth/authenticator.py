@@ -27,7 +27,7 @@ from typing import Literal
 
 from mlflow_hokusai.auth.cache import MISS, LookupCache
 from mlflow_hokusai.auth.credentials import Credential
-from mlflow_hokusai.errors import Unavailable, database_unavailable
+from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
@@ -38,10 +38,6 @@ TOUCH_INTERVAL_SECONDS = 60.0
 MISSING_MESSAGE = (
     "Authentication required: send a Hokusai API key as 'Authorization: Bearer <key>' "
     "(set MLFLOW_TRACKING_TOKEN), as 'X-API-Key: <key>', or as the Basic-auth password."
-)
-UNAVAILABLE_MESSAGE = (
-    "The authentication database is unreachable; no request can be authenticated right now. "
-    "Retry later."
 )
 # Why a credential was refused. "revoked" and "expired" name a known key (audited).
 FailureReason = Literal[
@@ -106,7 +102,7 @@ class Authenticator:
         except Exception as error:
             if database_unavailable(error):
                 _logger.warning("key lookup failed: the key database is unreachable (%s)", error)
-                raise Unavailable(UNAVAILABLE_MESSAGE) from error
+                raise Unavailable(AUTH_DATABASE_DOWN) from error
             raise
 
     def _authenticate(self, credential: Credential, fetch: _Fetch) -> Result | None:

@@ -9,9 +9,11 @@
 The gate answers 503 itself when the key lookup cannot reach the database. A request whose key
 was still cached gets that far and then meets the outage inside MLflow: in its auth engine's
 ``before_request`` (user and permission lookups, which Flask would turn into a bare 500) or in
-its stores (which answer 503 ``TEMPORARILY_UNAVAILABLE`` without ``Retry-After``). This module
-closes both gaps. An unreachable artifact store (S3) is mapped the same way, in the Flask
-handlers and in MLflow's FastAPI-native artifact routes; tracking calls do not need it. Only
+its stores (which answer 503 ``TEMPORARILY_UNAVAILABLE`` with the driver's text). This module
+maps what reaches Flask; whatever 503 still is not ours (MLflow's FastAPI middleware answers
+some itself) the gate replaces by ours on the way out (``routes/gate.py``). An unreachable
+artifact store (S3) is mapped the same way, in the Flask handlers and in MLflow's
+FastAPI-native artifact routes; tracking calls do not need it. Only
 errors that mean "unreachable" are mapped; anything else keeps its own status, so genuine bugs
 still show as errors in the log.
 """
@@ -27,7 +29,8 @@ from flask import Flask, Response
 from mlflow.exceptions import MlflowException
 
 from mlflow_hokusai.errors import (
-    RETRY_AFTER_SECONDS,
+    ARTIFACT_STORE_DOWN,
+    DATABASE_DOWN,
     HokusaiError,
     database_unavailable,
     error_parts,
@@ -35,10 +38,8 @@ from mlflow_hokusai.errors import (
 )
 
 _logger = logging.getLogger(__name__)
-MESSAGE = "The database is unreachable; retry later."
-ARTIFACT_MESSAGE = (
-    "The artifact store is unreachable; retry later (tracking calls are not affected)."
-)
+MESSAGE = DATABASE_DOWN
+ARTIFACT_MESSAGE = ARTIFACT_STORE_DOWN
 # Connection refused/closed/timed out on the way to S3 (not S3 saying no: that is a ClientError).
 _ARTIFACT_STORE_DOWN = (BotoConnectionError, HTTPClientError)
 _DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)
@@ -68,18 +69,6 @@ def _on_mlflow_exception(error: MlflowException) -> Response:
 def _on_sqlalchemy_error(error: sa.exc.SQLAlchemyError) -> Response:
     # Registered for OperationalError and InterfaceError only: connection-level failures.
     return _unavailable(error)
-
-
-def _retry_after(response: Response) -> Response:
-    """MLflow's own 503s get our Retry-After too; its stores' TEMPORARILY_UNAVAILABLE body
-    (the raw driver error: database host, port, SQL) is replaced by our message."""
-    if response.status_code != 503 or "Retry-After" in response.headers:
-        return response
-    body = None if response.is_streamed else response.get_json(silent=True)
-    if isinstance(body, dict) and body.get("error_code") == "TEMPORARILY_UNAVAILABLE":
-        return flask_error("TEMPORARILY_UNAVAILABLE", MESSAGE)
-    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-    return response
 
 
 def _on_artifact_store_down(error: Exception) -> Response:
@@ -113,6 +102,5 @@ def install(app: Flask, native_app=None) -> None:
         app.register_error_handler(error_class, _on_sqlalchemy_error)
     for error_class in _ARTIFACT_STORE_DOWN:
         app.register_error_handler(error_class, _on_artifact_store_down)
-    app.after_request(_retry_after)
     if native_app is not None and native_app is not app:
         _install_native(native_app)

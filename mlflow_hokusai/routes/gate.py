@@ -18,6 +18,7 @@ tested without a server in ``tests/test_gate_unit.py``.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from http import HTTPStatus
 
@@ -27,8 +28,16 @@ import mlflow
 from mlflow_hokusai.auth.authenticator import AuthFailure
 from mlflow_hokusai.auth.context import ENVIRON_KEY, reset_identity, set_identity
 from mlflow_hokusai.auth.credentials import from_headers
-from mlflow_hokusai.errors import HokusaiError, error_parts, parts_of
+from mlflow_hokusai.errors import (
+    DATABASE_DOWN,
+    STORE_DOWN,
+    HokusaiError,
+    error_parts,
+    is_our_outage,
+    parts_of,
+)
 
+_logger = logging.getLogger(__name__)
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*")
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
@@ -143,7 +152,7 @@ class AsgiGate(_Gate):
         if is_public(path, self.static_prefix):
             answer = self.public_answer(path, method)
             if answer is None:
-                return await self.app(scope, receive, _json_denials(send))
+                return await self.app(scope, receive, _json_errors(send))
             return await _send_parts(send, *answer)
         result = await self._authenticate(scope)
         client = scope.get("client")
@@ -156,7 +165,7 @@ class AsgiGate(_Gate):
         scope = _basic_names(scope, result)
         token = set_identity(result)
         try:
-            await self.app(scope, receive, _json_denials(send))
+            await self.app(scope, receive, _json_errors(send))
         finally:
             reset_identity(token)
 
@@ -244,7 +253,7 @@ class WsgiGate(_Gate):
         if is_public(path, self.static_prefix):
             answer = self.public_answer(path, method)
             if answer is None:
-                return _wsgi_json_denials(self.app, environ, start_response)
+                return _wsgi_json_errors(self.app, environ, start_response)
             return _wsgi_send(start_response, answer)
 
         def get_all(name: str):
@@ -261,7 +270,7 @@ class WsgiGate(_Gate):
         environ[ENVIRON_KEY] = result
         if environ.get("HTTP_AUTHORIZATION", "")[:6].lower() == "basic ":
             environ["HTTP_AUTHORIZATION"] = basic_authorization(result)
-        return _wsgi_json_denials(self.app, environ, start_response)
+        return _wsgi_json_errors(self.app, environ, start_response)
 
 
 def _wsgi_send(start_response, parts):
@@ -270,36 +279,57 @@ def _wsgi_send(start_response, parts):
     return [body]
 
 
-def _is_plain_denial(status: int, headers) -> bool:
+def _header(headers, wanted: str) -> str | None:
+    for name, value in headers:
+        name = name.decode("latin-1") if isinstance(name, bytes) else name
+        if name.lower() == wanted:
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+    return None
+
+
+def _needs_rewrite(status: int, headers) -> bool:
+    """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours."""
+    if status == 503:
+        return True
     if status != 403:
         return False
-    for name, value in headers:
-        if name.lower() in ("content-type", b"content-type"):
-            value = value.decode("latin-1") if isinstance(value, bytes) else value
-            return not value.startswith("application/json")
-    return True
+    return not (_header(headers, "content-type") or "").startswith("application/json")
 
 
-def _denial(message: bytes):
-    text = message.decode("utf-8", "replace").strip() or "Permission denied"
+def _rewritten(status: int, headers, body: bytes):
+    """The (status, headers, body) the client gets instead, or None to send the original."""
+    if status == 503:
+        if is_our_outage(body) and _header(headers, "retry-after"):
+            return None
+        _logger.warning("replaced a 503 from MLflow: %s", body[:500])
+        # MLflow's stores answer a lost database connection as TEMPORARILY_UNAVAILABLE JSON.
+        mlflow_store = b'"TEMPORARILY_UNAVAILABLE"' in body
+        return error_parts("TEMPORARILY_UNAVAILABLE", DATABASE_DOWN if mlflow_store else STORE_DOWN)
+    text = body.decode("utf-8", "replace").strip() or "Permission denied"
     return error_parts("PERMISSION_DENIED", text if text.endswith(".") else text + ".")
 
 
-def _json_denials(send):
-    """Wrap ``send`` so MLflow's plain-text 403s reach the client as our JSON 403."""
-    state = {"denial": False, "body": b""}
+def _json_errors(send):
+    """Wrap ``send`` so MLflow's plain-text 403s and any 503 that is not ours reach the client
+    as our JSON (the body of such a response is held back until complete)."""
+    state = {"start": None, "body": []}
 
     async def wrapped(message):
-        if message["type"] == "http.response.start" and _is_plain_denial(
+        if message["type"] == "http.response.start" and _needs_rewrite(
             message["status"], message.get("headers", [])
         ):
-            state["denial"] = True
+            state["start"] = message
             return None
-        if state["denial"] and message["type"] == "http.response.body":
-            state["body"] += message.get("body", b"")
+        if state["start"] is not None and message["type"] == "http.response.body":
+            state["body"].append(message.get("body", b""))
             if message.get("more_body"):
                 return None
-            status, headers, body = _denial(state["body"])
+            start, body = state["start"], b"".join(state["body"])
+            replacement = _rewritten(start["status"], start.get("headers", []), body)
+            if replacement is None:
+                await send(start)
+                return await send({"type": "http.response.body", "body": body})
+            status, headers, body = replacement
             await send(
                 {
                     "type": "http.response.start",
@@ -313,12 +343,13 @@ def _json_denials(send):
     return wrapped
 
 
-def _wsgi_json_denials(app, environ, start_response):
+def _wsgi_json_errors(app, environ, start_response):
     captured = {}
 
     def capture(status, headers, exc_info=None):
-        if _is_plain_denial(int(status.split(" ", 1)[0]), headers):
-            captured["denial"] = True
+        code = int(status.split(" ", 1)[0])
+        if _needs_rewrite(code, headers):
+            captured.update(status=status, code=code, headers=headers, exc_info=exc_info)
             return lambda data: None
         return start_response(status, headers, exc_info)
 
@@ -330,6 +361,8 @@ def _wsgi_json_denials(app, environ, start_response):
     finally:
         if hasattr(result, "close"):
             result.close()
-    status, headers, body = _denial(body)
-    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
-    return [body]
+    replacement = _rewritten(captured["code"], captured["headers"], body)
+    if replacement is None:
+        start_response(captured["status"], captured["headers"], captured["exc_info"])
+        return [body]
+    return _wsgi_send(start_response, replacement)
