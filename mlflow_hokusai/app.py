@@ -18,6 +18,7 @@ def create_app():
     from mlflow_hokusai.auth import flask_auth
     from mlflow_hokusai.auth.authenticator import Authenticator
     from mlflow_hokusai.auth.cache import LookupCache
+    from mlflow_hokusai.auth.login_limits import LoginLimits
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
@@ -40,6 +41,7 @@ def create_app():
         started.key_store,
         cache,
         check_password=_mlflow.password_checker(_mlflow.running_user_store()),
+        login_limits=LoginLimits(settings.login_failure_limit),
     )
     audit = AuditLog(AuditStore(started.key_store.engine))
     native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)

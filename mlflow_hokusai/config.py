@@ -24,6 +24,7 @@ _ENV = {
     "admin_password": "MLFLOW_AUTH_ADMIN_PASSWORD",
     "auth_cache_ttl_seconds": "HOKUSAI_AUTH_CACHE_TTL_SECONDS",
     "bootstrap_dir": "HOKUSAI_BOOTSTRAP_DIR",
+    "login_failure_limit": "HOKUSAI_LOGIN_FAILURE_LIMIT",
 }
 
 
@@ -43,6 +44,9 @@ class Settings:
     auth_cache_ttl_seconds: float = 1.0
     # Where the generated admin key/password files go (default: next to a SQLite DB, else cwd).
     bootstrap_dir: str | None = None
+    # Failed password logins allowed per source address and per user name, per worker
+    # ("N/second|minute|hour", a moving window) before they get 429.
+    login_failure_limit: str = "10/minute"
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -71,6 +75,20 @@ def _normalise_prefix(prefix: str) -> str:
     return prefix.rstrip("/")
 
 
+def _rate(value: str, name: str) -> str:
+    """A rate such as ``10/minute``, checked with the ``limits`` library that enforces it."""
+    from limits import parse
+
+    value = value.strip()
+    try:
+        item = parse(value)
+    except ValueError:
+        item = None
+    if item is None or item.amount < 1:
+        raise ConfigError(f"{name} must be a rate such as 10/minute, not {value!r}")
+    return value
+
+
 def load_settings(environ: dict | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = _read_ini(environ.get("HOKUSAI_CONFIG"))
@@ -93,6 +111,10 @@ def load_settings(environ: dict | None = None) -> Settings:
         if not 0 <= ttl <= 1:
             raise ConfigError("HOKUSAI_AUTH_CACHE_TTL_SECONDS must be a number between 0 and 1")
         values["auth_cache_ttl_seconds"] = ttl
+    if "login_failure_limit" in values:
+        values["login_failure_limit"] = _rate(
+            values["login_failure_limit"], "HOKUSAI_LOGIN_FAILURE_LIMIT"
+        )
     for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):
         if optional in values and not values[optional]:
             values[optional] = None

@@ -56,14 +56,18 @@ class Unavailable(HokusaiError):
         super().__init__("TEMPORARILY_UNAVAILABLE", message)
 
 
-def error_parts(error_code: str, message: str, status: int | None = None):
+def error_parts(
+    error_code: str, message: str, status: int | None = None, retry_after: int | None = None
+):
     """(status, headers, body) for an error; headers is a list of (name, value) str pairs."""
     status = status or _STATUS.get(error_code, 400)
     body = json.dumps({"error_code": error_code, "message": message}).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     if status == 401:
         headers.append(("WWW-Authenticate", REALM))
-    if status == 503:
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    elif status == 503:
         headers.append(("Retry-After", RETRY_AFTER_SECONDS))
     return status, headers, body
 
@@ -86,10 +90,12 @@ def is_our_outage(body: bytes) -> bool:
     )
 
 
-def flask_error(error_code: str, message: str, status: int | None = None):
+def flask_error(
+    error_code: str, message: str, status: int | None = None, retry_after: int | None = None
+):
     from flask import Response
 
-    status, headers, body = error_parts(error_code, message, status)
+    status, headers, body = error_parts(error_code, message, status, retry_after)
     return Response(body, status=status, headers=[h for h in headers if h[0] != "Content-Length"])
 
 

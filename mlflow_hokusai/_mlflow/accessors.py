@@ -62,12 +62,26 @@ def registry_store():
 
 
 def password_checker(store):
-    """A function (username, password) -> is_admin, or None when the login is wrong."""
+    """A function (username, password) -> is_admin, or None when the login is wrong.
+
+    It takes the same time whether or not the user exists: for an unknown user it checks the
+    password against a hash made the way MLflow makes them (werkzeug's default), so a failed
+    login does not tell which user names exist."""
+    import secrets
+
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    decoy: list[str] = []
 
     def check(username: str, password: str):
-        if not store.authenticate_user(username, password):
-            return None
-        return store.get_user(username).is_admin
+        if store.has_user(username):
+            if not store.authenticate_user(username, password):
+                return None
+            return store.get_user(username).is_admin
+        if not decoy:
+            decoy.append(generate_password_hash(secrets.token_urlsafe(16)))
+        check_password_hash(decoy[0], password)
+        return None
 
     return check
 

@@ -58,6 +58,7 @@ TARGETS: tuple[Target, ...] = (
     Target(AUTH, "is_unprotected_route", "see whether server-info is public"),
     Target(AUTH_STORE, "SqlAlchemyStore.authenticate_user", "MLflow password logins"),
     Target(AUTH_STORE, "SqlAlchemyStore.get_user", "a user's admin flag"),
+    Target(AUTH_STORE, "SqlAlchemyStore.has_user", "failed logins take one time"),
     Target(AUTH_STORE, "SqlAlchemyStore.delete_user", "revoke a deleted user's keys"),
     Target(AUTH_STORE, "SqlAlchemyStore.create_user", "a new user inherits no old keys"),
     Target(HANDLERS, "_get_tracking_store", "load a run for the ?run_id= listing"),

@@ -27,6 +27,7 @@ from typing import Literal
 
 from mlflow_hokusai.auth.cache import MISS, LookupCache
 from mlflow_hokusai.auth.credentials import Credential
+from mlflow_hokusai.auth.login_limits import LoginLimits
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.store.clock import utcnow
@@ -49,6 +50,7 @@ FailureReason = Literal[
     "no-user",
     "bad-password",
     "passwords-off",
+    "rate-limited",
 ]
 
 
@@ -68,6 +70,11 @@ class AuthFailure:
     # Set when a known key was refused, for the audit trail.
     key_id: str | None = None
     username: str | None = None
+    retry_after: int | None = None  # "rate-limited": seconds until a login may be tried
+
+    @property
+    def error_code(self) -> str:
+        return "REQUEST_LIMIT_EXCEEDED" if self.reason == "rate-limited" else "UNAUTHENTICATED"
 
 
 Result = Identity | AuthFailure
@@ -82,36 +89,41 @@ class Authenticator:
         cache: LookupCache,
         *,
         check_password: Callable[[str, str], bool | None] | None = None,
+        login_limits: LoginLimits | None = None,
     ):
         self.store = store
         self.cache = cache
         self._check_password = check_password
+        self.login_limits = login_limits or LoginLimits()
         self._password_salt = secrets.token_bytes(32)
         self._touched: dict[str, float] = {}
         self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
 
-    def peek(self, credential: Credential) -> Result | None:
-        """The answer if it needs no I/O, else None (then call ``resolve``)."""
-        return self._authenticate(credential, lambda key, load: self.cache.peek(key))
+    def peek(self, credential: Credential, peer: str | None = None) -> Result | None:
+        """The answer if it needs no I/O, else None (then call ``resolve``). ``peer``: the
+        client's address (failed password logins are limited per address)."""
+        return self._authenticate(credential, lambda key, load: self.cache.peek(key), peer)
 
-    def resolve(self, credential: Credential) -> Result:
+    def resolve(self, credential: Credential, peer: str | None = None) -> Result:
         """The caller's identity, or why not. Raises ``Unavailable`` when the key database
         cannot be reached."""
         try:
-            return self._authenticate(credential, self.cache.get)
+            return self._authenticate(credential, self.cache.get, peer)
         except Exception as error:
             if database_unavailable(error):
                 _logger.warning("key lookup failed: the key database is unreachable (%s)", error)
                 raise Unavailable(AUTH_DATABASE_DOWN) from error
             raise
 
-    def _authenticate(self, credential: Credential, fetch: _Fetch) -> Result | None:
+    def _authenticate(
+        self, credential: Credential, fetch: _Fetch, peer: str | None
+    ) -> Result | None:
         if credential.kind == "none":
             return AuthFailure(MISSING_MESSAGE, "missing")
         if credential.kind == "malformed":
             return AuthFailure(f"Invalid credentials: {credential.problem}.", "malformed")
         if credential.kind == "password":
-            return self._password(credential.username, credential.password, fetch)
+            return self._password(credential.username, credential.password, fetch, peer)
         return self._key(credential.key, fetch)
 
     def _key(self, key: str, fetch: _Fetch) -> Result | None:
@@ -150,9 +162,20 @@ class Authenticator:
             record.username, record.user_is_admin, record.id, record.scope, record.expires_at
         )
 
-    def _password(self, username: str, password: str, fetch: _Fetch) -> Result | None:
+    def _password(
+        self, username: str, password: str, fetch: _Fetch, peer: str | None
+    ) -> Result | None:
         if self._check_password is None:
             return AuthFailure("Password logins are not enabled on this server.", "passwords-off")
+        wait = self.login_limits.retry_after(peer, username)
+        if wait is not None:
+            return AuthFailure(
+                f"Too many failed password logins from this address or for this user; retry "
+                f"in {wait} s (API keys are not affected).",
+                "rate-limited",
+                username=username,
+                retry_after=wait,
+            )
         # Cached by a keyed digest so the plaintext password is never held in memory.
         tag = hmac.new(self._password_salt, f"{username}\0{password}".encode(), hashlib.sha256)
         is_admin = fetch(
@@ -161,7 +184,8 @@ class Authenticator:
         if is_admin is MISS:
             return None
         if is_admin is None:
-            return AuthFailure("Invalid username or password.", "bad-password")
+            self.login_limits.failed(peer, username)
+            return AuthFailure("Invalid username or password.", "bad-password", username=username)
         return Identity(username, bool(is_admin), None, "write")
 
     def _maybe_touch(self, key_id: str) -> None:

@@ -37,9 +37,11 @@ def current_identity() -> Identity | None:
 def authorize():
     identity = current_identity()
     if identity is None:
-        result = current_app.extensions[EXTENSION].resolve(from_headers(request.headers.getlist))
+        result = current_app.extensions[EXTENSION].resolve(
+            from_headers(request.headers.getlist), request.remote_addr
+        )
         if isinstance(result, AuthFailure):
-            return flask_error("UNAUTHENTICATED", result.message)
+            return flask_error(result.error_code, result.message, retry_after=result.retry_after)
         identity = result
     g.hokusai_identity = identity
     return Authorization("basic", {"username": identity.username, "password": ""})

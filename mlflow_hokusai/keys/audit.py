@@ -41,22 +41,44 @@ class AuditLog:
             _logger.warning("could not write audit event %s", event, exc_info=True)
 
     def refused(
-        self, event: str, *, key_id: str, username: str | None, source: str | None, detail: str
+        self,
+        event: str,
+        *,
+        key_id: str,
+        username: str | None,
+        source: str | None,
+        detail: str,
+        record_key_id: bool = True,
     ) -> None:
-        """Note a refused use of ``key_id`` (rate-limited, written in the background)."""
+        """Note a refused use of ``key_id`` (at most once a minute per (event, key_id, source);
+        written in the background). ``record_key_id=False``: ``key_id`` only groups the events
+        (no key is involved)."""
         with self._lock:
-            if (event, key_id) in self._recent:
+            if (event, key_id, source) in self._recent:
                 return
-            self._recent[(event, key_id)] = True
+            self._recent[(event, key_id, source)] = True
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-audit")
         actor = username or "-"
         when = utcnow()
-        self._writer.submit(self._write, event, actor, when, key_id, username, source, detail)
+        recorded = key_id if record_key_id else None
+        self._writer.submit(self._write, event, actor, when, recorded, username, source, detail)
 
-    def failed_key(self, failure, source: str | None) -> None:
-        """A known key was refused at authentication (keys.service.AuthFailure). Unknown or
-        malformed keys name no key and are not recorded: anyone can send those."""
+    def failed_login(self, failure, source: str | None) -> None:
+        """A credential was refused at authentication (``auth.authenticator.AuthFailure``): a
+        known key (revoked, expired), or password logins limited after too many failures.
+        Unknown or malformed keys and single wrong passwords are not recorded: anyone can
+        send those."""
+        if failure.reason == "rate-limited":
+            self.refused(
+                "login-limited",
+                key_id=f"login:{failure.username}",
+                username=failure.username,
+                source=source,
+                detail="too many failed password logins",
+                record_key_id=False,
+            )
+            return
         if failure.key_id is None:
             return
         event = "expired-use" if failure.reason == "expired" else "denied-use"

@@ -126,9 +126,8 @@ class _Gate:
         """After authentication: None to let the request on, else the error response.
         Refusals of known keys are audited (off the request's path, never blocking)."""
         if isinstance(result, AuthFailure):
-            if result.key_id is not None:
-                self.audit.failed_key(result, peer)
-            return error_parts("UNAUTHENTICATED", result.message)
+            self.audit.failed_login(result, peer)
+            return error_parts(result.error_code, result.message, retry_after=result.retry_after)
         refusal = self.read_scope.refusal(result, path, method)
         if refusal is not None:
             self.audit.read_only_refusal(result, f"{method} {path}", peer)
@@ -189,11 +188,13 @@ class AsgiGate(_Gate):
             return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
         credential = from_headers(get_all)
-        result = self.authenticator.peek(credential)
+        client = scope.get("client")
+        peer = client[0] if client else None
+        result = self.authenticator.peek(credential, peer)
         if result is not None:
             return result
         try:
-            return await anyio.to_thread.run_sync(self.authenticator.resolve, credential)
+            return await anyio.to_thread.run_sync(self.authenticator.resolve, credential, peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return parts_of(error)
 
@@ -261,7 +262,7 @@ class WsgiGate(_Gate):
             return [] if value is None else [value]
 
         try:
-            result = self.authenticator.resolve(from_headers(get_all))
+            result = self.authenticator.resolve(from_headers(get_all), environ.get("REMOTE_ADDR"))
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return _wsgi_send(start_response, parts_of(error))
         error = self.refusal(result, path, method, environ.get("REMOTE_ADDR"))

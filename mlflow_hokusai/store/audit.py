@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from mlflow_hokusai.store.models import AuditEvent
 
-EVENTS = ("created", "rotated", "revoked", "expired-use", "denied-use")
+EVENTS = ("created", "rotated", "revoked", "expired-use", "denied-use", "login-limited")
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
 

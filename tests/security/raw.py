@@ -32,8 +32,10 @@ def send(
     headers: list[tuple[str, bytes | str]] = (),
     body: bytes = b"",
     timeout: float = 30.0,
+    source: str | None = None,
 ) -> Reply:
-    """Send one request with ``target`` verbatim on the request line; read the whole reply."""
+    """Send one request with ``target`` verbatim on the request line; read the whole reply.
+    ``source``: the loopback address to send from (127.0.0.2 is another peer than 127.0.0.1)."""
     host, port = url.split("//", 1)[1].split(":")
     lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), f"Host: {host}:{port}".encode()]
     for name, value in headers:
@@ -44,7 +46,8 @@ def send(
         lines.append(b"Content-Type: application/json")
         lines.append(f"Content-Length: {len(body)}".encode())
     raw = b"\r\n".join(lines) + b"\r\n\r\n" + body
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    bind = (source, 0) if source else None
+    with socket.create_connection((host, int(port)), timeout=timeout, source_address=bind) as sock:
         sock.sendall(raw)
         chunks = []
         while True:

@@ -309,3 +309,113 @@ def test_the_holder_is_named_only_to_callers_who_may_read_it(private_server):
             server, bob, f"bob2-{token}", [{"key": "hokusai_token_id", "value": token}]
         )
         assert again.status_code == 409 and hidden in again.text, again.text
+
+
+# -- 5. failed password logins: one time for every user name, and limited ------------------
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory):
+    from tests.server import Server
+
+    srv = Server(
+        str(tmp_path_factory.mktemp("logins")),
+        workers=1,
+        env={"HOKUSAI_LOGIN_FAILURE_LIMIT": "5/minute"},
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def timing_server(tmp_path_factory):
+    from tests.server import Server
+
+    srv = Server(
+        str(tmp_path_factory.mktemp("login-timing")),
+        workers=1,
+        env={"HOKUSAI_LOGIN_FAILURE_LIMIT": "100000/minute"},
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_failed_login_takes_the_same_time_whether_or_not_the_user_exists(timing_server):
+    """Interleaved wrong-password logins for the admin and for unknown names, each with a
+    fresh password (never cached); compared as distributions (Mann-Whitney U), as
+    tests/security/test_timing.py does for keys."""
+    import random
+    import secrets
+    import statistics
+
+    from scipy.stats import mannwhitneyu
+
+    session = requests.Session()
+    url = timing_server.url + "/api/2.0/mlflow/hokusai/whoami"
+    samples = {"admin": [], "nobody": []}
+    order = ["admin", "nobody"] * 30
+    random.Random(11).shuffle(order)
+    for index, kind in enumerate(["admin", "nobody"] * 3 + order):
+        user = "admin" if kind == "admin" else f"nosuch-{index}"
+        headers = _basic(user, secrets.token_urlsafe(12))
+        started = time.perf_counter()
+        reply = session.get(url, headers=headers, timeout=30)
+        elapsed = time.perf_counter() - started
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["message"] == "Invalid username or password."
+        if index >= 6:  # the first rounds warm up
+            samples[kind].append(elapsed)
+    u, p = mannwhitneyu(samples["admin"], samples["nobody"], alternative="two-sided")
+    effect = u / (len(samples["admin"]) * len(samples["nobody"]))
+    print(
+        f"\nfailed logins: median admin {statistics.median(samples['admin']) * 1000:.1f} ms, "
+        f"unknown user {statistics.median(samples['nobody']) * 1000:.1f} ms; "
+        f"effect size {effect:.3f} (0.5 = indistinguishable), p={p:.3f}"
+    )
+    assert 0.25 <= effect <= 0.75, "a failed login for an unknown user is measurably faster"
+
+
+def test_failed_logins_are_limited_per_address_and_per_user(login_server):
+    server = login_server
+    key = api_key_for(server, "login-victim")
+    whoami = "/api/2.0/mlflow/hokusai/whoami"
+
+    def login(user, secret, source):
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        return send(server.url, "GET", whoami, [("Authorization", f"Basic {token}")], source=source)
+
+    statuses = [login("login-victim", f"guess-{i}", "127.0.0.2").status for i in range(5)]
+    assert statuses == [401] * 5
+    limited = login("login-victim", "guess-5", "127.0.0.2")
+    assert limited.status == 429, limited.text
+    assert limited.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    # Per address: another name from the same address is limited too ...
+    assert login("someone-else", "guess", "127.0.0.2").status == 429
+    # ... per user name: the same name from another address as well ...
+    assert login("login-victim", "guess", "127.0.0.3").status == 429
+    # ... while another name from another address is not, and keys are never limited.
+    assert login("someone-else", "guess", "127.0.0.3").status == 401
+    by_key = send(
+        server.url, "GET", whoami, [("Authorization", f"Bearer {key}")], source="127.0.0.2"
+    )
+    assert by_key.status == 200, by_key.text
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        events = json.loads(
+            server.cli(
+                "audit",
+                "list",
+                "--event",
+                "login-limited",
+                "--format",
+                "json",
+                "--database-uri",
+                server.database_uri,
+            ).stdout
+        )
+        if events:
+            break
+        time.sleep(0.2)
+    assert events and events[0]["source"] == "127.0.0.2", events
+    assert events[0]["username"] == "login-victim" and events[0]["key_id"] is None
