@@ -38,6 +38,10 @@ from mlflow_hokusai.errors import (
 )
 
 _logger = logging.getLogger(__name__)
+INTERNAL_MESSAGE = (
+    "The server could not handle this request (its log has the details). If the request body "
+    "is unusual, check it against the API reference."
+)
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*")
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
@@ -289,8 +293,9 @@ def _header(headers, wanted: str) -> str | None:
 
 
 def _needs_rewrite(status: int, headers) -> bool:
-    """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours."""
-    if status == 503:
+    """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours; a 500
+    never shows the client Python's error text."""
+    if status in (500, 503):
         return True
     if status != 403:
         return False
@@ -299,6 +304,9 @@ def _needs_rewrite(status: int, headers) -> bool:
 
 def _rewritten(status: int, headers, body: bytes):
     """The (status, headers, body) the client gets instead, or None to send the original."""
+    if status == 500:
+        _logger.error("MLflow answered 500 (the client gets a generic message): %s", body[:2000])
+        return error_parts("INTERNAL_ERROR", INTERNAL_MESSAGE, 500)
     if status == 503:
         if is_our_outage(body) and _header(headers, "retry-after"):
             return None

@@ -419,3 +419,48 @@ def test_failed_logins_are_limited_per_address_and_per_user(login_server):
         time.sleep(0.2)
     assert events and events[0]["source"] == "127.0.0.2", events
     assert events[0]["username"] == "login-victim" and events[0]["key_id"] is None
+
+
+# -- 8. MLflow's own 500s on malformed input leak nothing ----------------------------------
+MALFORMED = [
+    ("GET", "/graphql", b""),
+    ("POST", "/api/2.0/mlflow/runs/search", b"[]"),
+    ("POST", "/api/2.0/mlflow/runs/search", b'{"max_results": 1e400}'),
+    ("POST", "/api/2.0/mlflow/registered-models/set-tag", b'{"name": ["x"], "key": "k"}'),
+    ("POST", "/api/2.0/mlflow/experiments/create", b'{"name": {"a": 1}}'),
+    (
+        "POST",
+        "/api/2.0/mlflow/model-versions/set-tag",
+        b'{"name": ["x"], "version": "1", "key": "k", "value": "v"}',
+    ),
+    ("POST", "/api/2.0/mlflow/runs/set-tag", b'{"run_id": ["x"], "key": "k", "value": "v"}'),
+]
+
+
+@pytest.mark.parametrize("method, path, body", MALFORMED)
+def test_malformed_input_gets_json_and_no_python_text(server, method, path, body):
+    for prefix in ("", "/api/mlflow"):
+        reply = send(
+            server.url,
+            method,
+            prefix + path,
+            [("Authorization", f"Bearer {server.admin_key}")],
+            body,
+        )
+        assert reply.status < 600 and reply.headers["content-type"].startswith(
+            "application/json"
+        ), (reply.status, reply.text[:300])
+        text = reply.text
+        for leak in (
+            "Traceback",
+            "TypeError",
+            "ValueError",
+            "KeyError",
+            "object has no",
+            "unhashable",
+            ".py",
+        ):
+            assert leak not in text, (path, reply.status, text[:300])
+        if reply.status == 500:
+            assert reply.json()["error_code"] == "INTERNAL_ERROR"
+        print(f"\n{method} {prefix}{path} {body[:30]!r}: {reply.status} {text[:120]}")
