@@ -9,7 +9,10 @@ No Flask here: the hook hands in plain values.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
+import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -18,8 +21,10 @@ from mlflow.exceptions import MlflowException
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.store.token_claims import ClaimedElsewhere, TokenClaims
 from mlflow_hokusai.tags.rules import (
+    METRIC_TAG,
     TOKEN_ID_TAG,
     TOKEN_TAGS,
+    VALUE_TAG,
     TagRuleError,
     TagRules,
     validate_tags,
@@ -30,6 +35,7 @@ Entity = Literal["registered_model", "model_version"]
 REGISTERED_MODEL: Entity = "registered_model"
 MODEL_VERSION: Entity = "model_version"
 _PAGE = 1000
+HOLD_WAIT_SECONDS = 10.0  # a write of the benchmark pair waits this long for another's
 IS_PROMPT_TAG = "mlflow.prompt.is_prompt"  # MLflow's prompt marker (a public tag name)
 
 
@@ -63,19 +69,47 @@ class TokenTagGuard:
             written[key] = value
         if not written:
             return []
-        existing = {} if creating else self._existing_tags(entity, model_name, version)
+        held = []
+        if not creating and {METRIC_TAG, VALUE_TAG} & written.keys():
+            # The pair is checked against the entity's current tags: hold the entity until
+            # this write is done, so a concurrent write of the other half waits and then
+            # sees this one (else both could pass against the old values).
+            held.append(self._hold_entity(entity, model_name, version))
         try:
-            checked = validate_tags(written, existing, self.rules)
-        except TagRuleError as error:
-            raise _invalid(error) from None
-        token_id = checked.get(TOKEN_ID_TAG)
-        if token_id is None:
-            return []
-        return [self._claim(token_id, model_name, may_read)]
+            existing = {} if creating else self._existing_tags(entity, model_name, version)
+            try:
+                checked = validate_tags(written, existing, self.rules)
+            except TagRuleError as error:
+                raise _invalid(error) from None
+            token_id = checked.get(TOKEN_ID_TAG)
+            if token_id is not None:
+                held.append(self._claim(token_id, model_name, may_read))
+        except BaseException:
+            self.release(held)
+            raise
+        return held
 
     def release(self, claim_ids: Iterable[str]) -> None:
         for claim_id in claim_ids:
             self.claims.release(claim_id)
+
+    def _hold_entity(self, entity: Entity, model_name: str, version: str | None) -> str:
+        """A claim on (entity, name, version) for this writer alone, waiting up to
+        ``HOLD_WAIT_SECONDS`` for another writer's to end; 409 if it does not."""
+        subject = hashlib.sha256(f"{entity}\0{model_name}\0{version}".encode()).hexdigest()
+        writer = secrets.token_hex(16)
+        deadline = time.monotonic() + HOLD_WAIT_SECONDS
+        while True:
+            try:
+                return self.claims.acquire(subject, writer)
+            except ClaimedElsewhere:
+                if time.monotonic() > deadline:
+                    raise HokusaiError(
+                        "RESOURCE_ALREADY_EXISTS",
+                        f"Another write of {METRIC_TAG}/{VALUE_TAG} to this {_noun(entity)} "
+                        "is in progress; retry.",
+                    ) from None
+                time.sleep(0.01 + secrets.randbelow(40) / 1000)  # jitter: two waiters part
 
     def _claim(self, token_id: str, model_name: str, may_read: Callable[[str], bool]) -> str:
         try:
@@ -123,6 +157,10 @@ class TokenTagGuard:
             return dict(store.get_registered_model(model_name).tags)
         except MlflowException:
             return {}  # no such entity: MLflow's handler answers the request with its error
+
+
+def _noun(entity: Entity) -> str:
+    return "model version" if entity == MODEL_VERSION else "registered model"
 
 
 def _invalid(error: TagRuleError) -> HokusaiError:

@@ -464,3 +464,84 @@ def test_malformed_input_gets_json_and_no_python_text(server, method, path, body
         if reply.status == 500:
             assert reply.json()["error_code"] == "INTERNAL_ERROR"
         print(f"\n{method} {prefix}{path} {body[:30]!r}: {reply.status} {text[:120]}")
+
+
+# -- 2. concurrent writes of the benchmark pair never store an invalid pair ----------------
+def _race_benchmark_pair(server, trials: int = 50):
+    """Each trial: a version with mse = 0.5, then set-tag accuracy and set-tag 7 at once.
+    Either order alone is refused (7 is no accuracy; 0.5 ... is fine, 7 for mse is fine): only
+    one of the two may pass. Returns the invalid pairs stored and the answers seen."""
+    import threading
+
+    from mlflow_hokusai.tags.rules import TagRuleError, validate_tags
+
+    key = api_key_for(server, "pair-racer")
+    model = f"pair-race-{time.time_ns()}"
+    assert server.post(f"{MODELS}/create", key, json={"name": model}).status_code == 200
+    invalid, answers = [], []
+    for _ in range(trials):
+        created = server.post(
+            "/api/2.0/mlflow/model-versions/create",
+            key,
+            json={
+                "name": model,
+                "source": "s3://bucket/model",
+                "tags": [
+                    {"key": "benchmark_metric", "value": "mse"},
+                    {"key": "benchmark_value", "value": "0.5"},
+                ],
+            },
+        )
+        assert created.status_code == 200, created.text
+        version = created.json()["model_version"]["version"]
+        barrier = threading.Barrier(2)
+        results = []
+
+        def write(tag, value, version=version, barrier=barrier, results=results):
+            barrier.wait()
+            reply = server.post(
+                "/api/2.0/mlflow/model-versions/set-tag",
+                key,
+                json={"name": model, "version": version, "key": tag, "value": value},
+            )
+            results.append(reply.status_code)
+
+        threads = [
+            threading.Thread(target=write, args=pair)
+            for pair in (("benchmark_metric", "accuracy"), ("benchmark_value", "7"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        answers.append(tuple(sorted(results)))
+        got = server.get(
+            f"/api/2.0/mlflow/model-versions/get?name={model}&version={version}", key
+        ).json()["model_version"]
+        tags = {t["key"]: t["value"] for t in got.get("tags", [])}
+        try:
+            validate_tags({k: tags[k] for k in ("benchmark_metric", "benchmark_value")})
+        except TagRuleError:
+            invalid.append(tags)
+    return invalid, answers
+
+
+def test_the_benchmark_pair_race_stores_nothing_invalid_on_sqlite(server):
+    invalid, answers = _race_benchmark_pair(server)
+    print(f"\nbenchmark pair race (SQLite): answers {sorted(set(answers))}")
+    assert invalid == []
+    assert set(answers) <= {(200, 400)}, answers  # exactly one of the two always passes
+
+
+@pytest.mark.postgres
+def test_the_benchmark_pair_race_stores_nothing_invalid_on_postgresql(postgres, tmp_path):
+    from tests.server import Server
+
+    uri = postgres.create_database("pair_race")
+    with Server(
+        str(tmp_path), workers=2, env={"HOKUSAI_DATABASE_URI": uri}, backend_store_uri=uri
+    ) as server:
+        invalid, answers = _race_benchmark_pair(server)
+    print(f"\nbenchmark pair race (PostgreSQL): answers {sorted(set(answers))}")
+    assert invalid == []
+    assert set(answers) <= {(200, 400)}, answers
