@@ -34,3 +34,18 @@ def api_key_for(server, username: str) -> str:
     )
     assert response.status_code == 200, response.text
     return response.json()["key"]
+
+
+def key_database(path, users=("alice",)):
+    """A SQLite key database at ``path`` with our tables and MLflow's ``users`` table (the
+    columns a key lookup joins on), holding ``users`` (non-admin): for in-process tests."""
+    from mlflow_hokusai.store.engine import upgrade
+    from mlflow_hokusai.store.models import mlflow_users
+
+    engine = get_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for number, username in enumerate(users, start=1):
+            conn.execute(mlflow_users.insert().values(id=number, username=username, is_admin=0))
+    return engine

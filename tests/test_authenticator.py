@@ -16,9 +16,9 @@ from mlflow_hokusai.auth.credentials import Credential, parse
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import Actor, KeyManager, issue_key
 from mlflow_hokusai.store.audit import AuditStore
-from mlflow_hokusai.store.engine import get_engine, upgrade
 from mlflow_hokusai.store.keys import KeyStore
 from mlflow_hokusai.store.models import mlflow_users
+from tests.helpers import key_database
 
 
 class Users:
@@ -39,12 +39,7 @@ class Users:
 
 @pytest.fixture
 def store(tmp_path):
-    engine = get_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-    upgrade(engine)
-    mlflow_users.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(mlflow_users.insert().values(id=1, username="alice", is_admin=0))
-    return KeyStore(engine)
+    return KeyStore(key_database(tmp_path / "keys.db"))
 
 
 def bearer(key: str) -> Credential:

@@ -23,9 +23,8 @@ from mlflow_hokusai.keys.management import issue_key
 from mlflow_hokusai.routes.gate import AsgiGate, WsgiGate
 from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.audit import AuditStore
-from mlflow_hokusai.store.engine import get_engine, upgrade
 from mlflow_hokusai.store.keys import KeyStore
-from mlflow_hokusai.store.models import mlflow_users
+from tests.helpers import key_database
 
 
 class CountingStore(KeyStore):
@@ -38,11 +37,7 @@ class CountingStore(KeyStore):
 
 @pytest.fixture
 def services(tmp_path):
-    engine = get_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-    upgrade(engine)
-    mlflow_users.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(mlflow_users.insert().values(id=1, username="alice", is_admin=0))
+    engine = key_database(tmp_path / "keys.db")
     store = CountingStore(engine)
     CountingStore.lookups = 0
     cache = LookupCache(ttl=60)
