@@ -23,7 +23,16 @@ def create_app():
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
     from mlflow_hokusai.keys.management import KeyManager
-    from mlflow_hokusai.routes import access_log, api, artifacts, errors, gate, keys_api, token_tags
+    from mlflow_hokusai.routes import (
+        access_log,
+        api,
+        artifacts,
+        errors,
+        gate,
+        keys_api,
+        model_sources,
+        token_tags,
+    )
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
 
@@ -79,6 +88,7 @@ def create_app():
     errors.install(flask_app, runner_app)
     api.install(flask_app, services)
     keys_api.install(flask_app, services)
+    model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)
     artifacts.install(flask_app, services)
     # Last: the gate wraps the finished app (the read-only table is built on first use, after

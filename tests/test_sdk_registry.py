@@ -7,6 +7,7 @@ import mlflow
 import pytest
 import sklearn
 from mlflow.exceptions import MlflowException
+from packaging.version import Version
 from sklearn.linear_model import LogisticRegression
 
 from mlflow_hokusai import ModelRegistry, TokenizedModel
@@ -132,7 +133,33 @@ def test_models_uri_by_alias_is_idempotent_too(server, sdk):
         f"models:/{base}@champion", copy, copy_token, "f1", 0.7
     )
     assert again == made and made.run_id == sdk["runs"][1]
+    assert made.source == f"models:/{base}/{first.version}"  # pinned, not following the alias
     assert len(versions_of(server, copy)) == 1
+
+
+def test_stock_client_models_uri_sources_are_never_a_500(server, sdk, monkeypatch):
+    """MLflow < 3.17 cannot register from an alias and answered it, and a missing version,
+    with a 500 (retried for minutes): now a 400 and a 404; 3.17 resolves the alias itself."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    base = unique("sdk-src")
+    first = sdk["registry"].register_tokenized_model(
+        f"runs:/{sdk['runs'][0]}/model", base, unique("sdk-token"), "f1", 0.7
+    )
+    client = mlflow.MlflowClient(server.url)
+    client.set_registered_model_alias(base, "champion", first.version)
+    copy = unique("sdk-copy")
+    client.create_registered_model(copy)
+    with pytest.raises(MlflowException) as missing:
+        client.create_model_version(copy, f"models:/{base}/99", await_creation_for=0)
+    assert missing.value.get_http_status_code() == 404, missing.value
+    resolves_aliases = Version(mlflow.__version__).release[:2] >= (3, 17)
+    try:
+        made = client.create_model_version(copy, f"models:/{base}@champion", await_creation_for=0)
+    except MlflowException as refused:
+        assert not resolves_aliases and refused.get_http_status_code() == 400, refused
+        assert f"models:/{base}@champion" in refused.message
+    else:
+        assert resolves_aliases and made.source == f"models:/{base}/{first.version}"
 
 
 @pytest.mark.parametrize(

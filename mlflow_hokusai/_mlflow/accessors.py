@@ -86,17 +86,23 @@ def password_checker(store):
     return check
 
 
-def can_read_registered_model(name: str) -> bool | None:
-    """Whether the current request's user may read registered model (or prompt) ``name``,
-    by MLflow's own rules (grants, roles, the default permission); None when this MLflow
-    cannot say (before 3.17). Call inside a request that MLflow's engine has authenticated."""
+def can_read_registered_model(name: str, username: str) -> bool:
+    """Whether ``username`` may read registered model (or prompt) ``name`` by MLflow's rules.
+    MLflow 3.17 answers with its own check (grants, roles, workspaces, the default
+    permission) for the current request's user; older releases by the user's grant on the
+    model, else the default permission. Anything that cannot be resolved: False."""
     from mlflow.server import auth
+    from mlflow.server.auth.permissions import get_permission
 
-    permission_of = getattr(auth, "_get_registered_model_or_prompt_permission", None)
-    if permission_of is None:
-        return None
     try:
-        return bool(permission_of(name).can_read)
+        permission_of = getattr(auth, "_get_registered_model_or_prompt_permission", None)
+        if permission_of is not None:
+            return bool(permission_of(name).can_read)
+        try:
+            granted = auth.store.get_registered_model_permission(name, username).permission
+        except Exception:  # no grant on this model for this user
+            granted = auth.auth_config.default_permission
+        return bool(get_permission(granted).can_read)
     except Exception:  # gone meanwhile, or not resolvable: do not reveal it
         return False
 

@@ -79,9 +79,15 @@ TARGETS: tuple[Target, ...] = (
     Target(
         AUTH,
         "_get_registered_model_or_prompt_permission",
-        "name a token id's holder only to callers who may read it (else: admins only)",
+        "name a token id's holder only to callers who may read it",
         required=False,
         since="3.17",
+    ),
+    Target(AUTH, "auth_config", "the default permission (MLflow before 3.17)"),
+    Target(
+        AUTH_STORE,
+        "SqlAlchemyStore.get_registered_model_permission",
+        "a user's grant on a registered model (MLflow before 3.17)",
     ),
     # patches
     Target(AUTH, "BEFORE_REQUEST_VALIDATORS", "authorize our own routes"),

@@ -4,8 +4,10 @@
 is usually a LoggedModel whose files are not under the run's artifacts), but it always talks to
 the global tracking URI. ``MlflowClient.create_model_version`` takes an explicit URI but stores a
 ``runs:/`` source as given, which MLflow 3 then cannot load. So we resolve ``runs:/`` the way
-``register_model`` does, with public client calls only; ``models:/`` URIs the server resolves
-itself.
+``register_model`` does, with public client calls only. ``models:/name@alias`` and
+``models:/name/<version>`` become ``models:/name/<version>`` with that version's run and logged
+model, as MLflow 3.17's server does itself (3.15 and 3.16 store them as given and fail on an
+alias with a 500); other ``models:/`` URIs are left to the server.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def resolve_source(client: MlflowClient, model_uri: str) -> tuple[str, str | Non
         name, version, alias = _models_parts(model_uri)
         if version is None and alias is None:  # models:/<logged model id>
             return model_uri, None, name
+        if alias is not None or version.isdigit():
+            found = (
+                client.get_model_version_by_alias(name, alias)
+                if alias is not None
+                else client.get_model_version(name, version)
+            )
+            return f"models:/{name}/{found.version}", found.run_id or None, found.model_id or None
     return model_uri, None, None
 
 

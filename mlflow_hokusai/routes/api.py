@@ -75,5 +75,17 @@ def json_body(allowed: set[str]) -> dict:
     return body
 
 
+def mlflow_style_json() -> dict | None:
+    """The body the way MLflow's handlers read it (forced JSON, double-encoded allowed), or
+    None when it is not a JSON object: for hooks that look at a request before MLflow does."""
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+    return body if isinstance(body, dict) else None
+
+
 def install(app: Flask, services: Services) -> None:
     register(app, services, ROUTES)

@@ -114,6 +114,21 @@ def _root_listing_rule(listing_paths: frozenset[str]):
     return admins_list_the_root
 
 
+def _unrouted_artifact_rule(artifact_apis: tuple[str, ...]):
+    """A before-request hook, run before MLflow's: a request under the artifact API that no
+    route matches (``presigned//etc/passwd``, a wrong method) gets Flask's answer (its 308 to
+    the merged-slash path, 404 or 405), as MLflow's other unknown paths do. MLflow 3.15 and
+    3.16 authorize such a request by reading ``request.view_args``, which is None then: a
+    500."""
+
+    def answer_unrouted_artifact_requests():
+        error = request.routing_exception
+        if error is not None and request.path.startswith(artifact_apis):
+            raise error
+
+    return answer_unrouted_artifact_requests
+
+
 def install(app: Flask, services: Services) -> None:
     """Add the ``?run_id=`` listing route and the root-listing rule. Call after MLflow's auth
     engine is set up (its ``before_request`` must authenticate first)."""
@@ -125,6 +140,11 @@ def install(app: Flask, services: Services) -> None:
         )
     rules = [(path, method) for path in (rest, ajax) for method in ("GET", "HEAD")]
     _mlflow.patches.authorize_like_get_run(rules, check_listing_request)
+    apis = ("/api/2.0/mlflow-artifacts/", "/ajax-api/2.0/mlflow-artifacts/")
+    # First of all before-request hooks (MLflow's included): see the hook's docstring.
+    app.before_request_funcs.setdefault(None, []).insert(
+        0, _unrouted_artifact_rule(apis + tuple(prefix + a for a in apis))
+    )
     app.before_request(_root_listing_rule(frozenset(prefix + p for p in _LISTINGS)))
     app.wsgi_app = RunListingDispatch(
         app.wsgi_app, {prefix + _LISTINGS[0]: rest, prefix + _LISTINGS[1]: ajax}

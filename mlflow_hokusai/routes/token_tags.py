@@ -11,7 +11,6 @@ is stripped by the gate before Flask sees the path, so prefixed requests match t
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Literal, NamedTuple
 
@@ -20,6 +19,7 @@ from flask import Flask, g, request
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.config import ConfigError
+from mlflow_hokusai.routes.api import mlflow_style_json
 from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.token_claims import TokenClaims
 from mlflow_hokusai.tags.guard import MODEL_VERSION, REGISTERED_MODEL, Entity, TokenTagGuard
@@ -60,17 +60,6 @@ def route_table(static_prefix: str = "") -> dict[tuple[str, str], TagWritingRout
     return table
 
 
-def _request_json():
-    """The body the way MLflow's handlers read it (forced JSON, double-encoded allowed)."""
-    body = request.get_json(force=True, silent=True)
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None
-    return body if isinstance(body, dict) else None
-
-
 def _pairs(body: dict, carried: Carried) -> list[tuple[object, object]]:
     if carried == KEY_VALUE:
         value = body.get("value")
@@ -88,11 +77,11 @@ def _pairs(body: dict, carried: Carried) -> list[tuple[object, object]]:
 
 def _may_read(model_name: str) -> bool:
     """May the caller see that ``model_name`` exists? Admins may; others when MLflow says
-    they can read it (on MLflow before 3.17, which cannot say: admins only)."""
+    they can read it."""
     identity = current_identity()
-    if identity is not None and identity.is_admin:
-        return True
-    return bool(_mlflow.can_read_registered_model(model_name))
+    if identity is None:
+        return False
+    return identity.is_admin or _mlflow.can_read_registered_model(model_name, identity.username)
 
 
 def install(app: Flask, services: Services) -> TokenTagGuard:
@@ -110,7 +99,7 @@ def install(app: Flask, services: Services) -> TokenTagGuard:
         row = table.get((request.path, request.method))
         if row is None:
             return None
-        body = _request_json()
+        body = mlflow_style_json()
         if body is None or not isinstance(body.get("name"), str):
             return None  # MLflow's handler refuses such a request itself
         version = body.get("version")

@@ -155,7 +155,9 @@ class TokenTagGuard:
             if entity == MODEL_VERSION:
                 return dict(store.get_model_version(model_name, version).tags)
             return dict(store.get_registered_model(model_name).tags)
-        except MlflowException:
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # never check the pair against tags we could not read
             return {}  # no such entity: MLflow's handler answers the request with its error
 
 

@@ -102,6 +102,33 @@ def test_reads_outside_the_artifact_root_fail(server, target):
     print(f"\n{len(outcomes)} traversal reads refused: statuses {sorted(set(outcomes))}")
 
 
+def test_unrouted_artifact_requests_get_the_routing_answer(server, target):
+    """Requests under the artifact API that no route matches: Flask's 308 (to the merged-slash
+    path), 404 or 405. MLflow < 3.17 authorized them by reading ``view_args`` (None): a 500."""
+    auth, experiment_id, _ = target
+    for prefix in PREFIXES:
+        for api in ("/api/2.0", "/ajax-api/2.0"):
+            for method, rest in [
+                ("GET", "presigned/"),
+                ("GET", "presigned//etc/passwd"),
+                ("POST", f"presigned/{experiment_id}/x"),
+                ("DELETE", "artifacts//etc/passwd"),
+                ("PATCH", f"artifacts/{experiment_id}/x"),
+                ("GET", "artifactsX"),
+                ("GET", "mpu/nothing"),
+                ("POST", "mpu/create//etc/x"),
+            ]:
+                target_path = f"{prefix}{api}/mlflow-artifacts/{rest}"
+                body = b"{}" if method in ("POST", "PATCH") else b""
+                reply = send(server.url, method, target_path, auth, body=body)
+                assert reply.status in (308, 404, 405), (
+                    method,
+                    target_path,
+                    reply.status,
+                    reply.text[:200],
+                )
+
+
 def test_writes_outside_the_artifact_root_fail(server, target):
     auth, experiment_id, run_id = target
     base = f"{experiment_id}/{run_id}/artifacts"

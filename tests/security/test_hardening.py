@@ -11,8 +11,10 @@ import os
 import stat
 import time
 
+import mlflow
 import pytest
 import requests
+from packaging.version import Version
 
 from tests.helpers import api_key_for
 from tests.security.raw import send
@@ -275,9 +277,6 @@ def private_server(tmp_path_factory):
 
 
 def test_the_holder_is_named_only_to_callers_who_may_read_it(private_server):
-    import mlflow
-    from packaging.version import Version
-
     server = private_server
     alice, bob = api_key_for(server, "secret-alice"), api_key_for(server, "secret-bob")
     token = f"secret-{time.time_ns()}"
@@ -297,21 +296,18 @@ def test_the_holder_is_named_only_to_callers_who_may_read_it(private_server):
         server, server.admin_key, f"admin-{token}", [{"key": "hokusai_token_id", "value": token}]
     )
     assert by_admin.status_code == 409 and hidden in by_admin.text
-    if Version(mlflow.__version__) >= Version("3.17"):  # older MLflow cannot say: admins only
-        grant = {
-            "username": "secret-bob",
-            "resource_type": "registered_model",
-            "resource_id": hidden,
-            "permission": "READ",
-        }
-        granted = server.post(
-            "/api/3.0/mlflow/users/permissions/grant", server.admin_key, json=grant
-        )
-        assert granted.status_code == 200, granted.text
-        again = _create_model(
-            server, bob, f"bob2-{token}", [{"key": "hokusai_token_id", "value": token}]
-        )
-        assert again.status_code == 409 and hidden in again.text, again.text
+    grant = {
+        "username": "secret-bob",
+        "resource_type": "registered_model",
+        "resource_id": hidden,
+        "permission": "READ",
+    }
+    granted = server.post("/api/3.0/mlflow/users/permissions/grant", server.admin_key, json=grant)
+    assert granted.status_code == 200, granted.text
+    again = _create_model(
+        server, bob, f"bob2-{token}", [{"key": "hokusai_token_id", "value": token}]
+    )
+    assert again.status_code == 409 and hidden in again.text, again.text
 
 
 # -- 5. failed password logins: one time for every user name, and limited ------------------
@@ -507,9 +503,11 @@ def _race_benchmark_pair(server, trials: int = 50):
         for thread in threads:
             thread.join(60)
         answers.append(tuple(sorted(results)))
-        got = server.get(
+        reply = server.get(
             f"/api/2.0/mlflow/model-versions/get?name={model}&version={version}", key
-        ).json()["model_version"]
+        )
+        assert reply.status_code == 200, reply.text
+        got = reply.json()["model_version"]
         tags = {t["key"]: t["value"] for t in got.get("tags", [])}
         try:
             validate_tags({k: tags[k] for k in ("benchmark_metric", "benchmark_value")})
@@ -526,6 +524,13 @@ def test_the_benchmark_pair_race_stores_nothing_invalid_on_sqlite(server):
 
 
 @pytest.mark.postgres
+@pytest.mark.xfail(
+    Version(mlflow.__version__) < Version("3.17"),
+    reason="MLflow 3.15 on PostgreSQL (psycopg 3) compares model_versions.version, an integer "
+    "column, with a string parameter: every model-version get/set-tag by version fails there "
+    "with 'operator does not exist: integer = character varying' (upstream; 3.17 works)",
+    strict=True,
+)
 def test_the_benchmark_pair_race_stores_nothing_invalid_on_postgresql(postgres, tmp_path):
     from tests.server import Server
 
