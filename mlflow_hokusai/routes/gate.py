@@ -157,9 +157,9 @@ class AsgiGate(_Gate):
             if answer is None:
                 return await self.app(scope, receive, _json_errors(send))
             return await _send_parts(send, *answer)
-        result = await self._authenticate(scope)
         client = scope.get("client")
         peer = client[0] if client else None
+        result = await self._authenticate(scope, peer)
         error = result if isinstance(result, tuple) else self.refusal(result, path, method, peer)
         if error is not None:
             if scope["type"] == "websocket":
@@ -181,7 +181,7 @@ class AsgiGate(_Gate):
             scope["raw_path"] = swap_prefix(seen, swap).encode("latin-1")
         return scope
 
-    async def _authenticate(self, scope):
+    async def _authenticate(self, scope, peer: str | None):
         """The identity or failure, or an error response (status, headers, body) when the
         key database is unreachable. A cached answer comes on the event loop (a thread hop
         costs more than the check); a lookup goes to a worker thread."""
@@ -192,8 +192,6 @@ class AsgiGate(_Gate):
             return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
 
         credential = from_headers(get_all)
-        client = scope.get("client")
-        peer = client[0] if client else None
         result = self.authenticator.peek(credential, peer)
         if result is not None:
             return result
@@ -265,11 +263,12 @@ class WsgiGate(_Gate):
             value = environ.get("HTTP_" + name.upper().replace("-", "_"))
             return [] if value is None else [value]
 
+        peer = environ.get("REMOTE_ADDR")
         try:
-            result = self.authenticator.resolve(from_headers(get_all), environ.get("REMOTE_ADDR"))
+            result = self.authenticator.resolve(from_headers(get_all), peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return _wsgi_send(start_response, parts_of(error))
-        error = self.refusal(result, path, method, environ.get("REMOTE_ADDR"))
+        error = self.refusal(result, path, method, peer)
         if error is not None:
             return _wsgi_send(start_response, error)
         environ[ENVIRON_KEY] = result
@@ -319,8 +318,8 @@ def _rewritten(status: int, headers, body: bytes):
 
 
 def _json_errors(send):
-    """Wrap ``send`` so MLflow's plain-text 403s and any 503 that is not ours reach the client
-    as our JSON (the body of such a response is held back until complete)."""
+    """Wrap ``send`` so MLflow's plain-text 403s, its 500s and any 503 that is not ours reach
+    the client as our JSON (``_rewritten``; such a body is held back until complete)."""
     state = {"start": None, "body": []}
 
     async def wrapped(message):
@@ -338,15 +337,7 @@ def _json_errors(send):
             if replacement is None:
                 await send(start)
                 return await send({"type": "http.response.body", "body": body})
-            status, headers, body = replacement
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
-                }
-            )
-            return await send({"type": "http.response.body", "body": body})
+            return await _send_parts(send, *replacement)
         return await send(message)
 
     return wrapped
