@@ -64,9 +64,11 @@ def registry_store():
 def password_checker(store):
     """A function (username, password) -> is_admin, or None when the login is wrong.
 
-    It takes the same time whether or not the user exists: for an unknown user it checks the
-    password against a hash made the way MLflow makes them (werkzeug's default), so a failed
-    login does not tell which user names exist."""
+    It takes the same time whether or not the user exists, so a failed login does not tell
+    which user names exist: both paths run the same two queries (the existence check, then
+    MLflow's own ``authenticate_user``, which finds no row for an unknown user), and for an
+    unknown user the password is checked against a decoy hash made the way MLflow makes them
+    (werkzeug's default)."""
     import secrets
 
     from werkzeug.security import check_password_hash, generate_password_hash
@@ -78,6 +80,7 @@ def password_checker(store):
             if not store.authenticate_user(username, password):
                 return None
             return store.get_user(username).is_admin
+        store.authenticate_user(username, password)  # the same row look-up, which finds nothing
         if not decoy:
             decoy.append(generate_password_hash(secrets.token_urlsafe(16)))
         check_password_hash(decoy[0], password)

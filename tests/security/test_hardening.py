@@ -341,7 +341,7 @@ def test_a_failed_login_takes_the_same_time_whether_or_not_the_user_exists(timin
     session = requests.Session()
     url = timing_server.url + "/api/2.0/mlflow/hokusai/whoami"
     samples = {"admin": [], "nobody": []}
-    order = ["admin", "nobody"] * 30
+    order = ["admin", "nobody"] * 50
     random.Random(11).shuffle(order)
     for index, kind in enumerate(["admin", "nobody"] * 3 + order):
         user = "admin" if kind == "admin" else f"nosuch-{index}"
