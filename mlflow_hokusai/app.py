@@ -93,5 +93,13 @@ def create_app():
     artifacts.install(flask_app, services)
     # Last: the gate wraps the finished app (the read-only table is built on first use, after
     # every route above exists).
+    if (
+        runner_app is not flask_app
+        and not _mlflow.patches.run_permission_middleware_only_where_it_acts(runner_app)
+    ):
+        logging.getLogger("mlflow_hokusai").warning(
+            "MLflow's FastAPI permission middleware was not found where expected: it wraps "
+            "every request (correct, a little slower)."
+        )
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     return gate_class(runner_app, services)

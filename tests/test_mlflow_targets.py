@@ -105,3 +105,22 @@ def test_no_private_mlflow_name_outside_the_fence():
                 if private or "._" in f".{module}":
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_the_run_check_reads_only_the_run_experiment():
+    """``patches.cache_authorization_lookups`` remembers, per run, only its info for the
+    worker's life: right only while MLflow's run check loads a run (``_fetch_or_none`` with
+    ``get_run``) in one place and reads nothing from it but ``run.info.experiment_id``."""
+    import inspect
+    import re
+
+    from mlflow.server import auth
+
+    if not hasattr(auth, "_fetch_or_none"):
+        pytest.skip(f"MLflow {mlflow.__version__} loads runs inline (the patch is off)")
+    module = inspect.getsource(auth)
+    assert len(re.findall(r"_fetch_or_none\(\s*_get_tracking_store\(\)\.get_run\b", module)) == 1
+    check = inspect.getsource(auth._run_requirement)
+    assert re.search(r"_fetch_or_none\(\s*_get_tracking_store\(\)\.get_run\b", check)
+    reads = set(re.findall(r"\brun\.([\w.]+)", check))
+    assert reads == {"info.experiment_id"}, reads

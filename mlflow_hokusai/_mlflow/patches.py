@@ -101,14 +101,21 @@ _CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
 _STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
 
 
-def cache_authorization_lookups(cache) -> None:
+def cache_authorization_lookups(cache, max_runs: int = 10_000) -> None:
     """Put ``cache`` (the worker's ``LookupCache``) in front of the per-request lookups of
     MLflow's auth engine: the user row and role grants (auth store ``get_user``,
-    ``list_grants``) and the run that run routes load only to learn its experiment
-    (``_fetch_or_none(get_run, run_id)``; a run never changes experiment). Every write method
-    of the auth store clears the cache after it runs."""
-    import inspect
+    ``list_grants``). Every write method of the auth store clears the cache after it runs.
 
+    Run routes load the whole run (metrics, params, tags) only to learn its experiment
+    (``_fetch_or_none(get_run, run_id)`` reads ``run.info.experiment_id`` and nothing else;
+    ``tests/test_mlflow_targets.py`` checks that on the MLflow under test). A run never
+    changes experiment, so that answer is remembered for the worker's life (LRU, bounded), as
+    a run carrying only its info: no key or permission change can make it stale."""
+    import inspect
+    import threading
+    from collections import OrderedDict
+
+    from mlflow.entities import Run
     from mlflow.server import auth
 
     store = _find(targets.AUTH, "store")
@@ -123,14 +130,24 @@ def cache_authorization_lookups(cache) -> None:
     if fetch_or_none is None:  # MLflow < 3.17 loads the run inline: not cached there
         return
 
+    runs: OrderedDict = OrderedDict()  # run id -> Run(info only)
+    lock = threading.Lock()
+
     def cached_fetch_or_none(fetch, resource_id):
         if getattr(fetch, "__name__", "") != "get_run":
             return fetch_or_none(fetch, resource_id)
-        return cache.get(
-            ("run", resource_id),
-            lambda: fetch_or_none(fetch, resource_id),
-            keep=lambda run: run is not None,
-        )
+        with lock:
+            known = runs.get(resource_id)
+            if known is not None:
+                runs.move_to_end(resource_id)
+                return known
+        run = fetch_or_none(fetch, resource_id)
+        if run is not None:  # a missing run is asked again next time
+            with lock:
+                runs[resource_id] = Run(run_info=run.info, run_data=None)
+                if len(runs) > max_runs:
+                    runs.popitem(last=False)
+        return run
 
     auth._fetch_or_none = cached_fetch_or_none
 
@@ -214,3 +231,88 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         for rule, handler in list((table or {}).items()):
             if handler in redactors:
                 table[rule] = only_with_links(handler)
+
+
+def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096) -> bool:
+    """MLflow's FastAPI permission middleware is a Starlette ``BaseHTTPMiddleware`` and wraps
+    every request, though for a request Flask serves (no FastAPI validator, not a native
+    route) all it does is pass it on; the wrapping alone costs several per cent of a small
+    request (docs/performance.md). Put it behind a plain ASGI switch, at the same place in
+    the stack: requests it acts on (by MLflow's own ``_find_fastapi_validator`` and native
+    route match, remembered per method and path) go through it unchanged; the others go
+    straight to the next middleware, as its ``call_next`` would send them.
+
+    Returns whether the switch is in (False when this MLflow lacks a name it needs, or the
+    app is not the FastAPI app MLflow built, or its middleware stack is already built)."""
+    import threading
+    from collections import OrderedDict
+
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.routing import Mount
+
+    find_validator = _find(targets.AUTH, "_find_fastapi_validator")
+    installer = _find(targets.AUTH, "add_fastapi_permission_middleware")
+    middleware = getattr(asgi_app, "user_middleware", None)
+    if find_validator is None or installer is None or middleware is None:
+        return False
+    if getattr(asgi_app, "middleware_stack", None) is not None:
+        return False
+    local = installer.__qualname__ + ".<locals>."
+
+    def is_permission_middleware(entry) -> bool:
+        dispatch = (getattr(entry, "kwargs", None) or {}).get("dispatch")
+        return (
+            getattr(entry, "cls", None) is BaseHTTPMiddleware
+            and getattr(dispatch, "__module__", None) == targets.AUTH
+            and getattr(dispatch, "__qualname__", "").startswith(local)
+        )
+
+    found = [i for i, entry in enumerate(middleware) if is_permission_middleware(entry)]
+    if len(found) != 1:
+        return False
+    native = [route for route in asgi_app.routes if not isinstance(route, Mount)]
+    matches_native = _find(targets.AUTH, "_scope_matches_native_route")
+    memo: OrderedDict = OrderedDict()
+    lock = threading.Lock()
+
+    def acts(scope) -> bool:
+        from mlflow.server import auth
+
+        key = (scope.get("method"), scope.get("root_path", ""), scope.get("path"))
+        with lock:
+            if key in memo:
+                memo.move_to_end(key)
+                return memo[key]
+        answer = find_validator(scope["path"], scope["method"]) is not None or bool(
+            # native routes without a validator: MLflow's fail-closed rule may refuse them
+            matches_native is not None and auth._scope_matches_native_route(native, scope)
+        )
+        with lock:
+            memo[key] = answer
+            if len(memo) > max_paths:
+                memo.popitem(last=False)
+        return answer
+
+    entry = middleware[found[0]]
+    middleware[found[0]] = Middleware(
+        _OnlyWhereItActs, dispatch=entry.kwargs["dispatch"], acts=acts
+    )
+    return True
+
+
+class _OnlyWhereItActs:
+    """``BaseHTTPMiddleware(app, dispatch)`` for the requests ``acts(scope)`` names; every
+    other request goes to ``app`` directly (``run_permission_middleware_only_where_it_acts``)."""
+
+    def __init__(self, app, dispatch, acts):
+        from starlette.middleware.base import BaseHTTPMiddleware
+
+        self.app = app
+        self.acts = acts
+        self.middleware = BaseHTTPMiddleware(app, dispatch=dispatch)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not self.acts(scope):
+            return await self.app(scope, receive, send)
+        return await self.middleware(scope, receive, send)

@@ -119,6 +119,18 @@ TARGETS: tuple[Target, ...] = (
         since="3.17",
     ),
     Target(
+        AUTH,
+        "_find_fastapi_validator",
+        "run the FastAPI permission middleware only where it acts",
+        required=False,
+    ),
+    Target(
+        AUTH,
+        "add_fastapi_permission_middleware",
+        "run the FastAPI permission middleware only where it acts",
+        required=False,
+    ),
+    Target(
         AUTH, "AFTER_REQUEST_HANDLERS", "skip run redaction of bodies without links", required=False
     ),
     Target(

@@ -1,7 +1,8 @@
 """The one per-worker cache of authentication and authorization lookups.
 
 Key lookups (digest -> key record), password checks and MLflow's authorization lookups (user
-row, role grants, a run's experiment) all go through one ``LookupCache`` per worker:
+row, role grants) all go through one ``LookupCache`` per worker (a run's experiment, which
+never changes, is remembered apart: ``_mlflow.patches.cache_authorization_lookups``):
 
 - entries live at most ``ttl`` seconds (HOKUSAI_AUTH_CACHE_TTL_SECONDS, <= 1 s), so other
   workers and replicas see a change within the design's staleness bound; ``ttl`` 0 turns it
