@@ -78,6 +78,7 @@ def create_app():
 
     _mlflow.patches.make_server_info_public()
     _mlflow.patches.skip_redundant_request_work()
+    _mlflow.patches.admin_flag_from_identity(flask_auth.caller_identity)
     if settings.auth_cache_ttl_seconds > 0:
         _mlflow.patches.cache_authorization_lookups(cache)
     s3_streaming.install()

@@ -101,6 +101,25 @@ _CACHED_STORE_READS = (("user", "get_user"), ("grants", "list_grants"))
 _STORE_READ_PREFIXES = ("get_", "list_", "has_", "is_", "authenticate_", "user_has_")
 
 
+def admin_flag_from_identity(current_identity) -> None:
+    """MLflow's ``sender_is_admin`` learns whether the caller is an admin by loading the user
+    row again (auth store ``get_user``) on every request, though the request's identity
+    (``current_identity()``, computed once by the gate from the same users table) already
+    carries the flag. Answer from the identity; a request without one (none passed the gate)
+    asks MLflow's own function."""
+    from mlflow.server import auth
+
+    original = _find(targets.AUTH, "sender_is_admin")
+
+    def sender_is_admin():
+        identity = current_identity()
+        if identity is None:
+            return original()
+        return identity.is_admin
+
+    auth.sender_is_admin = sender_is_admin
+
+
 def cache_authorization_lookups(cache, max_runs: int = 10_000) -> None:
     """Put ``cache`` (the worker's ``LookupCache``) in front of the per-request lookups of
     MLflow's auth engine: the user row and role grants (auth store ``get_user``,

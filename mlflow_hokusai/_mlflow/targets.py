@@ -56,6 +56,7 @@ TARGETS: tuple[Target, ...] = (
     Target(AUTH, "store", "the running auth store (users, permissions)"),
     Target(AUTH, "validate_can_read_run", "authorize the ?run_id= listing like GetRun"),
     Target(AUTH, "is_unprotected_route", "see whether server-info is public"),
+    Target(AUTH, "sender_is_admin", "take the admin flag from the request's identity"),
     Target(AUTH_STORE, "SqlAlchemyStore.authenticate_user", "MLflow password logins"),
     Target(AUTH_STORE, "SqlAlchemyStore.get_user", "a user's admin flag"),
     Target(AUTH_STORE, "SqlAlchemyStore.has_user", "failed logins take one time"),

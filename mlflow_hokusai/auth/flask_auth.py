@@ -9,7 +9,7 @@ authenticate again: the gate already did, once, and handed the identity on
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from werkzeug.datastructures import Authorization
 
 from mlflow_hokusai.auth.authenticator import Authenticator, AuthFailure, Identity
@@ -32,6 +32,14 @@ def current_identity() -> Identity | None:
     if identity is None:
         identity = gate_identity(request.environ)
     return identity
+
+
+def caller_identity() -> Identity | None:
+    """``current_identity()`` inside a Flask request; outside one (MLflow's FastAPI-native
+    code) the identity the gate handed on, if any."""
+    if has_request_context():
+        return current_identity()
+    return gate_identity({})
 
 
 def authorize():
