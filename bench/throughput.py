@@ -268,7 +268,7 @@ def main(argv=None) -> int:
         ],
     )
     ours = _support.median(targets[3].ratios)
-    print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.90x)")
+    print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.95x)")
     print(f"ratio hokusai admin / plain: {_support.median(targets[4].ratios):.2f}x")
     print(
         f"ratio hokusai non-admin / basic-auth non-admin: "
