@@ -22,6 +22,7 @@ def create_app():
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
+    from mlflow_hokusai.keys.lifetime import lifetime_rules
     from mlflow_hokusai.keys.management import KeyManager
     from mlflow_hokusai.routes import (
         access_log,
@@ -46,11 +47,13 @@ def create_app():
     # One cache per worker for keys, passwords and MLflow's authorization lookups: a change
     # made here (a revoke, a permission write) clears it at once.
     cache = LookupCache(settings.auth_cache_ttl_seconds)
+    rules = lifetime_rules(settings)
     authenticator = Authenticator(
         started.key_store,
         cache,
         check_password=_mlflow.password_checker(_mlflow.running_user_store()),
         login_limits=LoginLimits(settings.login_failure_limit),
+        rules=rules,
     )
     audit = AuditLog(AuditStore(started.key_store.engine))
     native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)
@@ -68,6 +71,7 @@ def create_app():
             environment=settings.key_environment,
             on_change=cache.clear,  # this worker refuses a revoked key at once
             on_note=logging.getLogger("mlflow_hokusai.keys").info,
+            rules=rules,
         ),
         native_routes=native,
         read_scope=ReadScope(flask_app, native, static_prefix),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -25,7 +26,18 @@ _ENV = {
     "auth_cache_ttl_seconds": "HOKUSAI_AUTH_CACHE_TTL_SECONDS",
     "bootstrap_dir": "HOKUSAI_BOOTSTRAP_DIR",
     "login_failure_limit": "HOKUSAI_LOGIN_FAILURE_LIMIT",
+    "max_key_lifetime_days": "HOKUSAI_MAX_KEY_LIFETIME_DAYS",
+    "default_key_lifetime_days": "HOKUSAI_DEFAULT_KEY_LIFETIME_DAYS",
+    "expire_unused_after_days": "HOKUSAI_EXPIRE_UNUSED_AFTER_DAYS",
+    "rotation_grace": "HOKUSAI_ROTATION_GRACE",
+    "max_rotation_grace": "HOKUSAI_MAX_ROTATION_GRACE",
 }
+_LIFETIME_SETTINGS = (
+    "max_key_lifetime_days",
+    "default_key_lifetime_days",
+    "expire_unused_after_days",
+)
+MAX_LIFETIME_DAYS = 3650
 
 
 class ConfigError(ValueError):
@@ -47,6 +59,13 @@ class Settings:
     # Failed password logins allowed per source address and per user name, per worker
     # ("N/second|minute|hour", a moving window) before they get 429.
     login_failure_limit: str = "10/minute"
+    # Key lifetime rules (keys/lifetime.py), each a number of days or None (off).
+    max_key_lifetime_days: int | None = None
+    default_key_lifetime_days: int | None = None
+    expire_unused_after_days: int | None = None
+    # Rotation overlap, seconds: the default when a rotation names none, and the longest allowed.
+    rotation_grace: int = 0
+    max_rotation_grace: int = 7 * 86400
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -89,6 +108,49 @@ def _rate(value: str, name: str) -> str:
     return value
 
 
+def _days(value: str, name: str) -> int | None:
+    """A whole number of days (1 to 3650), or None for an empty value (the rule is off)."""
+    value = value.strip()
+    if not value:
+        return None
+    env_name = _ENV[name]
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_LIFETIME_DAYS:
+        raise ConfigError(
+            f"{name} ({env_name}) must be a whole number of days from 1 to "
+            f"{MAX_LIFETIME_DAYS}, or empty for no rule, not {value!r}"
+        )
+    return days
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_ROTATION_GRACE_SECONDS = 365 * 86400
+
+
+def parse_duration(value: str) -> int:
+    """``90``, ``30s``, ``15m``, ``24h``, ``7d``, ``2w`` -> seconds. Raises ValueError."""
+    match = _DURATION.fullmatch(str(value).strip().lower())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a duration such as 0, 3600, 30m, 24h or 7d (s, m, h, d, w)"
+        )
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _duration(value: str, name: str) -> int:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise ConfigError(f"{name} ({_ENV[name]}): {e}") from None
+    if seconds > MAX_ROTATION_GRACE_SECONDS:
+        raise ConfigError(f"{name} ({_ENV[name]}) must be at most 365 days, not {value!r}")
+    return seconds
+
+
 def load_settings(environ: dict | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = _read_ini(environ.get("HOKUSAI_CONFIG"))
@@ -115,6 +177,21 @@ def load_settings(environ: dict | None = None) -> Settings:
         values["login_failure_limit"] = _rate(
             values["login_failure_limit"], "HOKUSAI_LOGIN_FAILURE_LIMIT"
         )
+    for name in _LIFETIME_SETTINGS:
+        if name in values:
+            values[name] = _days(values[name], name)
+    longest, default = values.get("max_key_lifetime_days"), values.get("default_key_lifetime_days")
+    if longest is not None and default is not None and default > longest:
+        raise ConfigError(
+            f"default_key_lifetime_days ({default}) must not exceed max_key_lifetime_days "
+            f"({longest})"
+        )
+    for name in ("rotation_grace", "max_rotation_grace"):
+        if name in values:
+            values[name] = _duration(values[name], name)
+    grace = values.get("rotation_grace", 0)
+    if grace > values.get("max_rotation_grace", Settings.max_rotation_grace):
+        raise ConfigError("rotation_grace must not exceed max_rotation_grace")
     for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):
         if optional in values and not values[optional]:
             values[optional] = None

@@ -50,6 +50,10 @@ def test_app_client_round_trip(server, as_key, prefix):
 
     rotated = client.rotate_api_key(created.id)
     assert rotated.key and rotated.id != created.id and rotated.name == "dashboard"
+    overlapping = client.rotate_api_key(rotated.id, grace_seconds=600)
+    during = {k.id: k for k in client.list_api_keys()}[rotated.id]
+    assert (during.status, during.replaced_by) == ("rotating", overlapping.id)
+    assert during.rotation_ends_at
     assert client.revoke_api_key(rotated.id).status == "revoked"
     statuses = {k.id: k.status for k in client.list_api_keys()}
     assert statuses[created.id] == statuses[rotated.id] == "revoked"

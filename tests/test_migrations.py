@@ -42,3 +42,30 @@ def test_upgrade_from_0003_binds_keys_to_user_ids(tmp_path):
         ("revoked", "k-gone", "migration 0004")
     ]
     upgrade(engine)  # idempotent
+
+
+def test_upgrade_from_0004_adds_the_rotation_columns(tmp_path):
+    """A database made by the previous main (0004) keeps its keys, which are not rotating."""
+    from mlflow_hokusai.keys.format import generate_key
+    from mlflow_hokusai.keys.management import store_key
+    from mlflow_hokusai.store.keys import KeyStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0004")
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=3, username="fay", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at) VALUES ('k-fay', 'd1', 'hk_live_abcd', 'fay', 3, '', "
+                "'write', '2026-12-01 00:00:00')"
+            )
+        )
+    upgrade(engine)
+    record = KeyStore(engine).get("k-fay")
+    assert record.status() == "active" and record.user_is_admin is False
+    assert (record.rotation_ends_at, record.replaced_by, record.replaced_by_prefix) == (None,) * 3
+    store_key(KeyStore(engine), generate_key(), "fay")  # the upgraded table takes new keys
+    upgrade(engine)  # idempotent

@@ -30,6 +30,7 @@ from mlflow_hokusai.auth.credentials import Credential
 from mlflow_hokusai.auth.login_limits import LoginLimits
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.keys.lifetime import LifetimeRules
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
 
@@ -51,6 +52,7 @@ FailureReason = Literal[
     "bad-password",
     "passwords-off",
     "rate-limited",
+    "dormant",
 ]
 
 
@@ -90,11 +92,13 @@ class Authenticator:
         *,
         check_password: Callable[[str, str], bool | None] | None = None,
         login_limits: LoginLimits | None = None,
+        rules: LifetimeRules | None = None,
     ):
         self.store = store
         self.cache = cache
         self._check_password = check_password
         self.login_limits = login_limits or LoginLimits()
+        self.rules = rules or LifetimeRules()
         self._password_salt = secrets.token_bytes(32)
         self._touched: dict[str, float] = {}
         self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
@@ -140,6 +144,14 @@ class Authenticator:
         if record is None:
             return AuthFailure("Invalid API key: no such key.", "unknown-key")
         status = record.status()
+        if status == "revoked" and record.replaced_by_prefix:
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) was rotated; use its replacement "
+                f"({record.replaced_by_prefix}…).",
+                "revoked",
+                record.id,
+                record.username,
+            )
         if status == "revoked":
             return AuthFailure(
                 f"This API key ({record.display_prefix}…) has been revoked.",
@@ -152,6 +164,17 @@ class Authenticator:
                 f"This API key ({record.display_prefix}…) expired at "
                 f"{record.expires_at.isoformat()}Z; create a new one.",
                 "expired",
+                record.id,
+                record.username,
+            )
+        dormant_since = self.rules.dormant_since(record)
+        if dormant_since is not None:
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) is dormant: it was not used since "
+                f"{dormant_since.isoformat()}Z and this server refuses keys unused for "
+                f"{self.rules.unused_after_days} days (expire_unused_after_days); "
+                "create a new one.",
+                "dormant",
                 record.id,
                 record.username,
             )

@@ -18,7 +18,8 @@ import json
 import click
 import sqlalchemy as sa
 
-from mlflow_hokusai.config import ConfigError, load_settings
+from mlflow_hokusai.config import ConfigError, load_settings, parse_duration
+from mlflow_hokusai.keys.lifetime import lifetime_rules
 from mlflow_hokusai.keys.management import MAX_EXPIRY_DAYS, parse_expiry, parse_name, parse_username
 from mlflow_hokusai.store.audit import EVENTS as AUDIT_EVENTS
 from mlflow_hokusai.store.keys import SCOPES
@@ -129,7 +130,9 @@ def _backend(database_uri, tracking_uri):
     settings = _settings()
     uri = database_uri or settings.database_uri
     store = _open_store(uri)
-    return backends.Offline(store, _LazyUsers(uri), settings.key_environment, _note)
+    return backends.Offline(
+        store, _LazyUsers(uri), settings.key_environment, _note, lifetime_rules(settings)
+    )
 
 
 def _run(action):
@@ -172,7 +175,8 @@ def _run(action):
     type=int,
     default=None,
     callback=_validated(parse_expiry),
-    help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never).",
+    help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never, or the "
+    "server's default_key_lifetime_days; at most its max_key_lifetime_days).",
 )
 @_database_option
 @_tracking_option
@@ -239,7 +243,13 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
         "expires_at",
         "last_used_at",
     ]
-    _table(columns, [[str(r[c] or "-") for c in columns] for r in records])
+    _table(columns, [[_cell(r, c) for c in columns] for r in records])
+
+
+def _cell(record: dict, column: str) -> str:
+    if column == "status" and record.get("status") == "rotating":
+        return f"rotating until {record.get('rotation_ends_at')}"
+    return str(record.get(column) or "-")
 
 
 def _table(columns, rows):
@@ -262,17 +272,38 @@ def revoke_key(key_id, database_uri, tracking_uri):
     _note(f"Revoked key {record['id']} ({record['prefix']}…) of {record['username']!r}.")
 
 
+def _grace(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @keys.command("rotate")
 @click.argument("key_id")
+@click.option(
+    "--grace",
+    default=None,
+    metavar="DURATION",
+    callback=_grace,
+    help="Keep the old key working this long (e.g. 30m, 24h, 7d; 0 = end it now) so jobs "
+    "still using it can move over. Default: the server's rotation_grace (0 unless set); at "
+    "most its max_rotation_grace (7d unless set).",
+)
 @_database_option
 @_tracking_option
-def rotate_key(key_id, database_uri, tracking_uri):
-    """Revoke KEY_ID and print a new key (alone) with the same owner, name, scope and lifetime."""
+def rotate_key(key_id, grace, database_uri, tracking_uri):
+    """Print a new key (alone) replacing KEY_ID, with the same owner, name, scope and lifetime;
+    KEY_ID stops working now, or when the --grace window ends."""
     backend = _backend(database_uri, tracking_uri)
-    key, record, old = _run(lambda: backend.rotate(key_id))
+    key, record, old = _run(lambda: backend.rotate(key_id, grace))
+    until = old.get("rotation_ends_at")
     _note(
         f"Rotated key {old['id']} -> {record['id']} ({record['prefix']}…) "
-        f"for {record['username']!r}."
+        f"for {record['username']!r}"
+        + (f"; {old['id']} keeps working until {until}." if until else f"; {old['id']} is revoked.")
     )
     click.echo(key)
 

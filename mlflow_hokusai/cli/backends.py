@@ -15,7 +15,7 @@ from mlflow_hokusai.store.audit import AuditStore
 
 
 class Offline:
-    def __init__(self, key_store, users, environment: str, note):
+    def __init__(self, key_store, users, environment: str, note, rules=None):
         self.actor = Actor.operator()
         self.manager = KeyManager(
             key_store,
@@ -23,6 +23,7 @@ class Offline:
             AuditLog(AuditStore(key_store.engine)),
             environment=environment,
             on_note=note,
+            rules=rules,
         )
 
     def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
@@ -34,21 +35,21 @@ class Offline:
             expires_in_days=expires_in_days,
             make_admin=make_admin,
         )
-        return key, record.to_dict()
+        return key, self.manager.describe(record)
 
     def list(self, *, username, everyone) -> list[dict]:
         # Offline, no --user means every user's keys (the operator may see them all).
         records = self.manager.list(
             self.actor, username=username, everyone=everyone or username is None
         )
-        return [r.to_dict() for r in records]
+        return [self.manager.describe(r) for r in records]
 
     def revoke(self, key_id) -> dict:
-        return self.manager.revoke(self.actor, key_id).to_dict()
+        return self.manager.describe(self.manager.revoke(self.actor, key_id))
 
-    def rotate(self, key_id) -> tuple[str, dict, dict]:
-        key, record, old = self.manager.rotate(self.actor, key_id)
-        return key, record.to_dict(), old.to_dict()
+    def rotate(self, key_id, grace_seconds=None) -> tuple[str, dict, dict]:
+        key, record, old = self.manager.rotate(self.actor, key_id, grace_seconds)
+        return key, self.manager.describe(record), self.manager.describe(old)
 
 
 class Online:
@@ -69,6 +70,6 @@ class Online:
     def revoke(self, key_id) -> dict:
         return self.client.revoke_api_key(key_id).to_dict()
 
-    def rotate(self, key_id) -> tuple[str, dict, dict]:
-        new = self.client.rotate_api_key(key_id)
-        return new.key, new.to_dict(), {"id": key_id}
+    def rotate(self, key_id, grace_seconds=None) -> tuple[str, dict, dict]:
+        new, old = self.client.rotate_api_key_with_old(key_id, grace_seconds=grace_seconds)
+        return new.key, new.to_dict(), old.to_dict()

@@ -30,6 +30,8 @@ class ApiKey:
     expires_at: str | None = None
     last_used_at: str | None = None
     revoked_at: str | None = None
+    rotation_ends_at: str | None = None
+    replaced_by: str | None = None
     key: str | None = None
 
     @classmethod
@@ -88,11 +90,24 @@ class KeyManagementMixin:
         resp = self._request(REVOKE_API_KEY, "POST", json={"key_id": key_id})
         return ApiKey.from_json(resp["api_key"])
 
-    def rotate_api_key(self, key_id: str) -> ApiKey:
-        """Revoke a key and return its replacement (same owner, name, scope and lifetime),
-        with the plaintext in ``.key``."""
-        resp = self._request(ROTATE_API_KEY, "POST", json={"key_id": key_id})
-        return ApiKey.from_json(resp["api_key"], key=resp["key"])
+    def rotate_api_key(self, key_id: str, grace_seconds: int | None = None) -> ApiKey:
+        """Replace a key and return the replacement (same owner, name, scope and lifetime),
+        with the plaintext in ``.key``. The old key stops working at once, or after
+        ``grace_seconds`` (default: the server's ``rotation_grace``)."""
+        return self.rotate_api_key_with_old(key_id, grace_seconds=grace_seconds)[0]
+
+    def rotate_api_key_with_old(
+        self, key_id: str, grace_seconds: int | None = None
+    ) -> tuple[ApiKey, ApiKey]:
+        """``rotate_api_key``, also returning the old key as it is now (``status`` rotating
+        or revoked, ``rotation_ends_at``)."""
+        body = {"key_id": key_id}
+        if grace_seconds is not None:
+            body["grace_seconds"] = grace_seconds
+        resp = self._request(ROTATE_API_KEY, "POST", json=body)
+        return ApiKey.from_json(resp["api_key"], key=resp["key"]), ApiKey.from_json(
+            resp["replaced"]
+        )
 
 
 class RestKeys(KeyManagementMixin):

@@ -81,7 +81,7 @@ class AuditLog:
             return
         if failure.key_id is None:
             return
-        event = "expired-use" if failure.reason == "expired" else "denied-use"
+        event = "expired-use" if failure.reason in ("expired", "dormant") else "denied-use"
         self.refused(
             event,
             key_id=failure.key_id,

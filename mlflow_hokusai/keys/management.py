@@ -22,6 +22,7 @@ from typing import Protocol
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.lifetime import LifetimeRules
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import (
     SCOPES,
@@ -181,8 +182,10 @@ class KeyManager:
         environment: str = "live",
         on_change: Callable[[], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        rules: LifetimeRules | None = None,
     ):
         self.store = store
+        self.rules = rules or LifetimeRules()
         self.users = users
         self.audit = audit
         self.environment = environment
@@ -236,7 +239,7 @@ class KeyManager:
         self._require_write(actor, "create keys")
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
-        expires_in_days = parse_expiry(expires_in_days)
+        expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
         if make_admin and not actor.is_admin:
@@ -284,6 +287,10 @@ class KeyManager:
             "or the mlflow-hokusai CLI)."
         )
 
+    def describe(self, record: KeyRecord) -> dict:
+        """The record as the REST API and the CLI show it (status under the lifetime rules)."""
+        return self.rules.describe(record)
+
     def list(self, actor: Actor, *, username=None, everyone: bool = False) -> list[KeyRecord]:
         if everyone:
             if not actor.is_admin:
@@ -329,25 +336,45 @@ class KeyManager:
             )
         return revoked
 
-    def rotate(self, actor: Actor, key_id) -> tuple[str, KeyRecord, KeyRecord]:
-        """Revoke ``key_id`` and issue its replacement: (new key, new record, old record)."""
+    def rotate(self, actor: Actor, key_id, grace_seconds=None) -> tuple[str, KeyRecord, KeyRecord]:
+        """Issue the replacement of ``key_id`` and end the old key, at once or after the
+        overlap window (``grace_seconds``, else the server default): (new key, new record,
+        old record)."""
         self._require_write(actor, "rotate keys")
+        grace = self.rules.grace(grace_seconds)
         old = self._owned(actor, key_id)
         if old.revoked_at is not None:
             raise _bad(f"API key {old.id!r} is revoked; create a new key instead.")
+        if old.rotation_ends_at is not None:
+            raise _bad(
+                f"API key {old.id!r} was already rotated (its replacement is "
+                f"{old.replaced_by!r}); rotate or revoke that one instead."
+            )
         key = keyformat.generate_key(self.environment)
         parsed = keyformat.parse_key(key)
         try:
-            record = self.store.rotate(old.id, parsed.digest, parsed.display_prefix)
+            record = self.store.rotate(
+                old.id,
+                parsed.digest,
+                parsed.display_prefix,
+                self.rules.rotated_lifetime(old),
+                grace,
+            )
         except KeyRevoked:  # revoked (or rotated) by someone else a moment ago
-            raise _bad(f"API key {old.id!r} is revoked; create a new key instead.") from None
+            raise _bad(
+                f"API key {old.id!r} was revoked or rotated meanwhile; create a new key instead."
+            ) from None
         self._on_change()
+        old = self.store.get(old.id)
+        overlap = (
+            f" works until {old.rotation_ends_at.isoformat()}Z" if old.rotation_ends_at else ""
+        )
         self.audit.record(
             "rotated",
             actor=actor.name,
             key_id=old.id,
             username=old.username,
             source=actor.source,
-            detail=f"replaced by {record.id} name={old.name!r}",
+            detail=f"replaced by {record.id}{overlap} name={old.name!r}",
         )
-        return key, record, self.store.get(old.id)
+        return key, record, old

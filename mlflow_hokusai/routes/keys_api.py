@@ -36,14 +36,15 @@ def _flag(name: str) -> bool:
 
 def create_key():
     body = json_body({"name", "scope", "expires_in_days", "username"})
-    key, record = services().keys.create(
+    manager = services().keys
+    key, record = manager.create(
         _actor(),
         username=body.get("username"),
         name=body.get("name"),
         scope=body.get("scope"),
         expires_in_days=body.get("expires_in_days"),
     )
-    return jsonify({"key": key, "api_key": record.to_dict()})
+    return jsonify({"key": key, "api_key": manager.describe(record)})
 
 
 def list_keys():
@@ -53,22 +54,25 @@ def list_keys():
             "INVALID_PARAMETER_VALUE",
             f"Unknown parameter(s) {', '.join(map(repr, unknown))}; expected 'username', 'all'.",
         )
-    records = services().keys.list(
-        _actor(), username=request.args.get("username"), everyone=_flag("all")
-    )
-    return jsonify({"api_keys": [r.to_dict() for r in records]})
+    manager = services().keys
+    records = manager.list(_actor(), username=request.args.get("username"), everyone=_flag("all"))
+    return jsonify({"api_keys": [manager.describe(r) for r in records]})
 
 
 def revoke_key():
     body = json_body({"key_id"})
-    record = services().keys.revoke(_actor(), body.get("key_id"))
-    return jsonify({"api_key": record.to_dict()})
+    manager = services().keys
+    record = manager.revoke(_actor(), body.get("key_id"))
+    return jsonify({"api_key": manager.describe(record)})
 
 
 def rotate_key():
-    body = json_body({"key_id"})
-    key, record, old = services().keys.rotate(_actor(), body.get("key_id"))
-    return jsonify({"key": key, "api_key": record.to_dict(), "replaced": old.to_dict()})
+    body = json_body({"key_id", "grace_seconds"})
+    manager = services().keys
+    key, record, old = manager.rotate(_actor(), body.get("key_id"), body.get("grace_seconds"))
+    return jsonify(
+        {"key": key, "api_key": manager.describe(record), "replaced": manager.describe(old)}
+    )
 
 
 ROUTES = [

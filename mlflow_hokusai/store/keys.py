@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, get_args
 
 import sqlalchemy as sa
@@ -22,7 +22,9 @@ from mlflow_hokusai.store.models import ApiKey, Setting, mlflow_users
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
-KeyStatus = Literal["active", "expired", "revoked"]
+KEEP_LIFETIME = object()  # rotate: the replacement lives as long as the old key did
+# "dormant" is given by the server's lifetime rules (keys/lifetime.py), not by the record.
+KeyStatus = Literal["active", "rotating", "expired", "revoked", "dormant"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class KeyRecord:
     revoked_at: datetime | None
     # None when the owner no longer exists in MLflow's user table.
     user_is_admin: bool | None = None
+    # Set once rotated: the replacement, and for an overlap window when this key stops.
+    rotation_ends_at: datetime | None = None
+    replaced_by: str | None = None
+    replaced_by_prefix: str | None = None
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -45,6 +51,8 @@ class KeyRecord:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
+        if self.rotation_ends_at is not None:
+            return "rotating" if now < self.rotation_ends_at else "revoked"
         return "active"
 
     def to_dict(self) -> dict:
@@ -61,6 +69,8 @@ class KeyRecord:
             "expires_at": iso(self.expires_at),
             "last_used_at": iso(self.last_used_at),
             "revoked_at": iso(self.revoked_at),
+            "rotation_ends_at": iso(self.rotation_ends_at),
+            "replaced_by": self.replaced_by,
             "status": self.status(),
         }
 
@@ -83,6 +93,9 @@ _COLUMNS = (
     ApiKey.expires_at,
     ApiKey.last_used_at,
     ApiKey.revoked_at,
+    ApiKey.rotation_ends_at,
+    ApiKey.replaced_by,
+    ApiKey.replaced_by_prefix,
 )
 
 
@@ -175,28 +188,45 @@ class KeyStore:
                 raise KeyNotFound(key_id)
         return self.get(key_id)
 
-    def rotate(self, key_id: str, digest: str, display_prefix: str) -> KeyRecord:
-        """Revoke ``key_id`` and store its replacement (by digest) with the same owner, name,
-        scope and lifetime, in one transaction. Raises KeyRevoked when it is already revoked."""
+    def rotate(
+        self,
+        key_id: str,
+        digest: str,
+        display_prefix: str,
+        lifetime=KEEP_LIFETIME,
+        grace: timedelta | None = None,
+    ) -> KeyRecord:
+        """Store the replacement of ``key_id`` (by digest) with the same owner, name, scope and
+        lifetime (or ``lifetime``, a timedelta or None), and end the old key: at once, or
+        after ``grace``. One transaction. Raises KeyRevoked when the old key is already
+        revoked or being rotated."""
         old = self.get(key_id)
-        lifetime = old.expires_at - old.created_at if old.expires_at else None
+        if lifetime is KEEP_LIFETIME:
+            lifetime = old.expires_at - old.created_at if old.expires_at else None
         with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
-            if result.rowcount == 0:
-                raise KeyRevoked(key_id)
-            return self.insert(
+            now = utcnow()
+            record = self.insert(
                 digest,
                 display_prefix,
                 old.username,
                 name=old.name,
                 scope=old.scope,
-                expires_at=utcnow() + lifetime if lifetime else None,
+                expires_at=now + lifetime if lifetime else None,
                 conn=conn,
             )
+            ends = {"rotation_ends_at": now + grace} if grace else {"revoked_at": now}
+            result = conn.execute(
+                sa.update(ApiKey)
+                .where(
+                    ApiKey.id == key_id,
+                    ApiKey.revoked_at.is_(None),
+                    ApiKey.rotation_ends_at.is_(None),
+                )
+                .values(replaced_by=record.id, replaced_by_prefix=display_prefix, **ends)
+            )
+            if result.rowcount == 0:
+                raise KeyRevoked(key_id)  # rolls the replacement back
+            return record
 
     def revoke_all(self, username: str) -> list[KeyRecord]:
         """Revoke every unrevoked key of ``username``; return the keys this call revoked."""

@@ -35,6 +35,11 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Rotation (migration 0005): the replacement's id and display prefix, and, for a rotation
+    # with an overlap window, when the old key stops working (revoked_at stays empty).
+    rotation_ends_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    replaced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    replaced_by_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Setting(Base):
