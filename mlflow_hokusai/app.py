@@ -10,6 +10,14 @@ this module in its parent process just to inspect ``create_app``.
 from __future__ import annotations
 
 import logging
+import os
+
+# uvicorn, which `mlflow server` starts with this module already imported (it inspects
+# create_app first), would take the client address from X-Forwarded-For for any peer in
+# FORWARDED_ALLOW_IPS (127.0.0.1 unless set), so a local process could claim any address. The
+# gate decides that itself, from HOKUSAI_TRUSTED_PROXIES (see routes/gate.py); an operator who
+# sets FORWARDED_ALLOW_IPS (or uvicorn's --forwarded-allow-ips) keeps uvicorn's rule.
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 
 def create_app():

@@ -31,6 +31,7 @@ _ENV = {
     "expire_unused_after_days": "HOKUSAI_EXPIRE_UNUSED_AFTER_DAYS",
     "rotation_grace": "HOKUSAI_ROTATION_GRACE",
     "max_rotation_grace": "HOKUSAI_MAX_ROTATION_GRACE",
+    "trusted_proxies": "HOKUSAI_TRUSTED_PROXIES",
 }
 _LIFETIME_SETTINGS = (
     "max_key_lifetime_days",
@@ -66,6 +67,8 @@ class Settings:
     # Rotation overlap, seconds: the default when a rotation names none, and the longest allowed.
     rotation_grace: int = 0
     max_rotation_grace: int = 7 * 86400
+    # Proxies whose X-Forwarded-For names the client (CIDRs); none by default.
+    trusted_proxies: tuple[str, ...] = ()
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -151,6 +154,23 @@ def _duration(value: str, name: str) -> int:
     return seconds
 
 
+def _networks(value: str, name: str) -> tuple[str, ...]:
+    """Comma- or space-separated IPv4/IPv6 addresses or CIDR ranges."""
+    import ipaddress
+
+    networks = []
+    for entry in re.split(r"[,\s]+", value.strip()):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} ({_ENV[name]}): {entry!r} is not an IP address or CIDR range"
+            ) from None
+    return tuple(networks)
+
+
 def load_settings(environ: dict | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = _read_ini(environ.get("HOKUSAI_CONFIG"))
@@ -192,6 +212,8 @@ def load_settings(environ: dict | None = None) -> Settings:
     grace = values.get("rotation_grace", 0)
     if grace > values.get("max_rotation_grace", Settings.max_rotation_grace):
         raise ConfigError("rotation_grace must not exceed max_rotation_grace")
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = _networks(values["trusted_proxies"], "trusted_proxies")
     for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):
         if optional in values and not values[optional]:
             values[optional] = None

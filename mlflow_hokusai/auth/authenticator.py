@@ -14,8 +14,10 @@ Two entry points, one decision:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from mlflow_hokusai.auth.addresses import in_networks
 from mlflow_hokusai.auth.cache import MISS, LookupCache
 from mlflow_hokusai.auth.credentials import Credential
 from mlflow_hokusai.auth.login_limits import LoginLimits
@@ -53,6 +56,7 @@ FailureReason = Literal[
     "passwords-off",
     "rate-limited",
     "dormant",
+    "ip-not-allowed",
 ]
 
 
@@ -76,7 +80,11 @@ class AuthFailure:
 
     @property
     def error_code(self) -> str:
-        return "REQUEST_LIMIT_EXCEEDED" if self.reason == "rate-limited" else "UNAUTHENTICATED"
+        if self.reason == "rate-limited":
+            return "REQUEST_LIMIT_EXCEEDED"
+        if self.reason == "ip-not-allowed":  # a valid key, used from the wrong place: 403
+            return "PERMISSION_DENIED"
+        return "UNAUTHENTICATED"
 
 
 Result = Identity | AuthFailure
@@ -128,9 +136,9 @@ class Authenticator:
             return AuthFailure(f"Invalid credentials: {credential.problem}.", "malformed")
         if credential.kind == "password":
             return self._password(credential.username, credential.password, fetch, peer)
-        return self._key(credential.key, fetch)
+        return self._key(credential.key, fetch, peer)
 
-    def _key(self, key: str, fetch: _Fetch) -> Result | None:
+    def _key(self, key: str, fetch: _Fetch, peer: str | None = None) -> Result | None:
         try:
             digest = keyformat.parse_key(key).digest
         except keyformat.KeyFormatError as e:
@@ -138,11 +146,19 @@ class Authenticator:
         record = fetch(("key", digest), lambda: self.store.lookup(digest))
         if record is MISS:
             return None
-        return self._judge(record)
+        return self._judge(record, peer)
 
-    def _judge(self, record: KeyRecord | None) -> Result:
+    def _judge(self, record: KeyRecord | None, peer: str | None = None) -> Result:
         if record is None:
             return AuthFailure("Invalid API key: no such key.", "unknown-key")
+        # From outside its allowlist a key learns nothing else (not even that it was revoked).
+        if record.allowed_ips and not in_networks(peer, self._networks(record.allowed_ips)):
+            return AuthFailure(
+                f"This API key ({record.display_prefix}…) may not be used from this address.",
+                "ip-not-allowed",
+                record.id,
+                record.username,
+            )
         status = record.status()
         if status == "revoked" and record.replaced_by_prefix:
             return AuthFailure(
@@ -184,6 +200,11 @@ class Authenticator:
         return Identity(
             record.username, record.user_is_admin, record.id, record.scope, record.expires_at
         )
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def _networks(allowed: tuple[str, ...]):
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
 
     def _password(
         self, username: str, password: str, fetch: _Fetch, peer: str | None

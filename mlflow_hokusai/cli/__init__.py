@@ -20,7 +20,14 @@ import sqlalchemy as sa
 
 from mlflow_hokusai.config import ConfigError, load_settings, parse_duration
 from mlflow_hokusai.keys.lifetime import lifetime_rules
-from mlflow_hokusai.keys.management import MAX_EXPIRY_DAYS, parse_expiry, parse_name, parse_username
+from mlflow_hokusai.keys.management import (
+    MAX_ALLOWED_IPS,
+    MAX_EXPIRY_DAYS,
+    parse_allowed_ips,
+    parse_expiry,
+    parse_name,
+    parse_username,
+)
 from mlflow_hokusai.store.audit import EVENTS as AUDIT_EVENTS
 from mlflow_hokusai.store.keys import SCOPES
 from mlflow_hokusai.text import printable
@@ -178,9 +185,20 @@ def _run(action):
     help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never, or the "
     "server's default_key_lifetime_days; at most its max_key_lifetime_days).",
 )
+@click.option(
+    "--allow-ip",
+    "allowed_ips",
+    multiple=True,
+    metavar="ADDRESS|CIDR",
+    callback=_validated(parse_allowed_ips),
+    help="Only accept the key from this IPv4/IPv6 address or CIDR range (repeat, up to "
+    f"{MAX_ALLOWED_IPS}; default: from anywhere). Behind a proxy, see HOKUSAI_TRUSTED_PROXIES.",
+)
 @_database_option
 @_tracking_option
-def create_key(username, admin, scope, name, expires_in_days, database_uri, tracking_uri):
+def create_key(
+    username, admin, scope, name, expires_in_days, allowed_ips, database_uri, tracking_uri
+):
     """Create a key and print it (alone) on stdout."""
     if tracking_uri and admin:
         raise click.UsageError("--admin works offline only (or use MLflow's users/update-admin)")
@@ -194,9 +212,12 @@ def create_key(username, admin, scope, name, expires_in_days, database_uri, trac
             scope=scope,
             expires_in_days=expires_in_days,
             make_admin=admin,
+            allowed_ips=list(allowed_ips) or None,
         )
     )
     expiry = f", expires {record['expires_at']}" if record["expires_at"] else ""
+    if record.get("allowed_ips"):
+        expiry += f", only from {', '.join(record['allowed_ips'])}"
     _note(
         f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
         f"for {record['username']!r}{expiry}."
@@ -242,6 +263,7 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
         "created_at",
         "expires_at",
         "last_used_at",
+        "allowed_ips",
     ]
     _table(columns, [[_cell(r, c) for c in columns] for r in records])
 
@@ -249,6 +271,8 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
 def _cell(record: dict, column: str) -> str:
     if column == "status" and record.get("status") == "rotating":
         return f"rotating until {record.get('rotation_ends_at')}"
+    if column == "allowed_ips":
+        return ",".join(record.get("allowed_ips") or []) or "any"
     return str(record.get(column) or "-")
 
 

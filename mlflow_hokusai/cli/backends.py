@@ -26,7 +26,9 @@ class Offline:
             rules=rules,
         )
 
-    def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
+    def create(
+        self, *, username, name, scope, expires_in_days, make_admin, allowed_ips=None
+    ) -> tuple[str, dict]:
         key, record = self.manager.create(
             self.actor,
             username=username,
@@ -34,6 +36,7 @@ class Offline:
             scope=scope,
             expires_in_days=expires_in_days,
             make_admin=make_admin,
+            allowed_ips=allowed_ips,
         )
         return key, self.manager.describe(record)
 
@@ -58,9 +61,15 @@ class Online:
 
         self.client = RestKeys(tracking_uri, api_key)
 
-    def create(self, *, username, name, scope, expires_in_days, make_admin) -> tuple[str, dict]:
+    def create(
+        self, *, username, name, scope, expires_in_days, make_admin, allowed_ips=None
+    ) -> tuple[str, dict]:
         created = self.client.create_api_key(
-            name=name or None, scope=scope, expires_in_days=expires_in_days, username=username
+            name=name or None,
+            scope=scope,
+            expires_in_days=expires_in_days,
+            username=username,
+            allowed_ips=allowed_ips,
         )
         return created.key, created.to_dict()
 

@@ -6,7 +6,7 @@ MLflow's: a ``RestException`` (an ``MlflowException``) carrying the server's mes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 BASE = "/api/2.0/mlflow/hokusai"
 WHOAMI = f"{BASE}/whoami"
@@ -32,6 +32,7 @@ class ApiKey:
     revoked_at: str | None = None
     rotation_ends_at: str | None = None
     replaced_by: str | None = None
+    allowed_ips: list[str] = field(default_factory=list)
     key: str | None = None
 
     @classmethod
@@ -61,14 +62,17 @@ class KeyManagementMixin:
         scope: str | None = None,
         expires_in_days: int | None = None,
         username: str | None = None,
+        allowed_ips: list[str] | None = None,
     ) -> ApiKey:
-        """Create a key (for ``username``: admins only). The result's ``.key`` is the plaintext,
+        """Create a key (for ``username``: admins only; usable only from ``allowed_ips``, up
+        to 20 addresses or CIDR ranges, when given). The result's ``.key`` is the plaintext,
         shown this once."""
         body = {
             "name": name,
             "scope": scope,
             "expires_in_days": expires_in_days,
             "username": username,
+            "allowed_ips": allowed_ips,
         }
         resp = self._request(
             CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}

@@ -82,12 +82,13 @@ class AuditLog:
         if failure.key_id is None:
             return
         event = "expired-use" if failure.reason in ("expired", "dormant") else "denied-use"
+        detail = (
+            f"address {source} not allowed"
+            if failure.reason == "ip-not-allowed"
+            else f"{failure.reason} key"
+        )
         self.refused(
-            event,
-            key_id=failure.key_id,
-            username=failure.username,
-            source=source,
-            detail=f"{failure.reason} key",
+            event, key_id=failure.key_id, username=failure.username, source=source, detail=detail
         )
 
     def read_only_refusal(self, identity, request_line: str, source: str | None) -> None:

@@ -65,13 +65,23 @@ def issue_key(
     name: str = "",
     scope: Scope = "write",
     expires_in_days: int | None = None,
+    allowed_ips: tuple[str, ...] = (),
 ) -> tuple[str, KeyRecord]:
     """Make a new key; return the plaintext (shown once) and its record."""
     expires_at = None
     if expires_in_days is not None:
         expires_at = utcnow() + timedelta(days=expires_in_days)
     key = keyformat.generate_key(environment)
-    return key, store_key(store, key, username, name=name, scope=scope, expires_at=expires_at)
+    record = store_key(
+        store,
+        key,
+        username,
+        name=name,
+        scope=scope,
+        expires_at=expires_at,
+        allowed_ips=allowed_ips,
+    )
+    return key, record
 
 
 # -- validation (pure) ------------------------------------------------------------------------
@@ -97,6 +107,37 @@ def parse_expiry(value) -> int | None:
             "omit it for a key that does not expire."
         )
     return value
+
+
+MAX_ALLOWED_IPS = 20
+
+
+def parse_allowed_ips(value) -> tuple[str, ...]:
+    """Up to 20 IPv4/IPv6 addresses or CIDR ranges, normalised (``10.0.0.1`` ->
+    ``10.0.0.1/32``; host bits cleared); None or empty: the key works from anywhere."""
+    import ipaddress
+
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _bad("'allowed_ips' must be a list of IP addresses or CIDR ranges.")
+    if len(value) > MAX_ALLOWED_IPS:
+        raise _bad(f"'allowed_ips' may have at most {MAX_ALLOWED_IPS} entries, not {len(value)}.")
+    networks = []
+    for entry in value:
+        try:
+            if not isinstance(entry, str) or entry != entry.strip() or not entry:
+                raise ValueError
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            shown = entry if isinstance(entry, str) else type(entry).__name__
+            raise _bad(
+                f"'allowed_ips' entry {shown!r} is not an IPv4 or IPv6 address or CIDR range "
+                "(e.g. 203.0.113.7, 10.0.0.0/8, 2001:db8::/32)."
+            ) from None
+        if str(network) not in networks:
+            networks.append(str(network))
+    return tuple(networks)
 
 
 def parse_name(value) -> str:
@@ -234,11 +275,13 @@ class KeyManager:
         scope=None,
         expires_in_days=None,
         make_admin: bool = False,
+        allowed_ips=None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; return the plaintext (shown once) and its record."""
         self._require_write(actor, "create keys")
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
+        allowed_ips = parse_allowed_ips(allowed_ips)
         expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
@@ -254,8 +297,11 @@ class KeyManager:
             name=name,
             scope=scope,
             expires_in_days=expires_in_days,
+            allowed_ips=allowed_ips,
         )
         expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
+        if allowed_ips:
+            expiry += f" allowed_ips={','.join(allowed_ips)}"
         self.audit.record(
             "created",
             actor=actor.name,

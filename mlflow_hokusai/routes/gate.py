@@ -25,6 +25,7 @@ from http import HTTPStatus
 import anyio
 import mlflow
 
+from mlflow_hokusai.auth.addresses import ClientAddress
 from mlflow_hokusai.auth.authenticator import AuthFailure
 from mlflow_hokusai.auth.context import ENVIRON_KEY, reset_identity, set_identity
 from mlflow_hokusai.auth.credentials import from_headers
@@ -104,6 +105,7 @@ class _Gate:
         self.url_prefix = services.settings.url_prefix
         self.static_prefix = services.static_prefix
         self.native = services.native_routes
+        self.addresses = ClientAddress(services.settings.trusted_proxies)
 
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
@@ -158,7 +160,8 @@ class AsgiGate(_Gate):
                 return await self.app(scope, receive, _json_errors(send))
             return await _send_parts(send, *answer)
         client = scope.get("client")
-        peer = client[0] if client else None
+        forwarded = _values(scope, b"x-forwarded-for")
+        peer = self.addresses.of(client[0] if client else None, forwarded)
         result = await self._authenticate(scope, peer)
         error = result if isinstance(result, tuple) else self.refusal(result, path, method, peer)
         if error is not None:
@@ -199,6 +202,10 @@ class AsgiGate(_Gate):
             return await anyio.to_thread.run_sync(self.authenticator.resolve, credential, peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return parts_of(error)
+
+
+def _values(scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers") or [] if k.lower() == name]
 
 
 def basic_authorization(identity) -> str:
@@ -263,7 +270,8 @@ class WsgiGate(_Gate):
             value = environ.get("HTTP_" + name.upper().replace("-", "_"))
             return [] if value is None else [value]
 
-        peer = environ.get("REMOTE_ADDR")
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        peer = self.addresses.of(environ.get("REMOTE_ADDR"), [forwarded] if forwarded else [])
         try:
             result = self.authenticator.resolve(from_headers(get_all), peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed

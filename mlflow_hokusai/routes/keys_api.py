@@ -35,7 +35,7 @@ def _flag(name: str) -> bool:
 
 
 def create_key():
-    body = json_body({"name", "scope", "expires_in_days", "username"})
+    body = json_body({"name", "scope", "expires_in_days", "username", "allowed_ips"})
     manager = services().keys
     key, record = manager.create(
         _actor(),
@@ -43,6 +43,7 @@ def create_key():
         name=body.get("name"),
         scope=body.get("scope"),
         expires_in_days=body.get("expires_in_days"),
+        allowed_ips=body.get("allowed_ips"),
     )
     return jsonify({"key": key, "api_key": manager.describe(record)})
 

@@ -8,6 +8,7 @@ prefix.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -44,6 +45,7 @@ class KeyRecord:
     rotation_ends_at: datetime | None = None
     replaced_by: str | None = None
     replaced_by_prefix: str | None = None
+    allowed_ips: tuple[str, ...] = ()  # CIDRs the key may be used from; empty: anywhere
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -71,6 +73,7 @@ class KeyRecord:
             "revoked_at": iso(self.revoked_at),
             "rotation_ends_at": iso(self.rotation_ends_at),
             "replaced_by": self.replaced_by,
+            "allowed_ips": list(self.allowed_ips),
             "status": self.status(),
         }
 
@@ -96,6 +99,7 @@ _COLUMNS = (
     ApiKey.rotation_ends_at,
     ApiKey.replaced_by,
     ApiKey.replaced_by_prefix,
+    ApiKey.allowed_ips,
 )
 
 
@@ -103,6 +107,7 @@ def _record(row) -> KeyRecord:
     values = dict(row._mapping)
     is_admin = values.pop("is_admin", None)
     has_user = values.pop("user_id", None) is not None
+    values["allowed_ips"] = tuple(json.loads(values["allowed_ips"] or "[]"))
     return KeyRecord(**values, user_is_admin=bool(is_admin) if has_user else None)
 
 
@@ -144,6 +149,7 @@ class KeyStore:
         name: str = "",
         scope: Scope = "write",
         expires_at: datetime | None = None,
+        allowed_ips: tuple[str, ...] = (),
         conn=None,
     ) -> KeyRecord:
         """Store a key by its digest; return its record."""
@@ -160,6 +166,7 @@ class KeyStore:
             "scope": scope,
             "created_at": utcnow(),
             "expires_at": expires_at,
+            "allowed_ips": json.dumps(list(allowed_ips)) if allowed_ips else None,
         }
         if conn is None:
             with self.engine.begin() as conn:
@@ -172,6 +179,7 @@ class KeyStore:
             expires_at=expires_at,
             last_used_at=None,
             revoked_at=None,
+            allowed_ips=tuple(allowed_ips),
         )
 
     def revoke(self, key_id: str) -> KeyRecord:
@@ -212,6 +220,7 @@ class KeyStore:
                 name=old.name,
                 scope=old.scope,
                 expires_at=now + lifetime if lifetime else None,
+                allowed_ips=old.allowed_ips,
                 conn=conn,
             )
             ends = {"rotation_ends_at": now + grace} if grace else {"revoked_at": now}

@@ -40,6 +40,8 @@ class ApiKey(Base):
     rotation_ends_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     replaced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     replaced_by_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The networks the key may be used from, a JSON list of CIDRs (migration 0006); NULL: any.
+    allowed_ips: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Setting(Base):
