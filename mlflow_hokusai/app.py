@@ -32,6 +32,7 @@ def create_app():
     from mlflow_hokusai.keys.audit import AuditLog
     from mlflow_hokusai.keys.lifetime import lifetime_rules
     from mlflow_hokusai.keys.management import KeyManager
+    from mlflow_hokusai.metrics import AuthMetrics, enabled_by_environment
     from mlflow_hokusai.routes import (
         access_log,
         api,
@@ -44,6 +45,7 @@ def create_app():
     )
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
+    from mlflow_hokusai.store.clock import utcnow
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     access_log.install()
@@ -56,12 +58,14 @@ def create_app():
     # made here (a revoke, a permission write) clears it at once.
     cache = LookupCache(settings.auth_cache_ttl_seconds)
     rules = lifetime_rules(settings)
+    metrics = AuthMetrics(enabled_by_environment())
     authenticator = Authenticator(
         started.key_store,
         cache,
         check_password=_mlflow.password_checker(_mlflow.running_user_store()),
         login_limits=LoginLimits(settings.login_failure_limit),
         rules=rules,
+        metrics=metrics,
     )
     audit = AuditLog(AuditStore(started.key_store.engine))
     native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)
@@ -84,7 +88,9 @@ def create_app():
         native_routes=native,
         read_scope=ReadScope(flask_app, native, static_prefix),
         static_prefix=static_prefix,
+        metrics=metrics,
     )
+    metrics.watch_keys(lambda: started.key_store.status_counts(utcnow(), rules.dormant_cutoff()))
     flask_app.extensions[EXTENSION] = services
     flask_auth.install(flask_app, authenticator)
 

@@ -20,6 +20,7 @@ LAYERS = {
     "config": 0,
     "_mlflow": 0,
     "text": 0,
+    "metrics": 0,
     "store": 1,
     "keys": 2,
     "tags": 2,
@@ -31,7 +32,7 @@ LAYERS = {
     "cli": 6,
     "app": 6,
 }
-NO_FLASK = {"config", "text", "_mlflow", "store", "keys", "tags", "artifacts", "client"}
+NO_FLASK = {"config", "text", "metrics", "_mlflow", "store", "keys", "tags", "artifacts", "client"}
 
 
 def _unit(module_path: Path) -> str:

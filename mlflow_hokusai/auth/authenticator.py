@@ -34,6 +34,7 @@ from mlflow_hokusai.auth.login_limits import LoginLimits
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.lifetime import LifetimeRules
+from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
 
@@ -101,12 +102,14 @@ class Authenticator:
         check_password: Callable[[str, str], bool | None] | None = None,
         login_limits: LoginLimits | None = None,
         rules: LifetimeRules | None = None,
+        metrics: AuthMetrics | None = None,
     ):
         self.store = store
         self.cache = cache
         self._check_password = check_password
         self.login_limits = login_limits or LoginLimits()
         self.rules = rules or LifetimeRules()
+        self.metrics = metrics or AuthMetrics()
         self._password_salt = secrets.token_bytes(32)
         self._touched: dict[str, float] = {}
         self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
@@ -143,9 +146,16 @@ class Authenticator:
             digest = keyformat.parse_key(key).digest
         except keyformat.KeyFormatError as e:
             return AuthFailure(f"Invalid API key: {e}.", "malformed")
-        record = fetch(("key", digest), lambda: self.store.lookup(digest))
+        looked_up = []
+
+        def lookup():
+            looked_up.append(True)
+            return self.store.lookup(digest)
+
+        record = fetch(("key", digest), lookup)
         if record is MISS:
             return None
+        self.metrics.key_lookup(cache_hit=not looked_up)
         return self._judge(record, peer)
 
     def _judge(self, record: KeyRecord | None, peer: str | None = None) -> Result:

@@ -113,6 +113,7 @@ READ_ROUTES = frozenset(
         ("GET", "/static-files/<path:path>"),
         ("GET", "/build/<path:filename>"),
         ("GET", "/health"),
+        ("GET", "/metrics"),  # with --expose-prometheus (admins only, by MLflow's rules)
         ("GET", "/version"),
         ("GET", "/api/3.0/mlflow/server-info"),
         ("GET", "/get-artifact"),

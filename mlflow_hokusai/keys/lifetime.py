@@ -96,6 +96,12 @@ class LifetimeRules:
                 span = cap
         return span
 
+    def dormant_cutoff(self, now: datetime | None = None) -> datetime | None:
+        """Keys last used (or made) at or before this are dormant; None: no such rule."""
+        if self.unused_after_days is None:
+            return None
+        return (now or utcnow()) - timedelta(days=self.unused_after_days)
+
     def dormant_since(self, record: KeyRecord, now: datetime | None = None) -> datetime | None:
         """When ``record`` was last used (or made), if that is too long ago; else None."""
         if self.unused_after_days is None:

@@ -93,6 +93,9 @@ def is_public(path: str, static_prefix: str = "") -> bool:
     return path in _PUBLIC_EXACT or _PUBLIC_PATTERN.fullmatch(path) is not None
 
 
+_OUTCOMES = {"rate-limited": "rate_limited", "ip-not-allowed": "forbidden_ip"}
+
+
 class _Gate:
     """What both gates share: prefix mapping, the public allowlist, and the decision after
     authentication (scope, audit). Authentication itself is the authenticator's."""
@@ -106,6 +109,7 @@ class _Gate:
         self.static_prefix = services.static_prefix
         self.native = services.native_routes
         self.addresses = ClientAddress(services.settings.trusted_proxies)
+        self.metrics = services.metrics
 
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
@@ -132,12 +136,15 @@ class _Gate:
         """After authentication: None to let the request on, else the error response.
         Refusals of known keys are audited (off the request's path, never blocking)."""
         if isinstance(result, AuthFailure):
+            self.metrics.request(_OUTCOMES.get(result.reason, "unauthenticated"))
             self.audit.failed_login(result, peer)
             return error_parts(result.error_code, result.message, retry_after=result.retry_after)
         refusal = self.read_scope.refusal(result, path, method)
         if refusal is not None:
+            self.metrics.request("forbidden_scope")
             self.audit.read_only_refusal(result, f"{method} {path}", peer)
             return error_parts("PERMISSION_DENIED", refusal)
+        self.metrics.request("ok")
         return None
 
 
@@ -201,6 +208,7 @@ class AsgiGate(_Gate):
         try:
             return await anyio.to_thread.run_sync(self.authenticator.resolve, credential, peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
+            self.metrics.request("unavailable")
             return parts_of(error)
 
 
@@ -275,6 +283,7 @@ class WsgiGate(_Gate):
         try:
             result = self.authenticator.resolve(from_headers(get_all), peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
+            self.metrics.request("unavailable")
             return _wsgi_send(start_response, parts_of(error))
         error = self.refusal(result, path, method, peer)
         if error is not None:

@@ -4,7 +4,7 @@ no installer reaches another module's globals. Views read them from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
@@ -15,6 +15,7 @@ from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import KeyManager
+from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.keys import KeyStore
 
 EXTENSION = "hokusai"
@@ -31,6 +32,7 @@ class Services:
     native_routes: NativeRoutes  # what MLflow's FastAPI app serves itself (empty under WSGI)
     read_scope: ReadScope
     static_prefix: str
+    metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
 
     def api_paths(self, base: str) -> list[str]:
         """``base`` under both API roots (``/api/2.0`` and ``/ajax-api/2.0``)."""

@@ -140,6 +140,24 @@ class KeyStore:
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def status_counts(self, now: datetime, dormant_before: datetime | None = None) -> dict:
+        """How many keys have each status at ``now`` (as ``KeyRecord.status`` decides it; keys
+        active but unused since ``dormant_before`` count as dormant), in one query."""
+        ended = sa.and_(ApiKey.rotation_ends_at.isnot(None), ApiKey.rotation_ends_at <= now)
+        whens = [
+            (ApiKey.revoked_at.isnot(None), "revoked"),
+            (sa.and_(ApiKey.expires_at.isnot(None), ApiKey.expires_at <= now), "expired"),
+            (ended, "revoked"),
+            (ApiKey.rotation_ends_at.isnot(None), "rotating"),
+        ]
+        if dormant_before is not None:
+            last = sa.func.coalesce(ApiKey.last_used_at, ApiKey.created_at)
+            whens.append((last <= dormant_before, "dormant"))
+        status = sa.case(*whens, else_="active")
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(status, sa.func.count()).group_by(status)).all()
+        return {name: count for name, count in rows}
+
     def insert(
         self,
         digest: str,
