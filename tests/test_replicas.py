@@ -37,7 +37,14 @@ def replicas(postgres, tmp_path_factory):
     )
     s3 = MotoS3().start()
     admin = generate_key()
-    env = {"HOKUSAI_DATABASE_URI": uri, "HOKUSAI_ADMIN_API_KEY": admin, **s3.server_env()}
+    env = {
+        "HOKUSAI_DATABASE_URI": uri,
+        "HOKUSAI_ADMIN_API_KEY": admin,
+        # key policies, enforced on every worker of every replica (tests at the end)
+        "HOKUSAI_DEFAULT_KEY_LIFETIME_DAYS": "90",
+        "HOKUSAI_EXPIRE_UNUSED_AFTER_DAYS": "30",
+        **s3.server_env(),
+    }
     args = ["--artifacts-destination", f"s3://{s3.bucket}/replicas"]
     servers = [
         Server(
@@ -258,3 +265,67 @@ def test_eight_concurrent_clients_lose_no_metric(replicas, tracking):
     # Nothing failed on the servers either (the clients did not retry).
     for server in (a, b):
         assert '" 500 ' not in server.log_text() and '" 503 ' not in server.log_text()
+
+
+# -- key policies across replicas ------------------------------------------------------------
+def test_policies_hold_on_every_worker_of_the_other_replica(replicas):
+    """IP allowlist, rotation overlap window, default lifetime and dormancy, each set through A
+    and observed on fresh connections to B (both workers), on PostgreSQL."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlflow_hokusai.store.clock import utcnow
+    from mlflow_hokusai.store.models import ApiKey
+    from tests.security.raw import send
+
+    a, b, _ = replicas
+    made = _fresh(
+        a,
+        KEYS + "/create",
+        a.admin_key,
+        "POST",
+        json={"username": "policy-pat", "allowed_ips": ["127.0.0.2"]},
+    )
+    assert made.status_code == 200, made.text
+    pinned, record = made.json()["key"], made.json()["api_key"]
+    expires = datetime.fromisoformat(record["expires_at"]) - datetime.now(timezone.utc)
+    assert timedelta(days=89, hours=23) < expires <= timedelta(days=90)  # the default lifetime
+    auth = [("Authorization", f"Bearer {pinned}")]
+    for _ in range(8):
+        assert send(b.url, "GET", WHOAMI, auth, source="127.0.0.2").status == 200
+        assert send(b.url, "GET", WHOAMI, auth, source="127.0.0.1").status == 403
+
+    # Rotation with a 3 s window through A: the old key works on B until it ends, then not.
+    key = a.create_key("policy-quinn")
+    key_id = _fresh(a, WHOAMI, key).json()["key_id"]
+    body = {"key_id": key_id, "grace_seconds": 3}
+    rotated = _fresh(a, KEYS + "/rotate", a.admin_key, "POST", json=body)
+    assert rotated.status_code == 200, rotated.text
+    ends = datetime.fromisoformat(rotated.json()["replaced"]["rotation_ends_at"])
+    during = []
+    while datetime.now(timezone.utc) < ends - timedelta(seconds=0.5):
+        during.append(_fresh(b, WHOAMI, key).status_code)
+    assert during and set(during) == {200}
+    time.sleep(max(0.0, (ends - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+    after = [_fresh(b, WHOAMI, key) for _ in range(8)]
+    assert {r.status_code for r in after} == {401}
+    assert "use its replacement" in after[0].json()["message"]
+    assert _fresh(b, WHOAMI, rotated.json()["key"]).status_code == 200
+
+    # Dormancy: the key looks unused for 31 days; B refuses it within the cache bound.
+    made = _fresh(a, KEYS + "/create", a.admin_key, "POST", json={"username": "policy-rory"})
+    idle, idle_id = made.json()["key"], made.json()["api_key"]["id"]  # never used: no touch
+    engine = sa.create_engine(a.database_uri)
+    try:
+        with engine.begin() as conn:
+            old = utcnow() - timedelta(days=31)
+            conn.execute(
+                sa.update(ApiKey)
+                .where(ApiKey.id == idle_id)
+                .values(created_at=old, last_used_at=old)
+            )
+    finally:
+        engine.dispose()
+    time.sleep(1.1)
+    refused = [_fresh(b, WHOAMI, idle) for _ in range(8)]
+    assert {r.status_code for r in refused} == {401}
+    assert "dormant" in refused[0].json()["message"]
