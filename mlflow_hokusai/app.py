@@ -97,6 +97,8 @@ def create_app():
     _mlflow.patches.make_server_info_public()
     _mlflow.patches.skip_redundant_request_work()
     _mlflow.patches.admin_flag_from_identity(flask_auth.caller_identity)
+    # --expose-prometheus: MLflow's /metrics is for admins (a read-only admin key scrapes it).
+    _mlflow.patches.admins_only([("/metrics", "GET"), ("/metrics", "HEAD")])
     if settings.auth_cache_ttl_seconds > 0:
         _mlflow.patches.cache_authorization_lookups(cache)
     s3_streaming.install()

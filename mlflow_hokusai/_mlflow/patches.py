@@ -52,6 +52,19 @@ def allow_authenticated(rules: list[tuple[str, str]]) -> None:
         validators[rule] = _allow
 
 
+def _deny() -> bool:
+    return False
+
+
+def admins_only(rules: list[tuple[str, str]]) -> None:
+    """Have MLflow's engine refuse these (path, method) pairs to every non-admin (admins skip
+    validators), as MLflow 3.17's fail-closed rule does for routes it has no validator for,
+    so older releases behave the same."""
+    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    for rule in rules:
+        validators.setdefault(rule, _deny)
+
+
 def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
     """Have MLflow's engine authorize these (path, method) pairs as it does ``GetRun``: read
     permission on the experiment of the request's ``run_id``; admins always. ``precheck()``
