@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mlflow_hokusai.config import MAX_LIFETIME_DAYS
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStatus
-
-MAX_DAYS = 3650
 
 
 def _bad(message: str) -> HokusaiError:
@@ -44,8 +43,10 @@ class LifetimeRules:
             ("default_key_lifetime_days", self.default_lifetime_days),
             ("expire_unused_after_days", self.unused_after_days),
         ):
-            if value is not None and not 1 <= value <= MAX_DAYS:
-                raise ValueError(f"{field} must be between 1 and {MAX_DAYS} days, not {value}")
+            if value is not None and not 1 <= value <= MAX_LIFETIME_DAYS:
+                raise ValueError(
+                    f"{field} must be between 1 and {MAX_LIFETIME_DAYS} days, not {value}"
+                )
         if (
             self.max_lifetime_days is not None
             and self.default_lifetime_days is not None

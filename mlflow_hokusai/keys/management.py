@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from mlflow_hokusai.config import MAX_LIFETIME_DAYS
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
@@ -34,7 +35,7 @@ from mlflow_hokusai.store.keys import (
 )
 from mlflow_hokusai.text import has_unsafe_chars
 
-MAX_EXPIRY_DAYS = 3650
+MAX_EXPIRY_DAYS = MAX_LIFETIME_DAYS  # the longest lifetime any key may be given
 MAX_NAME_LENGTH = 255
 MAX_USERNAME_LENGTH = 255
 _INVALID = "INVALID_PARAMETER_VALUE"
