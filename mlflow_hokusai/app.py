@@ -27,6 +27,7 @@ def create_app():
     from mlflow_hokusai.auth.authenticator import Authenticator
     from mlflow_hokusai.auth.cache import LookupCache
     from mlflow_hokusai.auth.login_limits import LoginLimits
+    from mlflow_hokusai.auth.rate_limits import rate_limits
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
@@ -84,10 +85,12 @@ def create_app():
             on_change=cache.clear,  # this worker refuses a revoked key at once
             on_note=logging.getLogger("mlflow_hokusai.keys").info,
             rules=rules,
+            default_rate_limit=settings.default_rate_limit,
         ),
         native_routes=native,
         read_scope=ReadScope(flask_app, native, static_prefix),
         static_prefix=static_prefix,
+        rate_limits=rate_limits(settings, started.key_store.engine),
         metrics=metrics,
     )
     metrics.watch_keys(lambda: started.key_store.status_counts(utcnow(), rules.dormant_cutoff()))

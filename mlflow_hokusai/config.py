@@ -32,6 +32,9 @@ _ENV = {
     "rotation_grace": "HOKUSAI_ROTATION_GRACE",
     "max_rotation_grace": "HOKUSAI_MAX_ROTATION_GRACE",
     "trusted_proxies": "HOKUSAI_TRUSTED_PROXIES",
+    "default_rate_limit": "HOKUSAI_DEFAULT_RATE_LIMIT",
+    "rate_limit_storage": "HOKUSAI_RATE_LIMIT_STORAGE",
+    "rate_limit_unavailable": "HOKUSAI_RATE_LIMIT_UNAVAILABLE",
 }
 _LIFETIME_SETTINGS = (
     "max_key_lifetime_days",
@@ -69,6 +72,13 @@ class Settings:
     max_rotation_grace: int = 7 * 86400
     # Proxies whose X-Forwarded-For names the client (CIDRs); none by default.
     trusted_proxies: tuple[str, ...] = ()
+    # Key rate limits (auth/rate_limits.py): the limit given to new keys that name none
+    # ("N/second|minute|hour", None: no default), where the counters live (None: the key
+    # database; or a ``limits`` storage URI such as redis://host:6379/0), and what happens
+    # when that store cannot be reached: "open" (serve, log a warning) or "closed" (503).
+    default_rate_limit: str | None = None
+    rate_limit_storage: str | None = None
+    rate_limit_unavailable: str = "open"
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -109,6 +119,22 @@ def _rate(value: str, name: str) -> str:
     if item is None or item.amount < 1:
         raise ConfigError(f"{name} must be a rate such as 10/minute, not {value!r}")
     return value
+
+
+MAX_RATE = 1_000_000
+_KEY_RATE = re.compile(r"(\d+)\s*/\s*(second|minute|hour)")
+
+
+def parse_rate_limit(value) -> str:
+    """A key's rate limit: ``N/second``, ``N/minute`` or ``N/hour`` with N from 1 to
+    1,000,000 -> its normal form (``1000/hour``). Raises ValueError saying what is expected."""
+    match = _KEY_RATE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= MAX_RATE:
+        raise ValueError(
+            f"must be a number of requests from 1 to {MAX_RATE:,} per second, minute or hour, "
+            f"such as 1000/hour, not {value!r}"
+        )
+    return f"{int(match.group(1))}/{match.group(2)}"
 
 
 def _days(value: str, name: str) -> int | None:
@@ -212,6 +238,21 @@ def load_settings(environ: dict | None = None) -> Settings:
     grace = values.get("rotation_grace", 0)
     if grace > values.get("max_rotation_grace", Settings.max_rotation_grace):
         raise ConfigError("rotation_grace must not exceed max_rotation_grace")
+    if values.get("default_rate_limit", "").strip():
+        try:
+            values["default_rate_limit"] = parse_rate_limit(values["default_rate_limit"])
+        except ValueError as e:
+            raise ConfigError(f"default_rate_limit (HOKUSAI_DEFAULT_RATE_LIMIT) {e}") from None
+    else:
+        values["default_rate_limit"] = None
+    values["rate_limit_storage"] = values.get("rate_limit_storage", "").strip() or None
+    unavailable = values.get("rate_limit_unavailable", "open").strip().lower() or "open"
+    if unavailable not in ("open", "closed"):
+        raise ConfigError(
+            "rate_limit_unavailable (HOKUSAI_RATE_LIMIT_UNAVAILABLE) must be 'open' (serve "
+            f"requests and log a warning) or 'closed' (answer 503), not {unavailable!r}"
+        )
+    values["rate_limit_unavailable"] = unavailable
     if "trusted_proxies" in values:
         values["trusted_proxies"] = _networks(values["trusted_proxies"], "trusted_proxies")
     for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):

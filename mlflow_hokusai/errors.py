@@ -36,7 +36,13 @@ ARTIFACT_STORE_DOWN = (
     "The artifact store is unreachable; retry later (tracking calls are not affected)."
 )
 STORE_DOWN = "A store the server needs is unreachable; retry later."
-OUTAGE_MESSAGES = frozenset({AUTH_DATABASE_DOWN, DATABASE_DOWN, ARTIFACT_STORE_DOWN, STORE_DOWN})
+RATE_LIMIT_STORE_DOWN = (
+    "The rate-limit store is unreachable and this server refuses rate-limited keys until it is "
+    "back (rate_limit_unavailable = closed); retry later."
+)
+OUTAGE_MESSAGES = frozenset(
+    {AUTH_DATABASE_DOWN, DATABASE_DOWN, ARTIFACT_STORE_DOWN, STORE_DOWN, RATE_LIMIT_STORE_DOWN}
+)
 
 
 class HokusaiError(Exception):

@@ -26,6 +26,17 @@ def postgres():
     cluster.destroy()
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A throwaway ``redis-server`` (tests/redis_server.py). Fails, never skips, when Redis is
+    not installed."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.destroy()
+
+
 @pytest.fixture
 def tracking(monkeypatch):
     """Point the stock MLflow client at a server with a key, the way users do."""

@@ -15,6 +15,7 @@ from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
 from mlflow_hokusai.auth.context import gate_identity
+from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.errors import DATABASE_DOWN, STORE_DOWN
@@ -24,6 +25,7 @@ from mlflow_hokusai.routes.gate import AsgiGate, WsgiGate
 from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.audit import AuditStore
 from mlflow_hokusai.store.keys import KeyStore
+from mlflow_hokusai.store.rate_counters import SqlCounterStorage
 from tests.helpers import key_database
 
 
@@ -51,6 +53,7 @@ def services(tmp_path):
         native_routes=_mlflow.NativeRoutes(),
         read_scope=ReadScope(),
         static_prefix="",
+        rate_limits=RateLimits(SqlCounterStorage(engine)),
     )
 
 

@@ -69,3 +69,31 @@ def test_upgrade_from_0004_adds_the_rotation_columns(tmp_path):
     assert (record.rotation_ends_at, record.replaced_by, record.replaced_by_prefix) == (None,) * 3
     store_key(KeyStore(engine), generate_key(), "fay")  # the upgraded table takes new keys
     upgrade(engine)  # idempotent
+
+
+def test_upgrade_from_0006_adds_rate_limits(tmp_path):
+    """A database made by the previous main (0006) keeps its keys, with no rate limit, and
+    gets the shared counters."""
+    from mlflow_hokusai.auth.rate_limits import RateLimits
+    from mlflow_hokusai.store.keys import KeyStore
+    from mlflow_hokusai.store.rate_counters import SqlCounterStorage
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0006")
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=4, username="gus", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at, allowed_ips) VALUES ('k-gus', 'd1', 'hk_live_abcd', "
+                "'gus', 4, '', 'write', '2026-12-01 00:00:00', '[\"10.0.0.0/8\"]')"
+            )
+        )
+    upgrade(engine)
+    record = KeyStore(engine).get("k-gus")
+    assert record.rate_limit is None and record.allowed_ips == ("10.0.0.0/8",)
+    limits = RateLimits(SqlCounterStorage(engine))
+    assert [limits.check("k-gus", "2/hour").allowed for _ in range(3)] == [True, True, False]
+    upgrade(engine)  # idempotent

@@ -68,6 +68,8 @@ class Identity:
     key_id: str | None  # None when the caller logged in with an MLflow password
     scope: Scope  # password logins act with the user's full rights ("write")
     expires_at: datetime | None = None  # the key's expiry (naive UTC); None: never / password
+    rate_limit: str | None = None  # the key's limit ("N/second|minute|hour"); None: none
+    key_prefix: str | None = None  # the key's display prefix (for messages)
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,13 @@ class Authenticator:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")
         self._maybe_touch(record.id)
         return Identity(
-            record.username, record.user_is_admin, record.id, record.scope, record.expires_at
+            record.username,
+            record.user_is_admin,
+            record.id,
+            record.scope,
+            record.expires_at,
+            record.rate_limit,
+            record.display_prefix,
         )
 
     @staticmethod

@@ -25,6 +25,7 @@ from mlflow_hokusai.keys.management import (
     MAX_EXPIRY_DAYS,
     parse_allowed_ips,
     parse_expiry,
+    parse_key_rate_limit,
     parse_name,
     parse_username,
 )
@@ -138,7 +139,12 @@ def _backend(database_uri, tracking_uri):
     uri = database_uri or settings.database_uri
     store = _open_store(uri)
     return backends.Offline(
-        store, _LazyUsers(uri), settings.key_environment, _note, lifetime_rules(settings)
+        store,
+        _LazyUsers(uri),
+        settings.key_environment,
+        _note,
+        lifetime_rules(settings),
+        settings.default_rate_limit,
     )
 
 
@@ -194,10 +200,27 @@ def _run(action):
     help="Only accept the key from this IPv4/IPv6 address or CIDR range (repeat, up to "
     f"{MAX_ALLOWED_IPS}; default: from anywhere). Behind a proxy, see HOKUSAI_TRUSTED_PROXIES.",
 )
+@click.option(
+    "--rate-limit",
+    default=None,
+    metavar="N/second|minute|hour",
+    callback=_validated(parse_key_rate_limit),
+    help="Accept at most N requests per second, minute or hour with this key, counted across "
+    "every worker and replica; over it, 429 with Retry-After (default: the server's "
+    "default_rate_limit, else none; 'none': no limit, for admins where a default exists).",
+)
 @_database_option
 @_tracking_option
 def create_key(
-    username, admin, scope, name, expires_in_days, allowed_ips, database_uri, tracking_uri
+    username,
+    admin,
+    scope,
+    name,
+    expires_in_days,
+    allowed_ips,
+    rate_limit,
+    database_uri,
+    tracking_uri,
 ):
     """Create a key and print it (alone) on stdout."""
     if tracking_uri and admin:
@@ -213,11 +236,14 @@ def create_key(
             expires_in_days=expires_in_days,
             make_admin=admin,
             allowed_ips=list(allowed_ips) or None,
+            rate_limit=rate_limit,
         )
     )
     expiry = f", expires {record['expires_at']}" if record["expires_at"] else ""
     if record.get("allowed_ips"):
         expiry += f", only from {', '.join(record['allowed_ips'])}"
+    if record.get("rate_limit"):
+        expiry += f", at most {record['rate_limit']}"
     _note(
         f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
         f"for {record['username']!r}{expiry}."
@@ -264,6 +290,7 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
         "expires_at",
         "last_used_at",
         "allowed_ips",
+        "rate_limit",
     ]
     _table(columns, [[_cell(r, c) for c in columns] for r in records])
 
@@ -273,6 +300,8 @@ def _cell(record: dict, column: str) -> str:
         return f"rotating until {record.get('rotation_ends_at')}"
     if column == "allowed_ips":
         return ",".join(record.get("allowed_ips") or []) or "any"
+    if column == "rate_limit":
+        return record.get("rate_limit") or "none"
     return str(record.get(column) or "-")
 
 

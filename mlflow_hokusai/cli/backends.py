@@ -15,7 +15,9 @@ from mlflow_hokusai.store.audit import AuditStore
 
 
 class Offline:
-    def __init__(self, key_store, users, environment: str, note, rules=None):
+    def __init__(
+        self, key_store, users, environment: str, note, rules=None, default_rate_limit=None
+    ):
         self.actor = Actor.operator()
         self.manager = KeyManager(
             key_store,
@@ -24,10 +26,19 @@ class Offline:
             environment=environment,
             on_note=note,
             rules=rules,
+            default_rate_limit=default_rate_limit,
         )
 
     def create(
-        self, *, username, name, scope, expires_in_days, make_admin, allowed_ips=None
+        self,
+        *,
+        username,
+        name,
+        scope,
+        expires_in_days,
+        make_admin,
+        allowed_ips=None,
+        rate_limit=None,
     ) -> tuple[str, dict]:
         key, record = self.manager.create(
             self.actor,
@@ -37,6 +48,7 @@ class Offline:
             expires_in_days=expires_in_days,
             make_admin=make_admin,
             allowed_ips=allowed_ips,
+            rate_limit=rate_limit,
         )
         return key, self.manager.describe(record)
 
@@ -62,7 +74,15 @@ class Online:
         self.client = RestKeys(tracking_uri, api_key)
 
     def create(
-        self, *, username, name, scope, expires_in_days, make_admin, allowed_ips=None
+        self,
+        *,
+        username,
+        name,
+        scope,
+        expires_in_days,
+        make_admin,
+        allowed_ips=None,
+        rate_limit=None,
     ) -> tuple[str, dict]:
         created = self.client.create_api_key(
             name=name or None,
@@ -70,6 +90,7 @@ class Online:
             expires_in_days=expires_in_days,
             username=username,
             allowed_ips=allowed_ips,
+            rate_limit=rate_limit,
         )
         return created.key, created.to_dict()
 

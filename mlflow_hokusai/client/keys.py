@@ -33,6 +33,7 @@ class ApiKey:
     rotation_ends_at: str | None = None
     replaced_by: str | None = None
     allowed_ips: list[str] = field(default_factory=list)
+    rate_limit: str | None = None
     key: str | None = None
 
     @classmethod
@@ -63,16 +64,19 @@ class KeyManagementMixin:
         expires_in_days: int | None = None,
         username: str | None = None,
         allowed_ips: list[str] | None = None,
+        rate_limit: str | None = None,
     ) -> ApiKey:
         """Create a key (for ``username``: admins only; usable only from ``allowed_ips``, up
-        to 20 addresses or CIDR ranges, when given). The result's ``.key`` is the plaintext,
-        shown this once."""
+        to 20 addresses or CIDR ranges, when given; at most ``rate_limit`` requests, e.g.
+        ``"1000/hour"``, or ``"none"``; default: the server's ``default_rate_limit``). The
+        result's ``.key`` is the plaintext, shown this once."""
         body = {
             "name": name,
             "scope": scope,
             "expires_in_days": expires_in_days,
             "username": username,
             "allowed_ips": allowed_ips,
+            "rate_limit": rate_limit,
         }
         resp = self._request(
             CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}

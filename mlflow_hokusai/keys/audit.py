@@ -103,6 +103,16 @@ class AuditLog:
             detail=f"read-only key: {request_line}",
         )
 
+    def rate_limited(self, identity, verdict, source: str | None) -> None:
+        """A key went over its rate limit (at most once a minute per key and address)."""
+        self.refused(
+            "rate-limited",
+            key_id=identity.key_id,
+            username=identity.username,
+            source=source,
+            detail=f"over its rate limit of {verdict.policy}",
+        )
+
     def _write(self, event, actor, when, key_id, username, source, detail) -> None:
         try:
             self.store.add(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from mlflow_hokusai.config import MAX_LIFETIME_DAYS
+from mlflow_hokusai.config import MAX_LIFETIME_DAYS, parse_rate_limit
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
@@ -67,6 +67,7 @@ def issue_key(
     scope: Scope = "write",
     expires_in_days: int | None = None,
     allowed_ips: tuple[str, ...] = (),
+    rate_limit: str | None = None,
 ) -> tuple[str, KeyRecord]:
     """Make a new key; return the plaintext (shown once) and its record."""
     expires_at = None
@@ -81,6 +82,7 @@ def issue_key(
         scope=scope,
         expires_at=expires_at,
         allowed_ips=allowed_ips,
+        rate_limit=rate_limit,
     )
     return key, record
 
@@ -139,6 +141,22 @@ def parse_allowed_ips(value) -> tuple[str, ...]:
         if str(network) not in networks:
             networks.append(str(network))
     return tuple(networks)
+
+
+NO_RATE_LIMIT = "none"
+
+
+def parse_key_rate_limit(value) -> str | None:
+    """A key's ``rate_limit``: ``N/second|minute|hour`` in normal form, ``"none"`` (no limit,
+    even where the server has a default), or None (not given: the server's default)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == NO_RATE_LIMIT:
+        return NO_RATE_LIMIT
+    try:
+        return parse_rate_limit(value)
+    except ValueError as e:
+        raise _bad(f"'rate_limit' {e}, or 'none' for no limit.") from None
 
 
 def parse_name(value) -> str:
@@ -225,8 +243,11 @@ class KeyManager:
         on_change: Callable[[], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         rules: LifetimeRules | None = None,
+        default_rate_limit: str | None = None,
     ):
         self.store = store
+        # The limit of keys created without one (None: no default); only admins opt out.
+        self.default_rate_limit = default_rate_limit
         self.rules = rules or LifetimeRules()
         self.users = users
         self.audit = audit
@@ -277,12 +298,14 @@ class KeyManager:
         expires_in_days=None,
         make_admin: bool = False,
         allowed_ips=None,
+        rate_limit=None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; return the plaintext (shown once) and its record."""
         self._require_write(actor, "create keys")
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
         allowed_ips = parse_allowed_ips(allowed_ips)
+        rate_limit = self._rate_limit(actor, parse_key_rate_limit(rate_limit))
         expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
@@ -299,10 +322,13 @@ class KeyManager:
             scope=scope,
             expires_in_days=expires_in_days,
             allowed_ips=allowed_ips,
+            rate_limit=rate_limit,
         )
         expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
         if allowed_ips:
             expiry += f" allowed_ips={','.join(allowed_ips)}"
+        if rate_limit:
+            expiry += f" rate_limit={rate_limit}"
         self.audit.record(
             "created",
             actor=actor.name,
@@ -312,6 +338,22 @@ class KeyManager:
             detail=f"scope={scope} name={name!r}{expiry}",
         )
         return key, record
+
+    def _rate_limit(self, actor: Actor, asked: str | None) -> str | None:
+        """The limit a new key gets: the one asked for, else the server's default; no limit
+        (``"none"``) where a default exists is for admins only."""
+        if asked is None:
+            return self.default_rate_limit
+        if asked != NO_RATE_LIMIT:
+            return asked
+        if self.default_rate_limit is not None and not actor.is_admin:
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                "Only admins may create a key without a rate limit on this server "
+                f"(default_rate_limit is {self.default_rate_limit}); pass a 'rate_limit' "
+                "such as 1000/hour instead.",
+            )
+        return None
 
     def _within_creator_lifetime(self, actor: Actor, expires_in_days: int | None) -> None:
         """A key made with an expiring key expires no later than it (a leaked 1-day key must

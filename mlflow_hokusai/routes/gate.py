@@ -110,6 +110,7 @@ class _Gate:
         self.native = services.native_routes
         self.addresses = ClientAddress(services.settings.trusted_proxies)
         self.metrics = services.metrics
+        self.rate_limits = services.rate_limits
 
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
@@ -144,8 +145,23 @@ class _Gate:
             self.metrics.request("forbidden_scope")
             self.audit.read_only_refusal(result, f"{method} {path}", peer)
             return error_parts("PERMISSION_DENIED", refusal)
-        self.metrics.request("ok")
         return None
+
+    def over_limit(self, identity, verdict, peer: str | None):
+        """After ``refusal`` let the request on: (the 429 response or None, the ``RateLimit-*``
+        headers every response to a rate-limited key carries)."""
+        if verdict is None:
+            self.metrics.request("ok")
+            return None, ()
+        if verdict.allowed:
+            self.metrics.request("ok")
+            return None, verdict.headers()
+        self.metrics.request("rate_limited")
+        self.audit.rate_limited(identity, verdict, peer)
+        status, headers, body = error_parts(
+            "REQUEST_LIMIT_EXCEEDED", verdict.message(identity.key_prefix)
+        )
+        return (status, headers + verdict.headers(), body), ()
 
 
 class AsgiGate(_Gate):
@@ -171,11 +187,16 @@ class AsgiGate(_Gate):
         peer = self.addresses.of(client[0] if client else None, forwarded)
         result = await self._authenticate(scope, peer)
         error = result if isinstance(result, tuple) else self.refusal(result, path, method, peer)
+        limit_headers = ()
+        if error is None:
+            error, limit_headers = await self._rate_limit(result, peer)
         if error is not None:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await _send_parts(send, *error)
         scope = _basic_names(scope, result)
+        if limit_headers:
+            send = _with_headers(send, limit_headers)
         token = set_identity(result)
         try:
             await self.app(scope, receive, _json_errors(send))
@@ -190,6 +211,22 @@ class AsgiGate(_Gate):
         if scope.get("raw_path"):
             scope["raw_path"] = swap_prefix(seen, swap).encode("latin-1")
         return scope
+
+    async def _rate_limit(self, identity, peer: str | None):
+        """``over_limit`` for this request: the verdict comes from local state on the event
+        loop when it can, else from the store in a worker thread."""
+        if identity.rate_limit is None:
+            return self.over_limit(identity, None, peer)
+        verdict = self.rate_limits.peek(identity.key_id, identity.rate_limit)
+        if verdict is None:
+            try:
+                verdict = await anyio.to_thread.run_sync(
+                    self.rate_limits.check, identity.key_id, identity.rate_limit
+                )
+            except HokusaiError as error:  # the store is down and the server fails closed
+                self.metrics.request("unavailable")
+                return parts_of(error), ()
+        return self.over_limit(identity, verdict, peer)
 
     async def _authenticate(self, scope, peer: str | None):
         """The identity or failure, or an error response (status, headers, body) when the
@@ -210,6 +247,18 @@ class AsgiGate(_Gate):
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             self.metrics.request("unavailable")
             return parts_of(error)
+
+
+def _with_headers(send, extra):
+    """Wrap ``send`` so the response carries ``extra`` headers (str pairs)."""
+    encoded = [(name.lower().encode(), value.encode()) for name, value in extra]
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), *encoded])
+        return await send(message)
+
+    return wrapped
 
 
 def _values(scope, name: bytes) -> list[str]:
@@ -286,12 +335,31 @@ class WsgiGate(_Gate):
             self.metrics.request("unavailable")
             return _wsgi_send(start_response, parts_of(error))
         error = self.refusal(result, path, method, peer)
+        limit_headers = ()
+        if error is None:
+            verdict = None
+            if result.rate_limit is not None:
+                try:
+                    verdict = self.rate_limits.check(result.key_id, result.rate_limit)
+                except HokusaiError as failure:  # the store is down and we fail closed
+                    self.metrics.request("unavailable")
+                    return _wsgi_send(start_response, parts_of(failure))
+            error, limit_headers = self.over_limit(result, verdict, peer)
         if error is not None:
             return _wsgi_send(start_response, error)
+        if limit_headers:
+            start_response = _wsgi_with_headers(start_response, limit_headers)
         environ[ENVIRON_KEY] = result
         if environ.get("HTTP_AUTHORIZATION", "")[:6].lower() == "basic ":
             environ["HTTP_AUTHORIZATION"] = basic_authorization(result)
         return _wsgi_json_errors(self.app, environ, start_response)
+
+
+def _wsgi_with_headers(start_response, extra):
+    def wrapped(status, headers, exc_info=None):
+        return start_response(status, [*headers, *extra], exc_info)
+
+    return wrapped
 
 
 def _wsgi_send(start_response, parts):

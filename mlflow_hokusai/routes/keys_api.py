@@ -35,7 +35,7 @@ def _flag(name: str) -> bool:
 
 
 def create_key():
-    body = json_body({"name", "scope", "expires_in_days", "username", "allowed_ips"})
+    body = json_body({"name", "scope", "expires_in_days", "username", "allowed_ips", "rate_limit"})
     manager = services().keys
     key, record = manager.create(
         _actor(),
@@ -44,6 +44,7 @@ def create_key():
         scope=body.get("scope"),
         expires_in_days=body.get("expires_in_days"),
         allowed_ips=body.get("allowed_ips"),
+        rate_limit=body.get("rate_limit"),
     )
     return jsonify({"key": key, "api_key": manager.describe(record)})
 

@@ -11,6 +11,7 @@ from flask import current_app
 from mlflow_hokusai._mlflow import NativeRoutes
 from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys.audit import AuditLog
@@ -32,6 +33,7 @@ class Services:
     native_routes: NativeRoutes  # what MLflow's FastAPI app serves itself (empty under WSGI)
     read_scope: ReadScope
     static_prefix: str
+    rate_limits: RateLimits  # per-key limits, counted in the shared store
     metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
 
     def api_paths(self, base: str) -> list[str]:

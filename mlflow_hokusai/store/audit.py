@@ -15,7 +15,15 @@ from sqlalchemy.engine import Engine
 
 from mlflow_hokusai.store.models import AuditEvent
 
-EVENTS = ("created", "rotated", "revoked", "expired-use", "denied-use", "login-limited")
+EVENTS = (
+    "created",
+    "rotated",
+    "revoked",
+    "expired-use",
+    "denied-use",
+    "login-limited",
+    "rate-limited",
+)
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
 

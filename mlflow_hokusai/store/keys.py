@@ -46,6 +46,7 @@ class KeyRecord:
     replaced_by: str | None = None
     replaced_by_prefix: str | None = None
     allowed_ips: tuple[str, ...] = ()  # CIDRs the key may be used from; empty: anywhere
+    rate_limit: str | None = None  # "N/second|minute|hour"; None: no limit
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -74,6 +75,7 @@ class KeyRecord:
             "rotation_ends_at": iso(self.rotation_ends_at),
             "replaced_by": self.replaced_by,
             "allowed_ips": list(self.allowed_ips),
+            "rate_limit": self.rate_limit,
             "status": self.status(),
         }
 
@@ -100,6 +102,7 @@ _COLUMNS = (
     ApiKey.replaced_by,
     ApiKey.replaced_by_prefix,
     ApiKey.allowed_ips,
+    ApiKey.rate_limit,
 )
 
 
@@ -168,6 +171,7 @@ class KeyStore:
         scope: Scope = "write",
         expires_at: datetime | None = None,
         allowed_ips: tuple[str, ...] = (),
+        rate_limit: str | None = None,
         conn=None,
     ) -> KeyRecord:
         """Store a key by its digest; return its record."""
@@ -185,6 +189,7 @@ class KeyStore:
             "created_at": utcnow(),
             "expires_at": expires_at,
             "allowed_ips": json.dumps(list(allowed_ips)) if allowed_ips else None,
+            "rate_limit": rate_limit,
         }
         if conn is None:
             with self.engine.begin() as conn:
@@ -198,6 +203,7 @@ class KeyStore:
             last_used_at=None,
             revoked_at=None,
             allowed_ips=tuple(allowed_ips),
+            rate_limit=rate_limit,
         )
 
     def revoke(self, key_id: str) -> KeyRecord:
@@ -239,6 +245,7 @@ class KeyStore:
                 scope=old.scope,
                 expires_at=now + lifetime if lifetime else None,
                 allowed_ips=old.allowed_ips,
+                rate_limit=old.rate_limit,
                 conn=conn,
             )
             ends = {"rotation_ends_at": now + grace} if grace else {"revoked_at": now}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,6 +42,32 @@ class ApiKey(Base):
     replaced_by_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # The networks the key may be used from, a JSON list of CIDRs (migration 0006); NULL: any.
     allowed_ips: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The key's rate limit, "N/second|minute|hour" (migration 0007); NULL: none.
+    rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RateCounter(Base):
+    """One rate-limit counter (``store/rate_counters.py``), when the limits live in this
+    database (no ``HOKUSAI_RATE_LIMIT_STORAGE``): the row every taker of the counter locks."""
+
+    __tablename__ = "hokusai_rate_counters"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    touched_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)
+
+
+class RateHit(Base):
+    """``amount`` requests counted against counter ``name`` at ``at`` (epoch seconds), until
+    ``expires_at``: the entries of a moving window."""
+
+    __tablename__ = "hokusai_rate_hits"
+    __table_args__ = (Index("ix_hokusai_rate_hits_name_at", "name", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    at: Mapped[float] = mapped_column(Float, nullable=False)
+    amount: Mapped[int] = mapped_column(Integer, nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)
 
 
 class Setting(Base):
