@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1, a plain ``mlflow server``, ``--app-name basic-auth`` (credential cache
 off, and on with ``auth_cache_ttl_seconds = 60``) and ``--app-name hokusai``, all on SQLite with
 the same worker count. Each target gets its own experiment and one run per client thread, made
-by the identity under test (a non-admin user; for Hokusai also the admin key). Then, in several
+by the identity under test (a non-admin user; for Hokusai also the admin key, and the same
+user's key with a rate limit the run never reaches, to show what counting costs). Then, in several
 rounds whose order rotates, each target gets the same mixed workload for the same time:
 log-metric, log-batch, get-run and search-runs, from several threads. The client speaks raw
 HTTP over one keep-alive connection per thread (``http.client``), the cheapest client Python
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 import _support
 
 API = "/api/2.0/mlflow"
+LIMIT_NOT_REACHED = 1_000_000  # per hour: the largest limit a key may have
 
 
 @dataclass
@@ -208,6 +210,8 @@ def main(argv=None) -> int:
     try:
         _support.start_all(servers)
         hokusai_key = hokusai.create_key("bench-user")
+        # The same user's key with a rate limit it never reaches (the cost of counting).
+        limited_key = hokusai.create_key("bench-user", "--rate-limit", f"{LIMIT_NOT_REACHED}/hour")
         targets = [
             Target("mlflow (no auth)", plain, {}),
             Target(
@@ -222,6 +226,11 @@ def main(argv=None) -> int:
                 "hokusai, non-admin write key", hokusai, {"Authorization": f"Bearer {hokusai_key}"}
             ),
             Target("hokusai, admin key", hokusai, {"Authorization": f"Bearer {hokusai.admin_key}"}),
+            Target(
+                f"hokusai, non-admin key, {LIMIT_NOT_REACHED:,}/hour limit",
+                hokusai,
+                {"Authorization": f"Bearer {limited_key}"},
+            ),
         ]
         for target in targets:
             setup(target, options.threads)
@@ -270,6 +279,11 @@ def main(argv=None) -> int:
     ours = _support.median(targets[3].ratios)
     print(f"\nratio hokusai non-admin / plain: {ours:.2f}x (target >= 0.95x)")
     print(f"ratio hokusai admin / plain: {_support.median(targets[4].ratios):.2f}x")
+    limited = _support.median(targets[5].ratios)
+    print(
+        f"ratio hokusai non-admin with a rate limit (not reached) / plain: {limited:.2f}x; "
+        f"drop from no limit: {ours - limited:.2f} (target <= 0.03)"
+    )
     print(
         f"ratio hokusai non-admin / basic-auth non-admin: "
         f"{_support.median(targets[3].rates) / _support.median(targets[1].rates):.2f}x"

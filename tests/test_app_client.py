@@ -64,6 +64,11 @@ def test_app_client_round_trip(server, as_key, prefix):
         client.create_api_key(scope="admin")
     with pytest.raises(MlflowException, match="Only admins may list every user's keys"):
         client.list_api_keys(all_users=True)
+    limited = client.create_api_key(name="notebook", rate_limit="600/minute")
+    assert limited.rate_limit == "600/minute"
+    assert {k.id: k.rate_limit for k in client.list_api_keys()}[limited.id] == "600/minute"
+    with pytest.raises(MlflowException, match="'rate_limit' must be a number of requests"):
+        client.create_api_key(rate_limit="600/day")
 
 
 def test_app_client_keeps_mlflows_user_methods(server, as_key):

@@ -236,3 +236,66 @@ def test_every_503_leaves_as_our_json(services, gate_class, answer, content_type
 def test_other_responses_pass_unchanged(services, gate_class, answer):
     status, headers, out = answer(gate_class(None, services), 404, "text/html", b"<p>no such</p>")
     assert (status, headers["content-type"], out) == (404, "text/html", b"<p>no such</p>")
+
+
+def _asgi_status_headers(gate, key: str):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    gate.app = app
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/2.0/mlflow/runs/get",
+        "raw_path": b"/api/2.0/mlflow/runs/get",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {key}".encode())],
+        "client": ("127.0.0.2", 5000),
+    }
+    asyncio.run(gate(scope, receive, send))
+    headers = {k.decode().lower(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers
+
+
+def _wsgi_status_headers(gate, key: str):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    gate.app = app
+    seen = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/2.0/mlflow/runs/get",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "REMOTE_ADDR": "127.0.0.2",
+        "QUERY_STRING": "",
+    }
+    b"".join(gate(environ, lambda status, headers, exc=None: seen.append((status, headers))))
+    status, headers = seen[0]
+    return int(status.split()[0]), {k.lower(): v for k, v in headers}
+
+
+@pytest.mark.parametrize(
+    "gate_class, call", [(AsgiGate, _asgi_status_headers), (WsgiGate, _wsgi_status_headers)]
+)
+def test_a_rate_limited_key_carries_ratelimit_headers_then_gets_429(services, gate_class, call):
+    key, _ = issue_key(services.key_store, "alice", rate_limit="2/minute")
+    gate = gate_class(None, services)
+    answers = [call(gate, key) for _ in range(3)]
+    assert [status for status, _ in answers] == [200, 200, 429]
+    assert [h["ratelimit-remaining"] for _, h in answers] == ["1", "0", "0"]
+    assert {h["ratelimit-limit"] for _, h in answers} == {"2"}
+    assert "retry-after" not in answers[0][1] and 1 <= int(answers[2][1]["retry-after"]) <= 60
+    plain, _ = issue_key(services.key_store, "alice")
+    status, headers = call(gate, plain)
+    assert status == 200 and "ratelimit-limit" not in headers

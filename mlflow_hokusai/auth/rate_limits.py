@@ -114,9 +114,10 @@ class RateLimits:
         return Verdict(True, item.amount, remaining, _seconds(batch.reset_at, now), rate)
 
     # -- the store ---------------------------------------------------------------------------
-    def check(self, key_id: str, rate: str) -> Verdict:
-        """The verdict for one request by ``key_id``. May reach the store; raises
-        ``Unavailable`` when it cannot and the server fails closed."""
+    def check(self, key_id: str, rate: str) -> Verdict | None:
+        """The verdict for one request by ``key_id``. May reach the store. When it cannot:
+        None (serve, with no ``RateLimit-*`` headers) when the server fails open, else raises
+        ``Unavailable``."""
         verdict = self.peek(key_id, rate)
         if verdict is not None:
             return verdict
@@ -144,7 +145,7 @@ class RateLimits:
             self._batches.pop(slot, None)
         return Verdict(False, item.amount, 0, _seconds(reset_at, now), rate)
 
-    def _unreachable(self, error: Exception, item, rate: str) -> Verdict:
+    def _unreachable(self, error: Exception, item, rate: str) -> None:
         now = time.monotonic()
         if now - self._warned >= WARN_INTERVAL_SECONDS:
             self._warned = now
@@ -158,7 +159,7 @@ class RateLimits:
             )
         if not self.fail_open:
             raise Unavailable(RATE_LIMIT_STORE_DOWN) from error
-        return Verdict(True, item.amount, item.amount, item.get_expiry(), rate)
+        return None
 
 
 def rate_limits(settings, engine) -> RateLimits:
