@@ -8,7 +8,9 @@ replica, send ``whoami`` with it as fast as they can for ``--seconds``.
 
 Prints per store: requests sent, accepted, the most accepted in any interval of the limit's
 period (sliding, measured at every accepted answer; the target is at most the limit + 5 %), and
-the accepted rate after the first period as a share of the limit (target at least 95 %).
+the share of the limit that was usable: accepted over what a perfect moving window admits to
+clients that never pause, the limit at the start and again after each whole period (target at
+least 95 %; keep ``--seconds`` off a whole number of periods).
 
     python bench/rate_limits.py [--limit 60/minute] [--seconds 150] [--clients 8]
 """
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
             "requests",
             "accepted",
             f"most accepted in any {item.get_expiry()} s (vs limit)",
-            "usable after the first period",
+            "usable (vs a perfect moving window)",
             "statuses",
         ],
         rows,

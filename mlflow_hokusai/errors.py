@@ -55,6 +55,11 @@ class HokusaiError(Exception):
         self.status = status or _STATUS.get(error_code, 400)
 
 
+def invalid_parameter(message: str) -> HokusaiError:
+    """A 400 ``INVALID_PARAMETER_VALUE``; the message names the field and the rule."""
+    return HokusaiError("INVALID_PARAMETER_VALUE", message)
+
+
 class Unavailable(HokusaiError):
     """A store we need cannot be reached: the request is refused with 503 + Retry-After."""
 

@@ -230,9 +230,9 @@ def test_the_cli_sets_and_shows_the_limit(server):
 
 
 def test_the_limit_holds_across_workers_in_any_window(server, alice):
-    """Eight clients over fresh connections (both workers) hammer a 40/second key for 3 s."""
+    """Eight clients (both workers) hammer a 40/second key for 3.5 s."""
     key = _create(server, alice, rate_limit="40/second").json()["key"]
-    figures = analyse(hammer([server.url], key, clients=8, seconds=3), 40, 1.0)
+    figures = analyse(hammer([server.url], key, clients=8, seconds=3.5), 40, 1.0)
     assert figures["statuses"] == [200, 429], figures
     assert figures["max_in_any_window"] <= 42, figures  # limit + 5 %
     assert figures["usable"] >= 0.95, figures

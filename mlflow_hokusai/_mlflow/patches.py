@@ -11,8 +11,34 @@ target missing.
 
 from __future__ import annotations
 
+import threading
+
+from cachetools import LRUCache
+
 from mlflow_hokusai._mlflow import targets
 from mlflow_hokusai._mlflow.accessors import static_prefix
+
+
+class _Memo:
+    """A bounded, thread-safe LRU memo for answers that never go stale (a path's route, a
+    run's experiment). ``remember(value)`` gives what to keep, or None to keep nothing."""
+
+    def __init__(self, maxsize: int):
+        self.cache = LRUCache(maxsize)
+        self.lock = threading.Lock()
+
+    def get(self, key, compute, remember=lambda value: value):
+        with self.lock:
+            try:
+                return self.cache[key]
+            except KeyError:
+                pass
+        value = compute()
+        kept = remember(value)
+        if kept is not None:
+            with self.lock:
+                self.cache[key] = kept
+        return value
 
 
 def _find(module: str, attribute: str):
@@ -144,8 +170,6 @@ def cache_authorization_lookups(cache, max_runs: int = 10_000) -> None:
     changes experiment, so that answer is remembered for the worker's life (LRU, bounded), as
     a run carrying only its info: no key or permission change can make it stale."""
     import inspect
-    import threading
-    from collections import OrderedDict
 
     from mlflow.entities import Run
     from mlflow.server import auth
@@ -162,24 +186,15 @@ def cache_authorization_lookups(cache, max_runs: int = 10_000) -> None:
     if fetch_or_none is None:  # MLflow < 3.17 loads the run inline: not cached there
         return
 
-    runs: OrderedDict = OrderedDict()  # run id -> Run(info only)
-    lock = threading.Lock()
+    runs = _Memo(max_runs)  # run id -> Run(info only); a missing run is asked again
+
+    def info_only(run):
+        return None if run is None else Run(run_info=run.info, run_data=None)
 
     def cached_fetch_or_none(fetch, resource_id):
         if getattr(fetch, "__name__", "") != "get_run":
             return fetch_or_none(fetch, resource_id)
-        with lock:
-            known = runs.get(resource_id)
-            if known is not None:
-                runs.move_to_end(resource_id)
-                return known
-        run = fetch_or_none(fetch, resource_id)
-        if run is not None:  # a missing run is asked again next time
-            with lock:
-                runs[resource_id] = Run(run_info=run.info, run_data=None)
-                if len(runs) > max_runs:
-                    runs.popitem(last=False)
-        return run
+        return runs.get(resource_id, lambda: fetch_or_none(fetch, resource_id), info_only)
 
     auth._fetch_or_none = cached_fetch_or_none
 
@@ -209,15 +224,11 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
       response into protobuf to look for logged-model links; a body that does not contain
       any link field name is passed through without the parse (same result).
     Either patch is skipped if this MLflow lacks the name it wraps (``targets.check`` says so)."""
-    import threading
-    from collections import OrderedDict
-
     from mlflow.server import auth
 
     matches = _find(targets.AUTH, "_scope_matches_native_route")
     if matches is not None:
-        memo: OrderedDict = OrderedDict()
-        lock = threading.Lock()
+        memo = _Memo(max_paths)
 
         def remembered(native_routes, scope):
             key = (
@@ -227,16 +238,7 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
                 scope.get("root_path", ""),
                 scope.get("path"),
             )
-            with lock:
-                if key in memo:
-                    memo.move_to_end(key)
-                    return memo[key]
-            answer = matches(native_routes, scope)
-            with lock:
-                memo[key] = answer
-                if len(memo) > max_paths:
-                    memo.popitem(last=False)
-            return answer
+            return memo.get(key, lambda: matches(native_routes, scope))
 
         auth._scope_matches_native_route = remembered
 
@@ -276,9 +278,6 @@ def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096
 
     Returns whether the switch is in (False when this MLflow lacks a name it needs, or the
     app is not the FastAPI app MLflow built, or its middleware stack is already built)."""
-    import threading
-    from collections import OrderedDict
-
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.routing import Mount
@@ -305,26 +304,19 @@ def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096
         return False
     native = [route for route in asgi_app.routes if not isinstance(route, Mount)]
     matches_native = _find(targets.AUTH, "_scope_matches_native_route")
-    memo: OrderedDict = OrderedDict()
-    lock = threading.Lock()
+    memo = _Memo(max_paths)
 
     def acts(scope) -> bool:
         from mlflow.server import auth
 
+        def answer() -> bool:
+            return find_validator(scope["path"], scope["method"]) is not None or bool(
+                # native routes without a validator: MLflow's fail-closed rule may refuse them
+                matches_native is not None and auth._scope_matches_native_route(native, scope)
+            )
+
         key = (scope.get("method"), scope.get("root_path", ""), scope.get("path"))
-        with lock:
-            if key in memo:
-                memo.move_to_end(key)
-                return memo[key]
-        answer = find_validator(scope["path"], scope["method"]) is not None or bool(
-            # native routes without a validator: MLflow's fail-closed rule may refuse them
-            matches_native is not None and auth._scope_matches_native_route(native, scope)
-        )
-        with lock:
-            memo[key] = answer
-            if len(memo) > max_paths:
-                memo.popitem(last=False)
-        return answer
+        return memo.get(key, answer)
 
     entry = middleware[found[0]]
     middleware[found[0]] = Middleware(

@@ -5,20 +5,19 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from mlflow_hokusai.config import parse_duration
 from mlflow_hokusai.store.clock import utcnow
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# A duration with its unit: ``--since 90`` is neither a date nor (without a unit) a duration.
+_HAS_UNIT = re.compile(r"\d+\s*[smhdw]")
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``--since``: an ISO date or date-time (naive = UTC) or a duration ago (``1h``, ``7d``);
     returns naive UTC, as stored."""
     text = text.strip()
-    match = _DURATION.fullmatch(text.lower())
-    if match:
-        now = now or utcnow()
-        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if _HAS_UNIT.fullmatch(text.lower()):
+        return (now or utcnow()) - timedelta(seconds=parse_duration(text))
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

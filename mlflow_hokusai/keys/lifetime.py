@@ -20,13 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mlflow_hokusai.config import MAX_LIFETIME_DAYS
-from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.errors import invalid_parameter
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStatus
-
-
-def _bad(message: str) -> HokusaiError:
-    return HokusaiError("INVALID_PARAMETER_VALUE", message)
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ class LifetimeRules:
         cap = self.max_lifetime_days
         if cap is not None and (days is None or days > cap):
             asked = "no expiry" if days is None else f"{days} days"
-            raise _bad(
+            raise invalid_parameter(
                 f"'expires_in_days' must be at most {cap}: this server's "
                 f"max_key_lifetime_days is {cap} days (for every key, admins' included), "
                 f"and this request asked for {asked}.",
@@ -78,11 +74,13 @@ class LifetimeRules:
         if requested is None:
             seconds = self.rotation_grace_seconds
         elif isinstance(requested, bool) or not isinstance(requested, int):
-            raise _bad(f"'grace_seconds' must be a whole number of seconds, not {requested!r}.")
+            raise invalid_parameter(
+                f"'grace_seconds' must be a whole number of seconds, not {requested!r}."
+            )
         else:
             seconds = requested
         if not 0 <= seconds <= self.max_rotation_grace_seconds:
-            raise _bad(
+            raise invalid_parameter(
                 f"'grace_seconds' must be between 0 and {self.max_rotation_grace_seconds} "
                 f"(this server's max_rotation_grace), not {seconds}."
             )

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from mlflow_hokusai.config import MAX_LIFETIME_DAYS, parse_rate_limit
-from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.errors import HokusaiError, invalid_parameter
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.lifetime import LifetimeRules
@@ -38,11 +38,6 @@ from mlflow_hokusai.text import has_unsafe_chars
 MAX_EXPIRY_DAYS = MAX_LIFETIME_DAYS  # the longest lifetime any key may be given
 MAX_NAME_LENGTH = 255
 MAX_USERNAME_LENGTH = 255
-_INVALID = "INVALID_PARAMETER_VALUE"
-
-
-def _bad(message: str) -> HokusaiError:
-    return HokusaiError(_INVALID, message)
 
 
 def _has_control_chars(value: str) -> bool:
@@ -92,7 +87,9 @@ def parse_scope(value) -> Scope:
     if value is None:
         return "write"
     if not isinstance(value, str) or value not in SCOPES:
-        raise _bad(f"'scope' must be one of {', '.join(repr(s) for s in SCOPES)}, not {value!r}.")
+        raise invalid_parameter(
+            f"'scope' must be one of {', '.join(repr(s) for s in SCOPES)}, not {value!r}."
+        )
     return value
 
 
@@ -100,12 +97,12 @@ def parse_expiry(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(
+        raise invalid_parameter(
             f"'expires_in_days' must be a whole number of days (1 to {MAX_EXPIRY_DAYS}), "
             f"not {value!r}."
         )
     if not 1 <= value <= MAX_EXPIRY_DAYS:
-        raise _bad(
+        raise invalid_parameter(
             f"'expires_in_days' must be between 1 and {MAX_EXPIRY_DAYS} days, not {value}; "
             "omit it for a key that does not expire."
         )
@@ -123,9 +120,11 @@ def parse_allowed_ips(value) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise _bad("'allowed_ips' must be a list of IP addresses or CIDR ranges.")
+        raise invalid_parameter("'allowed_ips' must be a list of IP addresses or CIDR ranges.")
     if len(value) > MAX_ALLOWED_IPS:
-        raise _bad(f"'allowed_ips' may have at most {MAX_ALLOWED_IPS} entries, not {len(value)}.")
+        raise invalid_parameter(
+            f"'allowed_ips' may have at most {MAX_ALLOWED_IPS} entries, not {len(value)}."
+        )
     networks = []
     for entry in value:
         try:
@@ -134,7 +133,7 @@ def parse_allowed_ips(value) -> tuple[str, ...]:
             network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             shown = entry if isinstance(entry, str) else type(entry).__name__
-            raise _bad(
+            raise invalid_parameter(
                 f"'allowed_ips' entry {shown!r} is not an IPv4 or IPv6 address or CIDR range "
                 "(e.g. 203.0.113.7, 10.0.0.0/8, 2001:db8::/32)."
             ) from None
@@ -156,18 +155,20 @@ def parse_key_rate_limit(value) -> str | None:
     try:
         return parse_rate_limit(value)
     except ValueError as e:
-        raise _bad(f"'rate_limit' {e}, or 'none' for no limit.") from None
+        raise invalid_parameter(f"'rate_limit' {e}, or 'none' for no limit.") from None
 
 
 def parse_name(value) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _bad(f"'name' must be a string, not {type(value).__name__}.")
+        raise invalid_parameter(f"'name' must be a string, not {type(value).__name__}.")
     if len(value) > MAX_NAME_LENGTH:
-        raise _bad(f"'name' must be at most {MAX_NAME_LENGTH} characters, not {len(value)}.")
+        raise invalid_parameter(
+            f"'name' must be at most {MAX_NAME_LENGTH} characters, not {len(value)}."
+        )
     if _has_control_chars(value):
-        raise _bad(
+        raise invalid_parameter(
             "'name' must not contain control, bidi or other invisible formatting characters."
         )
     return value
@@ -175,12 +176,12 @@ def parse_name(value) -> str:
 
 def parse_username(value, field: str = "username") -> str:
     if not isinstance(value, str):
-        raise _bad(f"'{field}' must be a string, not {type(value).__name__}.")
+        raise invalid_parameter(f"'{field}' must be a string, not {type(value).__name__}.")
     value = value.strip()
     if not value:
-        raise _bad(f"'{field}' must not be empty.")
+        raise invalid_parameter(f"'{field}' must not be empty.")
     if len(value) > MAX_USERNAME_LENGTH or _has_control_chars(value):
-        raise _bad(
+        raise invalid_parameter(
             f"'{field}' must be at most {MAX_USERNAME_LENGTH} characters without control, "
             "bidi or other invisible formatting characters."
         )
@@ -189,9 +190,11 @@ def parse_username(value, field: str = "username") -> str:
 
 def parse_key_id(value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _bad("'key_id' is required: the id shown by api-keys/list (not the key itself).")
+        raise invalid_parameter(
+            "'key_id' is required: the id shown by api-keys/list (not the key itself)."
+        )
     if len(value) > 64 or _has_control_chars(value):
-        raise _bad("'key_id' is not a valid key id.")
+        raise invalid_parameter("'key_id' is not a valid key id.")
     return value.strip()
 
 
@@ -370,7 +373,7 @@ class KeyManager:
             if days >= 1
             else "it expires in less than a day, so it cannot create keys"
         )
-        raise _bad(
+        raise invalid_parameter(
             f"The API key making this request expires at {latest.isoformat()}Z and a key it "
             f"creates may not outlive it: {allowed} (or create the key with a password login "
             "or the mlflow-hokusai CLI)."
@@ -433,9 +436,9 @@ class KeyManager:
         grace = self.rules.grace(grace_seconds)
         old = self._owned(actor, key_id)
         if old.revoked_at is not None:
-            raise _bad(f"API key {old.id!r} is revoked; create a new key instead.")
+            raise invalid_parameter(f"API key {old.id!r} is revoked; create a new key instead.")
         if old.rotation_ends_at is not None:
-            raise _bad(
+            raise invalid_parameter(
                 f"API key {old.id!r} was already rotated (its replacement is "
                 f"{old.replaced_by!r}); rotate or revoke that one instead."
             )
@@ -450,7 +453,7 @@ class KeyManager:
                 grace,
             )
         except KeyRevoked:  # revoked (or rotated) by someone else a moment ago
-            raise _bad(
+            raise invalid_parameter(
                 f"API key {old.id!r} was revoked or rotated meanwhile; create a new key instead."
             ) from None
         self._on_change()
