@@ -42,6 +42,27 @@ _LIFETIME_SETTINGS = (
     "expire_unused_after_days",
 )
 MAX_LIFETIME_DAYS = 3650
+DEFAULT_MAX_ROTATION_GRACE = 7 * 86400  # seconds
+
+
+def check_lifetime_rules(
+    max_days: int | None, default_days: int | None, unused_days: int | None
+) -> None:
+    """The lifetime rules' own constraints (each 1 to 3650 days or off; the default within the
+    maximum): raises ValueError saying which is wrong. Used by ``load_settings`` and by
+    ``keys.lifetime.LifetimeRules``."""
+    for name, value in (
+        ("max_key_lifetime_days", max_days),
+        ("default_key_lifetime_days", default_days),
+        ("expire_unused_after_days", unused_days),
+    ):
+        if value is not None and not 1 <= value <= MAX_LIFETIME_DAYS:
+            raise ValueError(f"{name} must be between 1 and {MAX_LIFETIME_DAYS} days, not {value}")
+    if max_days is not None and default_days is not None and default_days > max_days:
+        raise ValueError(
+            f"default_key_lifetime_days ({default_days}) must not exceed "
+            f"max_key_lifetime_days ({max_days})"
+        )
 
 
 class ConfigError(ValueError):
@@ -69,7 +90,7 @@ class Settings:
     expire_unused_after_days: int | None = None
     # Rotation overlap, seconds: the default when a rotation names none, and the longest allowed.
     rotation_grace: int = 0
-    max_rotation_grace: int = 7 * 86400
+    max_rotation_grace: int = DEFAULT_MAX_ROTATION_GRACE
     # Proxies whose X-Forwarded-For names the client (CIDRs); none by default.
     trusted_proxies: tuple[str, ...] = ()
     # Key rate limits (auth/rate_limits.py): the limit given to new keys that name none
@@ -226,12 +247,10 @@ def load_settings(environ: dict | None = None) -> Settings:
     for name in _LIFETIME_SETTINGS:
         if name in values:
             values[name] = _days(values[name], name)
-    longest, default = values.get("max_key_lifetime_days"), values.get("default_key_lifetime_days")
-    if longest is not None and default is not None and default > longest:
-        raise ConfigError(
-            f"default_key_lifetime_days ({default}) must not exceed max_key_lifetime_days "
-            f"({longest})"
-        )
+    try:
+        check_lifetime_rules(*(values.get(name) for name in _LIFETIME_SETTINGS))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name in ("rotation_grace", "max_rotation_grace"):
         if name in values:
             values[name] = _duration(values[name], name)

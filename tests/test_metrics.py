@@ -76,13 +76,18 @@ def test_outcomes_lookups_and_key_counts(server, scraper):
     wrong = "Basic " + base64.b64encode(b"metrics-carol:wrong").decode()
     statuses = [server.get(WHOAMI, headers={"Authorization": wrong}).status_code for _ in range(6)]
     assert statuses.count(429) >= 2, statuses  # 2/minute per worker, two workers
+    limited = server.post(
+        f"{KEYS}/create", server.admin_key, json={"username": "metrics-dan", "rate_limit": "1/hour"}
+    ).json()["key"]
+    over = [server.get(WHOAMI, limited).status_code for _ in range(3)]
+    assert over == [200, 429, 429]
 
     after = _scrape(server, scraper)
     delta = {
         o: _value(after, "hokusai_auth_requests_total", outcome=o) - start[o] for o in outcomes
     }
     assert delta["forbidden_scope"] == 3 and delta["forbidden_ip"] == 1
-    assert delta["rate_limited"] == statuses.count(429)
+    assert delta["rate_limited"] == statuses.count(429) + 2  # failed logins and the key's limit
     assert delta["unauthenticated"] == 3 + statuses.count(401)
     assert _value(after, "hokusai_auth_requests_total", outcome="ok") >= 3
     assert _value(after, "hokusai_auth_requests_total", outcome="unavailable") == 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mlflow_hokusai.config import MAX_LIFETIME_DAYS
+from mlflow_hokusai.config import DEFAULT_MAX_ROTATION_GRACE, check_lifetime_rules
 from mlflow_hokusai.errors import invalid_parameter
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStatus
@@ -31,27 +31,12 @@ class LifetimeRules:
     default_lifetime_days: int | None = None
     unused_after_days: int | None = None
     rotation_grace_seconds: int = 0
-    max_rotation_grace_seconds: int = 7 * 86400
+    max_rotation_grace_seconds: int = DEFAULT_MAX_ROTATION_GRACE
 
     def __post_init__(self):
-        for field, value in (
-            ("max_key_lifetime_days", self.max_lifetime_days),
-            ("default_key_lifetime_days", self.default_lifetime_days),
-            ("expire_unused_after_days", self.unused_after_days),
-        ):
-            if value is not None and not 1 <= value <= MAX_LIFETIME_DAYS:
-                raise ValueError(
-                    f"{field} must be between 1 and {MAX_LIFETIME_DAYS} days, not {value}"
-                )
-        if (
-            self.max_lifetime_days is not None
-            and self.default_lifetime_days is not None
-            and self.default_lifetime_days > self.max_lifetime_days
-        ):
-            raise ValueError(
-                f"default_key_lifetime_days ({self.default_lifetime_days}) must not exceed "
-                f"max_key_lifetime_days ({self.max_lifetime_days})"
-            )
+        check_lifetime_rules(
+            self.max_lifetime_days, self.default_lifetime_days, self.unused_after_days
+        )
 
     def expiry_days(self, requested: int | None) -> int | None:
         """The lifetime a new key gets when its creator asked for ``requested`` days (None:
