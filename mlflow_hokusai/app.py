@@ -26,11 +26,14 @@ def create_app():
     from mlflow_hokusai.auth import flask_auth
     from mlflow_hokusai.auth.authenticator import Authenticator
     from mlflow_hokusai.auth.cache import LookupCache
+    from mlflow_hokusai.auth.federation import TokenExchange
     from mlflow_hokusai.auth.login_limits import LoginLimits
+    from mlflow_hokusai.auth.oidc import OidcVerifier
     from mlflow_hokusai.auth.rate_limits import rate_limits
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.keys.audit import AuditLog
+    from mlflow_hokusai.keys.federation import FederationManager
     from mlflow_hokusai.keys.lifetime import lifetime_rules
     from mlflow_hokusai.keys.management import KeyManager
     from mlflow_hokusai.metrics import AuthMetrics, enabled_by_environment
@@ -39,6 +42,7 @@ def create_app():
         api,
         artifacts,
         errors,
+        federation_api,
         gate,
         keys_api,
         model_sources,
@@ -47,6 +51,7 @@ def create_app():
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
     from mlflow_hokusai.store.clock import utcnow
+    from mlflow_hokusai.store.federation import FederationStore
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     access_log.install()
@@ -71,26 +76,38 @@ def create_app():
     audit = AuditLog(AuditStore(started.key_store.engine))
     native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)
     static_prefix = _mlflow.static_prefix()
+    keys = KeyManager(
+        started.key_store,
+        _mlflow.running_user_store(),
+        audit,
+        environment=settings.key_environment,
+        on_change=cache.clear,  # this worker refuses a revoked key at once
+        on_note=logging.getLogger("mlflow_hokusai.keys").info,
+        rules=rules,
+        default_rate_limit=settings.default_rate_limit,
+    )
+    limits = rate_limits(settings, started.key_store.engine)
+    policies = FederationStore(started.key_store.engine)
     services = Services(
         settings=settings,
         key_store=started.key_store,
         cache=cache,
         authenticator=authenticator,
         audit=audit,
-        keys=KeyManager(
-            started.key_store,
-            _mlflow.running_user_store(),
-            audit,
-            environment=settings.key_environment,
-            on_change=cache.clear,  # this worker refuses a revoked key at once
-            on_note=logging.getLogger("mlflow_hokusai.keys").info,
-            rules=rules,
-            default_rate_limit=settings.default_rate_limit,
-        ),
+        keys=keys,
         native_routes=native,
         read_scope=ReadScope(flask_app, native, static_prefix),
         static_prefix=static_prefix,
-        rate_limits=rate_limits(settings, started.key_store.engine),
+        rate_limits=limits,
+        federation=FederationManager(policies, keys, audit),
+        token_exchange=TokenExchange(
+            policies,
+            keys,
+            audit,
+            OidcVerifier(max_token_age=settings.oidc_max_token_age),
+            limits,
+            settings.token_exchange_limit,
+        ),
         metrics=metrics,
     )
     metrics.watch_keys(lambda: started.key_store.status_counts(utcnow(), rules.dormant_cutoff()))
@@ -112,6 +129,7 @@ def create_app():
     errors.install(flask_app, runner_app)
     api.install(flask_app, services)
     keys_api.install(flask_app, services)
+    federation_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)
     artifacts.install(flask_app, services)

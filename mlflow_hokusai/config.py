@@ -35,6 +35,8 @@ _ENV = {
     "default_rate_limit": "HOKUSAI_DEFAULT_RATE_LIMIT",
     "rate_limit_storage": "HOKUSAI_RATE_LIMIT_STORAGE",
     "rate_limit_unavailable": "HOKUSAI_RATE_LIMIT_UNAVAILABLE",
+    "token_exchange_limit": "HOKUSAI_TOKEN_EXCHANGE_LIMIT",
+    "oidc_max_token_age": "HOKUSAI_OIDC_MAX_TOKEN_AGE",
 }
 _LIFETIME_SETTINGS = (
     "max_key_lifetime_days",
@@ -100,6 +102,10 @@ class Settings:
     default_rate_limit: str | None = None
     rate_limit_storage: str | None = None
     rate_limit_unavailable: str = "open"
+    # Keyless CI (auth/federation.py): token exchanges allowed per source address, and the
+    # oldest workload token (by its iat) accepted, seconds.
+    token_exchange_limit: str = "30/minute"
+    oidc_max_token_age: int = 3600
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -272,6 +278,22 @@ def load_settings(environ: dict | None = None) -> Settings:
             f"requests and log a warning) or 'closed' (answer 503), not {unavailable!r}"
         )
     values["rate_limit_unavailable"] = unavailable
+    if "token_exchange_limit" in values:
+        try:
+            values["token_exchange_limit"] = parse_rate_limit(values["token_exchange_limit"])
+        except ValueError as e:
+            raise ConfigError(f"token_exchange_limit (HOKUSAI_TOKEN_EXCHANGE_LIMIT) {e}") from None
+    if "oidc_max_token_age" in values:
+        try:
+            age = parse_duration(values["oidc_max_token_age"])
+        except ValueError as e:
+            raise ConfigError(f"oidc_max_token_age (HOKUSAI_OIDC_MAX_TOKEN_AGE): {e}") from None
+        if not 60 <= age <= 86400:
+            raise ConfigError(
+                "oidc_max_token_age (HOKUSAI_OIDC_MAX_TOKEN_AGE) must be from 60 s to 24 h, not "
+                f"{values['oidc_max_token_age']!r}"
+            )
+        values["oidc_max_token_age"] = age
     if "trusted_proxies" in values:
         values["trusted_proxies"] = _networks(values["trusted_proxies"], "trusted_proxies")
     for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):

@@ -40,19 +40,37 @@ RATE_LIMIT_STORE_DOWN = (
     "The rate-limit store is unreachable and this server refuses rate-limited keys until it is "
     "back (rate_limit_unavailable = closed); retry later."
 )
+ISSUER_DOWN = (
+    "The token's issuer could not be reached to fetch its signing keys; retry later (the "
+    "server log names the issuer)."
+)
 OUTAGE_MESSAGES = frozenset(
-    {AUTH_DATABASE_DOWN, DATABASE_DOWN, ARTIFACT_STORE_DOWN, STORE_DOWN, RATE_LIMIT_STORE_DOWN}
+    {
+        AUTH_DATABASE_DOWN,
+        DATABASE_DOWN,
+        ARTIFACT_STORE_DOWN,
+        STORE_DOWN,
+        RATE_LIMIT_STORE_DOWN,
+        ISSUER_DOWN,
+    }
 )
 
 
 class HokusaiError(Exception):
     """An error with an MLflow error code, raised by services and turned into JSON by routes."""
 
-    def __init__(self, error_code: str, message: str, status: int | None = None):
+    def __init__(
+        self,
+        error_code: str,
+        message: str,
+        status: int | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.error_code = error_code
         self.message = message
         self.status = status or _STATUS.get(error_code, 400)
+        self.retry_after = retry_after  # seconds, for a 429
 
 
 def invalid_parameter(message: str) -> HokusaiError:

@@ -77,6 +77,8 @@ def test_route_prefix_makes_paths_canonical(path, url_prefix, static_prefix, can
         ("/static-files/js/main.js", "", True),
         ("/s/health", "/s", True),
         ("/s/static-files/app.css", "/s", True),
+        ("/api/2.0/mlflow/hokusai/token-exchange", "", True),  # the OIDC token is the key
+        ("/ajax-api/2.0/mlflow/hokusai/token-exchange", "", True),
         # not public: everything else
         ("/", "", False),
         ("/api/2.0/mlflow/experiments/search", "", False),
@@ -85,6 +87,10 @@ def test_route_prefix_makes_paths_canonical(path, url_prefix, static_prefix, can
         ("/HEALTH", "", False),
         ("/health/", "", False),
         ("/api/2.0/mlflow/hokusai/whoami", "", False),
+        ("/api/2.0/mlflow/hokusai/token-exchange/x", "", False),
+        ("/api/2.0/mlflow/hokusai/token-exchange/../api-keys/create", "", False),
+        ("/api/2.0/mlflow/hokusai/token-exchange;/x", "", False),
+        ("/api/2.0/mlflow/hokusai/federation/policies/list", "", False),
         # dot segments, doubled slashes, encodings, ';', backslashes, control characters
         ("/health/../api/2.0/mlflow/experiments/search", "", False),
         ("/static-files/../api/2.0/mlflow/experiments/search", "", False),

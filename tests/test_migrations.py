@@ -97,3 +97,42 @@ def test_upgrade_from_0006_adds_rate_limits(tmp_path):
     limits = RateLimits(SqlCounterStorage(engine))
     assert [limits.check("k-gus", "2/hour").allowed for _ in range(3)] == [True, True, False]
     upgrade(engine)  # idempotent
+
+
+def test_upgrade_from_0007_adds_federation(tmp_path):
+    """A database made by the previous main (0007) keeps its keys (none federated) and gets
+    the federation policies table."""
+    from mlflow_hokusai.store.federation import FederationStore
+    from mlflow_hokusai.store.keys import KeyStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=5, username="hal", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at, rate_limit) VALUES ('k-hal', 'd1', 'hk_live_abcd', "
+                "'hal', 5, '', 'write', '2026-12-01 00:00:00', '10/minute')"
+            )
+        )
+    upgrade(engine)
+    record = KeyStore(engine).get("k-hal")
+    assert record.federated_by is None and record.rate_limit == "10/minute"
+    policies = FederationStore(engine)
+    made = policies.add(
+        issuer="https://issuer.example",
+        audience="a",
+        subject="s",
+        username="hal",
+        scope="read",
+        lifetime_seconds=900,
+        claims={"environment": "prod"},
+        rate_limit=None,
+        allowed_ips=(),
+        created_by="test",
+    )
+    assert policies.list("https://issuer.example") == [made]
+    upgrade(engine)  # idempotent

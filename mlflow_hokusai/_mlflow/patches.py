@@ -66,6 +66,17 @@ def make_server_info_public() -> None:
         auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
 
 
+def make_public(paths: list[str]) -> None:
+    """Have MLflow's auth engine serve these exact paths without authentication (it matches
+    them as prefixes; the gate lets only the exact, clean paths through without a key)."""
+    from mlflow.server import auth
+
+    is_unprotected = _find(targets.AUTH, "is_unprotected_route")
+    missing = tuple(p for p in paths if not is_unprotected(p))
+    if missing:
+        auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
+
+
 def _allow() -> bool:
     return True
 

@@ -160,6 +160,8 @@ READ_ROUTES = frozenset(
         # ours: who am I, which keys do I have (creating, rotating, revoking are writes)
         ("GET", "/api/2.0/mlflow/hokusai/whoami"),
         ("GET", "/api/2.0/mlflow/hokusai/api-keys/list"),
+        ("GET", "/api/2.0/mlflow/hokusai/federation/policies/list"),
+        ("GET", "/api/2.0/mlflow/hokusai/federation/policies/get"),
         ("GET", "/api/2.0/mlflow/hokusai/run-artifacts"),
     }
 )

@@ -362,6 +362,166 @@ def rotate_key(key_id, grace, database_uri, tracking_uri):
 
 
 @cli.group()
+def federation():
+    """Keyless CI: which workload OIDC tokens (GitHub Actions, GitLab CI, Kubernetes) may be
+    exchanged for a short-lived key (admins; offline, or online with --tracking-uri)."""
+
+
+def _claims(ctx, param, values):
+    claims = {}
+    for value in values:
+        name, sep, required = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE (e.g. repository_owner=org)")
+        claims[name.strip()] = required
+    return claims or None
+
+
+@federation.command("create")
+@click.option("--issuer", required=True, help="The issuer URL exactly as in the token's iss.")
+@click.option("--audience", required=True, help="The audience the workload asks its token for.")
+@click.option(
+    "--subject",
+    required=True,
+    help="The token's sub, exact or a glob, e.g. 'repo:org/repo:ref:refs/heads/main' or "
+    "'repo:org/*:ref:refs/heads/main', or 'system:serviceaccount:ns:name'.",
+)
+@click.option(
+    "--user",
+    "username",
+    required=True,
+    help="The MLflow user the workload acts as (created "
+    "if missing, with an unusable random password).",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(list(SCOPES)),
+    default="write",
+    show_default=True,
+    help="The issued keys' scope.",
+)
+@click.option(
+    "--lifetime",
+    default=None,
+    metavar="DURATION",
+    callback=_grace,
+    help="How long an issued key lives (e.g. 15m, 1h; 60 s to 1 h; default 15m). The client "
+    "plugin exchanges again before it ends.",
+)
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=_claims,
+    help="Also require this claim value (repeat), e.g. repository_owner=org, environment=prod.",
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    metavar="N/second|minute|hour",
+    callback=_validated(parse_key_rate_limit),
+    help="The issued keys' rate limit (default: the server's default_rate_limit).",
+)
+@click.option(
+    "--allow-ip",
+    "allowed_ips",
+    multiple=True,
+    metavar="ADDRESS|CIDR",
+    callback=_validated(parse_allowed_ips),
+    help="The issued keys work only from these addresses (repeat).",
+)
+@_database_option
+@_tracking_option
+def federation_create(
+    issuer,
+    audience,
+    subject,
+    username,
+    scope,
+    lifetime,
+    claims,
+    rate_limit,
+    allowed_ips,
+    database_uri,
+    tracking_uri,
+):
+    """Create a policy and print its id (alone) on stdout."""
+    backend = _backend(database_uri, tracking_uri)
+    policy = _run(
+        lambda: backend.create_policy(
+            issuer=issuer,
+            audience=audience,
+            subject=subject,
+            username=username,
+            scope=scope,
+            lifetime_seconds=lifetime,
+            claims=claims,
+            rate_limit=rate_limit,
+            allowed_ips=list(allowed_ips) or None,
+        )
+    )
+    _note(
+        f"Created federation policy {policy['id']}: tokens from {policy['issuer']} for "
+        f"{policy['audience']!r} with subject {policy['subject']!r} get a "
+        f"{policy['lifetime_seconds']} s {policy['scope']} key of {policy['username']!r}."
+    )
+    click.echo(policy["id"])
+
+
+@federation.command("list")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@_database_option
+@_tracking_option
+def federation_list(fmt, database_uri, tracking_uri):
+    """List federation policies."""
+    backend = _backend(database_uri, tracking_uri)
+    policies = _run(backend.list_policies)
+    if fmt == "json":
+        click.echo(json.dumps(policies, indent=2))
+        return
+    columns = ["id", "issuer", "audience", "subject", "claims", "username", "scope", "lifetime"]
+    rows = [
+        [
+            p["id"],
+            p["issuer"],
+            p["audience"],
+            p["subject"],
+            ",".join(f"{k}={v}" for k, v in p["claims"].items()) or "-",
+            p["username"],
+            p["scope"],
+            f"{p['lifetime_seconds']} s",
+        ]
+        for p in policies
+    ]
+    _table(columns, rows)
+
+
+@federation.command("show")
+@click.argument("policy_id")
+@_database_option
+@_tracking_option
+def federation_show(policy_id, database_uri, tracking_uri):
+    """Print one policy as JSON."""
+    backend = _backend(database_uri, tracking_uri)
+    click.echo(json.dumps(_run(lambda: backend.get_policy(policy_id)), indent=2))
+
+
+@federation.command("delete")
+@click.argument("policy_id")
+@_database_option
+@_tracking_option
+def federation_delete(policy_id, database_uri, tracking_uri):
+    """Delete POLICY_ID: its tokens are refused from the next exchange on. Keys it issued
+    keep working until they expire (at most an hour); revoke them to end them now."""
+    backend = _backend(database_uri, tracking_uri)
+    policy = _run(lambda: backend.delete_policy(policy_id))
+    _note(f"Deleted federation policy {policy['id']} ({policy['subject']!r}).")
+
+
+@cli.group()
 def audit():
     """The audit trail of key events (created, rotated, revoked, expired-use, denied-use)."""
 

@@ -10,8 +10,10 @@ implementation.
 from __future__ import annotations
 
 from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.federation import FederationManager
 from mlflow_hokusai.keys.management import Actor, KeyManager
 from mlflow_hokusai.store.audit import AuditStore
+from mlflow_hokusai.store.federation import FederationStore
 
 
 class Offline:
@@ -27,6 +29,9 @@ class Offline:
             on_note=note,
             rules=rules,
             default_rate_limit=default_rate_limit,
+        )
+        self.federation = FederationManager(
+            FederationStore(key_store.engine), self.manager, self.manager.audit
         )
 
     def create(
@@ -66,6 +71,18 @@ class Offline:
         key, record, old = self.manager.rotate(self.actor, key_id, grace_seconds)
         return key, self.manager.describe(record), self.manager.describe(old)
 
+    def create_policy(self, **fields) -> dict:
+        return self.federation.create(self.actor, **fields).to_dict()
+
+    def list_policies(self) -> list[dict]:
+        return [p.to_dict() for p in self.federation.list(self.actor)]
+
+    def get_policy(self, policy_id) -> dict:
+        return self.federation.get(self.actor, policy_id).to_dict()
+
+    def delete_policy(self, policy_id) -> dict:
+        return self.federation.delete(self.actor, policy_id).to_dict()
+
 
 class Online:
     def __init__(self, tracking_uri: str, api_key: str):
@@ -103,3 +120,15 @@ class Online:
     def rotate(self, key_id, grace_seconds=None) -> tuple[str, dict, dict]:
         new, old = self.client.rotate_api_key_with_old(key_id, grace_seconds=grace_seconds)
         return new.key, new.to_dict(), old.to_dict()
+
+    def create_policy(self, **fields) -> dict:
+        return self.client.create_federation_policy(**fields)
+
+    def list_policies(self) -> list[dict]:
+        return self.client.list_federation_policies()
+
+    def get_policy(self, policy_id) -> dict:
+        return self.client.get_federation_policy(policy_id)
+
+    def delete_policy(self, policy_id) -> dict:
+        return self.client.delete_federation_policy(policy_id)

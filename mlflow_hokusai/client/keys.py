@@ -14,6 +14,8 @@ CREATE_API_KEY = f"{BASE}/api-keys/create"
 LIST_API_KEYS = f"{BASE}/api-keys/list"
 REVOKE_API_KEY = f"{BASE}/api-keys/revoke"
 ROTATE_API_KEY = f"{BASE}/api-keys/rotate"
+FEDERATION_POLICIES = f"{BASE}/federation/policies"
+TOKEN_EXCHANGE = f"{BASE}/token-exchange"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,54 @@ class KeyManagementMixin:
         return ApiKey.from_json(resp["api_key"], key=resp["key"]), ApiKey.from_json(
             resp["replaced"]
         )
+
+    # -- keyless CI: federation policies (admins) ---------------------------------------------
+    def create_federation_policy(
+        self,
+        issuer: str,
+        audience: str,
+        subject: str,
+        username: str,
+        scope: str | None = None,
+        lifetime_seconds: int | None = None,
+        claims: dict | None = None,
+        rate_limit: str | None = None,
+        allowed_ips: list[str] | None = None,
+    ) -> dict:
+        """Let workloads whose OIDC token comes from ``issuer`` for ``audience``, with a
+        subject matching ``subject`` (exact or a glob) and the ``claims`` given, exchange it
+        for a key acting as ``username`` (``scope``; ``lifetime_seconds``, default 900, at
+        most 3600). Returns the policy (with its ``id``)."""
+        body = {
+            "issuer": issuer,
+            "audience": audience,
+            "subject": subject,
+            "username": username,
+            "scope": scope,
+            "lifetime_seconds": lifetime_seconds,
+            "claims": claims,
+            "rate_limit": rate_limit,
+            "allowed_ips": allowed_ips,
+        }
+        resp = self._request(
+            f"{FEDERATION_POLICIES}/create",
+            "POST",
+            json={k: v for k, v in body.items() if v is not None},
+        )
+        return resp["policy"]
+
+    def list_federation_policies(self) -> list[dict]:
+        return self._request(f"{FEDERATION_POLICIES}/list", "GET").get("policies", [])
+
+    def get_federation_policy(self, policy_id: str) -> dict:
+        resp = self._request(f"{FEDERATION_POLICIES}/get", "GET", params={"policy_id": policy_id})
+        return resp["policy"]
+
+    def delete_federation_policy(self, policy_id: str) -> dict:
+        """Delete a policy: its tokens are refused from the next exchange on (keys already
+        issued under it keep working until they expire; revoke them to end them now)."""
+        resp = self._request(f"{FEDERATION_POLICIES}/delete", "POST", json={"policy_id": policy_id})
+        return resp["policy"]
 
 
 class RestKeys(KeyManagementMixin):

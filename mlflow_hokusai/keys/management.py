@@ -277,7 +277,9 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", f"API key {key_id!r} belongs to another user.")
         return record
 
-    def _ensure_user(self, actor: Actor, username: str, make_admin: bool) -> None:
+    def ensure_user(self, actor: Actor, username: str, make_admin: bool = False) -> None:
+        """As an admin: make sure ``username`` exists (created with a random password nobody
+        knows if missing; made an admin if ``make_admin``)."""
         if not self.users.has_user(username):
             try:
                 self.users.create_user(username, secrets.token_urlsafe(32), is_admin=make_admin)
@@ -308,7 +310,7 @@ class KeyManager:
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
         allowed_ips = parse_allowed_ips(allowed_ips)
-        rate_limit = self._rate_limit(actor, parse_key_rate_limit(rate_limit))
+        rate_limit = self.rate_limit_for(actor, parse_key_rate_limit(rate_limit))
         expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
@@ -316,7 +318,7 @@ class KeyManager:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
         self._within_creator_lifetime(actor, expires_in_days)
         if actor.is_admin:
-            self._ensure_user(actor, owner, make_admin)
+            self.ensure_user(actor, owner, make_admin)
         key, record = issue_key(
             self.store,
             owner,
@@ -342,7 +344,7 @@ class KeyManager:
         )
         return key, record
 
-    def _rate_limit(self, actor: Actor, asked: str | None) -> str | None:
+    def rate_limit_for(self, actor: Actor, asked: str | None) -> str | None:
         """The limit a new key gets: the one asked for, else the server's default; no limit
         (``"none"``) where a default exists is for admins only."""
         if asked is None:
@@ -357,6 +359,32 @@ class KeyManager:
                 "such as 1000/hour instead.",
             )
         return None
+
+    def issue_federated(self, policy, *, subject: str, source: str | None):
+        """A key for a workload whose token matched federation ``policy``: the policy's user,
+        scope, lifetime, rate limit and allowlist; marked with the policy (audited)."""
+        key = keyformat.generate_key(self.environment)
+        record = store_key(
+            self.store,
+            key,
+            policy.username,
+            name=f"federated ({policy.id})",
+            scope=policy.scope,
+            expires_at=utcnow() + timedelta(seconds=policy.lifetime_seconds),
+            allowed_ips=policy.allowed_ips,
+            rate_limit=policy.rate_limit,
+            federated_by=policy.id,
+        )
+        self.audit.record(
+            "exchanged",
+            actor=f"federation:{policy.id}",
+            key_id=record.id,
+            username=policy.username,
+            source=source,
+            detail=f"subject={subject} scope={policy.scope} "
+            f"expires={record.expires_at.isoformat()}Z",
+        )
+        return key, record
 
     def _within_creator_lifetime(self, actor: Actor, expires_in_days: int | None) -> None:
         """A key made with an expiring key expires no later than it (a leaked 1-day key must

@@ -51,7 +51,7 @@ def _unavailable(error: Exception) -> Response:
 
 
 def _on_hokusai_error(error: HokusaiError) -> Response:
-    return flask_error(error.error_code, error.message, error.status)
+    return flask_error(error.error_code, error.message, error.status, error.retry_after)
 
 
 def _on_mlflow_exception(error: MlflowException) -> Response:

@@ -44,7 +44,11 @@ INTERNAL_MESSAGE = (
     "is unusual, check it against the API reference."
 )
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
-_PUBLIC_PATTERN = re.compile(r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*")
+_PUBLIC_PATTERN = re.compile(
+    r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*"
+    # keyless CI: the workload's OIDC token is the credential (routes/federation_api.py)
+    r"|/(?:ajax-)?api/2\.0/mlflow/hokusai/token-exchange"
+)
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
 
 

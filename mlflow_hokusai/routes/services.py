@@ -11,10 +11,12 @@ from flask import current_app
 from mlflow_hokusai._mlflow import NativeRoutes
 from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
+from mlflow_hokusai.auth.federation import TokenExchange
 from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.federation import FederationManager
 from mlflow_hokusai.keys.management import KeyManager
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.keys import KeyStore
@@ -34,6 +36,8 @@ class Services:
     read_scope: ReadScope
     static_prefix: str
     rate_limits: RateLimits  # per-key limits, counted in the shared store
+    federation: FederationManager | None = None  # keyless CI: the policies (admins)
+    token_exchange: TokenExchange | None = None  # keyless CI: token in, short-lived key out
     metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
 
     def api_paths(self, base: str) -> list[str]:

@@ -23,6 +23,10 @@ EVENTS = (
     "denied-use",
     "login-limited",
     "rate-limited",
+    "policy-created",
+    "policy-deleted",
+    "exchanged",
+    "exchange-refused",
 )
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 

@@ -47,6 +47,7 @@ class KeyRecord:
     replaced_by_prefix: str | None = None
     allowed_ips: tuple[str, ...] = ()  # CIDRs the key may be used from; empty: anywhere
     rate_limit: str | None = None  # "N/second|minute|hour"; None: no limit
+    federated_by: str | None = None  # the federation policy it was exchanged under
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -76,6 +77,7 @@ class KeyRecord:
             "replaced_by": self.replaced_by,
             "allowed_ips": list(self.allowed_ips),
             "rate_limit": self.rate_limit,
+            "federated_by": self.federated_by,
             "status": self.status(),
         }
 
@@ -103,6 +105,7 @@ _COLUMNS = (
     ApiKey.replaced_by_prefix,
     ApiKey.allowed_ips,
     ApiKey.rate_limit,
+    ApiKey.federated_by,
 )
 
 
@@ -172,6 +175,7 @@ class KeyStore:
         expires_at: datetime | None = None,
         allowed_ips: tuple[str, ...] = (),
         rate_limit: str | None = None,
+        federated_by: str | None = None,
         conn=None,
     ) -> KeyRecord:
         """Store a key by its digest; return its record."""
@@ -190,6 +194,7 @@ class KeyStore:
             "expires_at": expires_at,
             "allowed_ips": json.dumps(list(allowed_ips)) if allowed_ips else None,
             "rate_limit": rate_limit,
+            "federated_by": federated_by,
         }
         if conn is None:
             with self.engine.begin() as conn:
@@ -204,6 +209,7 @@ class KeyStore:
             revoked_at=None,
             allowed_ips=tuple(allowed_ips),
             rate_limit=rate_limit,
+            federated_by=federated_by,
         )
 
     def revoke(self, key_id: str) -> KeyRecord:

@@ -44,6 +44,30 @@ class ApiKey(Base):
     allowed_ips: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The key's rate limit, "N/second|minute|hour" (migration 0007); NULL: none.
     rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The federation policy a workload's token was exchanged under (migration 0008); NULL:
+    # an ordinary key.
+    federated_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class FederationPolicy(Base):
+    """Which workload tokens may be exchanged for a short-lived key (``store/federation.py``):
+    tokens from ``issuer`` for ``audience`` whose subject matches ``subject`` (a glob) and whose
+    claims have the values in ``claims`` (JSON), acting as ``username``."""
+
+    __tablename__ = "hokusai_federation_policies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(512), nullable=False, index=True)
+    audience: Mapped[str] = mapped_column(String(255), nullable=False)
+    subject: Mapped[str] = mapped_column(String(512), nullable=False)
+    claims: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    lifetime_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    allowed_ips: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
 
 
 class RateCounter(Base):

@@ -1,0 +1,204 @@
+"""Federation policies: which workload OIDC tokens (GitHub Actions, GitLab CI, Kubernetes) may be
+exchanged for a short-lived key, and what that key may do. One implementation for the REST
+endpoints and the offline CLI; admins only; every change audited.
+
+A policy names the token's issuer (exact), audience, subject (exact or a glob such as
+``repo:org/*:ref:refs/heads/main``) and optional claim conditions (``repository_owner=org``), and
+the key it yields: the MLflow user it acts as, its scope, lifetime (default 15 minutes, at most
+one hour), and optionally a rate limit and an IP allowlist. Checking a token is the exchange's
+(``auth/federation.py``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from mlflow_hokusai.errors import HokusaiError, invalid_parameter
+from mlflow_hokusai.keys.audit import AuditLog
+from mlflow_hokusai.keys.management import (
+    Actor,
+    KeyManager,
+    parse_allowed_ips,
+    parse_key_rate_limit,
+    parse_scope,
+    parse_username,
+)
+from mlflow_hokusai.store.federation import FederationStore, Policy, PolicyNotFound
+from mlflow_hokusai.text import has_unsafe_chars
+
+DEFAULT_LIFETIME_SECONDS = 15 * 60
+MIN_LIFETIME_SECONDS = 60
+MAX_LIFETIME_SECONDS = 60 * 60
+MAX_CLAIMS = 20
+# Checked by the JOSE library or by the policy's own fields: not claim conditions.
+RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "exp", "nbf", "iat", "jti"})
+
+
+def _text(value, field: str, longest: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_parameter(f"'{field}' is required: a non-empty string.")
+    value = value.strip()
+    if len(value) > longest or has_unsafe_chars(value):
+        raise invalid_parameter(
+            f"'{field}' must be at most {longest} characters without control or invisible "
+            "formatting characters."
+        )
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_issuer(value) -> str:
+    """The issuer URL exactly as tokens carry it in ``iss``: https (http only on loopback),
+    no query or fragment."""
+    issuer = _text(value, "issuer", 512)
+    parts = urlsplit(issuer)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or ""))
+    if not parts.hostname or parts.query or parts.fragment or not secure:
+        raise invalid_parameter(
+            f"'issuer' must be the issuer's https URL exactly as its tokens name it in 'iss' "
+            f"(e.g. https://token.actions.githubusercontent.com), not {issuer!r}."
+        )
+    return issuer
+
+
+def parse_lifetime(value) -> int:
+    if value is None:
+        return DEFAULT_LIFETIME_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_parameter(
+            f"'lifetime_seconds' must be a whole number of seconds, not {value!r}."
+        )
+    if not MIN_LIFETIME_SECONDS <= value <= MAX_LIFETIME_SECONDS:
+        raise invalid_parameter(
+            f"'lifetime_seconds' must be between {MIN_LIFETIME_SECONDS} and "
+            f"{MAX_LIFETIME_SECONDS} (one hour), not {value}."
+        )
+    return value
+
+
+def parse_claims(value) -> dict[str, str]:
+    """Claim conditions: an object of claim name -> required value (compared as text)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_parameter("'claims' must be an object of claim name -> required value.")
+    if len(value) > MAX_CLAIMS:
+        raise invalid_parameter(f"'claims' may have at most {MAX_CLAIMS} conditions.")
+    claims = {}
+    for name, required in value.items():
+        name = _text(name, "claims", 128)
+        if name in RESERVED_CLAIMS:
+            raise invalid_parameter(
+                f"'claims' may not set {name!r}: use the policy's issuer, audience and subject "
+                "(token times are always checked)."
+            )
+        if isinstance(required, bool) or not isinstance(required, (str, int)):
+            raise invalid_parameter(f"'claims' value of {name!r} must be a string.")
+        claims[name] = _text(str(required), f"claims.{name}", 512)
+    return claims
+
+
+def parse_policy_id(value) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise invalid_parameter("'policy_id' is required: the id shown by policies/list.")
+    return value.strip()
+
+
+def claim_matches(claims: dict, name: str, required: str) -> bool:
+    value = claims.get(name)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return value is not None and not isinstance(value, (dict, list)) and str(value) == required
+
+
+class FederationManager:
+    def __init__(self, store: FederationStore, keys: KeyManager, audit: AuditLog):
+        self.store = store
+        self.keys = keys
+        self.audit = audit
+
+    @staticmethod
+    def _admin(actor: Actor, what: str, write: bool = True) -> None:
+        if not actor.is_admin:
+            raise HokusaiError("PERMISSION_DENIED", f"Only admins may {what} federation policies.")
+        if write and actor.scope != "write":
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                f"This API key is read-only: it cannot {what} federation policies.",
+            )
+
+    def create(
+        self,
+        actor: Actor,
+        *,
+        issuer=None,
+        audience=None,
+        subject=None,
+        username=None,
+        scope=None,
+        lifetime_seconds=None,
+        claims=None,
+        rate_limit=None,
+        allowed_ips=None,
+    ) -> Policy:
+        self._admin(actor, "create")
+        fields = {
+            "issuer": parse_issuer(issuer),
+            "audience": _text(audience, "audience", 255),
+            "subject": _text(subject, "subject", 512),
+            "username": parse_username(username),
+            "scope": parse_scope(scope),
+            "lifetime_seconds": parse_lifetime(lifetime_seconds),
+            "claims": parse_claims(claims),
+            "allowed_ips": parse_allowed_ips(allowed_ips),
+        }
+        fields["rate_limit"] = self.keys.rate_limit_for(actor, parse_key_rate_limit(rate_limit))
+        self.keys.ensure_user(actor, fields["username"])
+        policy = self.store.add(**fields, created_by=actor.name)
+        self.audit.record(
+            "policy-created",
+            actor=actor.name,
+            username=policy.username,
+            source=actor.source,
+            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject} "
+            f"scope={policy.scope} lifetime={policy.lifetime_seconds}s",
+        )
+        return policy
+
+    def list(self, actor: Actor) -> list[Policy]:
+        self._admin(actor, "list", write=False)
+        return self.store.list()
+
+    def get(self, actor: Actor, policy_id) -> Policy:
+        self._admin(actor, "read", write=False)
+        return self._existing(parse_policy_id(policy_id))
+
+    def _existing(self, policy_id: str) -> Policy:
+        try:
+            return self.store.get(policy_id)
+        except PolicyNotFound:
+            raise HokusaiError(
+                "RESOURCE_DOES_NOT_EXIST", f"There is no federation policy with id {policy_id!r}."
+            ) from None
+
+    def delete(self, actor: Actor, policy_id) -> Policy:
+        self._admin(actor, "delete")
+        policy = self._existing(parse_policy_id(policy_id))
+        self.store.delete(policy.id)
+        self.audit.record(
+            "policy-deleted",
+            actor=actor.name,
+            username=policy.username,
+            source=actor.source,
+            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject}",
+        )
+        return policy
