@@ -24,7 +24,12 @@ class OidcIssuer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 issuer.requests.append(self.path)
-                if self.path == "/.well-known/openid-configuration":
+                if self.path.startswith("/github-token?"):
+                    body = issuer.github_token(self)
+                    if body is None:
+                        self.send_error(403)
+                        return
+                elif self.path == "/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
                 elif self.path == "/jwks":
                     body = {"keys": issuer.public_jwks()}
@@ -47,6 +52,21 @@ class OidcIssuer:
         self.rotate()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    GITHUB_SECRET = "ghs_request_token_for_tests"
+
+    def github_token(self, handler) -> dict | None:
+        """GitHub Actions' token endpoint as a job sees it: ``ACTIONS_ID_TOKEN_REQUEST_URL``
+        with ``&audience=…``, authorized by ``ACTIONS_ID_TOKEN_REQUEST_TOKEN``."""
+        from urllib.parse import parse_qs, urlsplit
+
+        if handler.headers.get("Authorization") != f"bearer {self.GITHUB_SECRET}":
+            return None
+        query = parse_qs(urlsplit(handler.path).query)
+        audience = query.get("audience", [None])[0]
+        if query.get("api-version") != ["2.0"] or not audience:
+            return None
+        return {"value": self.token(aud=audience), "count": 1}
 
     def rotate(self) -> None:
         """New RSA and EC signing keys under new key ids; the old ones are no longer published."""

@@ -484,6 +484,30 @@ def test_the_stock_client_runs_the_workflow_keyless_and_outlives_its_keys(server
     assert refused.status_code == 401 and "expired" in refused.json()["message"]
 
 
+def test_the_plugin_gets_its_token_from_github_actions(server, issuer, policy):
+    from tests.server import clean_env
+
+    env = clean_env(
+        MLFLOW_TRACKING_URI=server.url + "/api/mlflow",
+        MLFLOW_TRACKING_AUTH="hokusai",
+        ACTIONS_ID_TOKEN_REQUEST_URL=issuer.url + "/github-token?api-version=2.0",
+        ACTIONS_ID_TOKEN_REQUEST_TOKEN=issuer.GITHUB_SECRET,
+        HOKUSAI_OIDC_AUDIENCE=AUDIENCE,
+    )
+    script = (
+        "import mlflow; mlflow.set_experiment('keyless-github'); "
+        "print('RESULT', mlflow.get_experiment_by_name('keyless-github').experiment_id)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert any(line.startswith("RESULT ") for line in done.stdout.splitlines())
+    assert any(path.startswith("/github-token?") for path in issuer.requests)
+    events = _audit(server, "exchanged")
+    assert any(e["actor"] == f"federation:{policy['id']}" for e in events)
+
+
 def test_the_plugin_says_what_is_wrong_when_the_exchange_fails(server, issuer, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(issuer.token(aud="https://nobody.example"))
