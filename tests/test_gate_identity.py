@@ -72,6 +72,12 @@ def _asgi_call(gate, path: str, authorization: str):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
+    sent = _asgi_request(gate, app, path, authorization)
+    return sent[0]["status"], seen if seen else json.loads(sent[1]["body"])
+
+
+def _asgi_request(gate, app, path: str, authorization: str) -> list[dict]:
+    """One GET through ``gate`` in front of ``app`` from 127.0.0.2: the messages sent."""
     sent = []
 
     async def send(message):
@@ -91,7 +97,7 @@ def _asgi_call(gate, path: str, authorization: str):
         "client": ("127.0.0.2", 5000),
     }
     asyncio.run(gate(scope, receive, send))
-    return sent[0]["status"], seen if seen else json.loads(sent[1]["body"])
+    return sent
 
 
 def _wsgi_call(gate, path: str, authorization: str):
@@ -104,8 +110,15 @@ def _wsgi_call(gate, path: str, authorization: str):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
+    (status, _), body = _wsgi_request(gate, app, path, authorization)
+    return status, seen if body == b"ok" else json.loads(body)
+
+
+def _wsgi_request(gate, app, path: str, authorization: str):
+    """One GET through ``gate`` in front of ``app`` from 127.0.0.2: ((status, headers with
+    lower-case names), body)."""
     gate.app = app
-    statuses = []
+    started = []
     environ = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -113,8 +126,11 @@ def _wsgi_call(gate, path: str, authorization: str):
         "REMOTE_ADDR": "127.0.0.2",
         "QUERY_STRING": "",
     }
-    body = b"".join(gate(environ, lambda status, headers, exc=None: statuses.append(status)))
-    return int(statuses[0].split()[0]), seen if body == b"ok" else json.loads(body)
+    body = b"".join(
+        gate(environ, lambda status, headers, exc=None: started.append((status, headers)))
+    )
+    status, headers = started[0]
+    return (int(status.split()[0]), {k.lower(): v for k, v in headers}), body
 
 
 @pytest.mark.parametrize("gate_class, call", [(AsgiGate, _asgi_call), (WsgiGate, _wsgi_call)])
@@ -243,25 +259,7 @@ def _asgi_status_headers(gate, key: str):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b""}
-
-    gate.app = app
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/2.0/mlflow/runs/get",
-        "raw_path": b"/api/2.0/mlflow/runs/get",
-        "query_string": b"",
-        "headers": [(b"authorization", f"Bearer {key}".encode())],
-        "client": ("127.0.0.2", 5000),
-    }
-    asyncio.run(gate(scope, receive, send))
+    sent = _asgi_request(gate, app, "/api/2.0/mlflow/runs/get", f"Bearer {key}")
     headers = {k.decode().lower(): v.decode() for k, v in sent[0]["headers"]}
     return sent[0]["status"], headers
 
@@ -271,18 +269,7 @@ def _wsgi_status_headers(gate, key: str):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    gate.app = app
-    seen = []
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/api/2.0/mlflow/runs/get",
-        "HTTP_AUTHORIZATION": f"Bearer {key}",
-        "REMOTE_ADDR": "127.0.0.2",
-        "QUERY_STRING": "",
-    }
-    b"".join(gate(environ, lambda status, headers, exc=None: seen.append((status, headers))))
-    status, headers = seen[0]
-    return int(status.split()[0]), {k.lower(): v for k, v in headers}
+    return _wsgi_request(gate, app, "/api/2.0/mlflow/runs/get", f"Bearer {key}")[0]
 
 
 @pytest.mark.parametrize(
