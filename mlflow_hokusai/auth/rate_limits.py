@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from limits import parse
 from limits.strategies import MovingWindowRateLimiter
 
@@ -38,6 +39,7 @@ from mlflow_hokusai.errors import RATE_LIMIT_STORE_DOWN, Unavailable
 _logger = logging.getLogger(__name__)
 BATCH_FRACTION = 200  # a batch is at most 1/200 of the limit
 WARN_INTERVAL_SECONDS = 60.0
+MAX_LOCAL_ENTRIES = 50_000
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,10 @@ class RateLimits:
         self.fail_open = fail_open
         self._clock = clock
         self._lock = threading.Lock()
-        self._batches: dict[tuple[str, str], _Batch] = {}
-        self._blocked: dict[tuple[str, str], float] = {}
+        # Bounded (one entry per key and limit, or per address for token exchanges): an
+        # entry pushed out costs one trip to the store, never a wrong answer.
+        self._batches: LRUCache = LRUCache(MAX_LOCAL_ENTRIES)  # (key, limit) -> _Batch
+        self._blocked: LRUCache = LRUCache(MAX_LOCAL_ENTRIES)  # (key, limit) -> until
         self._warned = -math.inf
 
     # -- local state (no I/O) ----------------------------------------------------------------
