@@ -6,6 +6,7 @@ One uvicorn server is shared by most tests; a gunicorn one and one started with 
 
 import hashlib
 import os
+import time
 from urllib.parse import quote
 
 import numpy as np
@@ -462,3 +463,83 @@ def test_static_prefix_and_url_prefix_together(static_srv, s3, tracking, tmp_pat
         timeout=30,
     )
     assert probe.status_code == 400 and "detail" in probe.json(), probe.text
+
+
+# -- MLflow 3 logged models in the ?run_id= listing ------------------------------------------
+@pytest.fixture(scope="module")
+def guide_run(srv, users):
+    """The guide's complete workflow: a RandomForest logged with log_model(model, "model") and
+    registered, plus one ordinary artifact; and a run whose artifact root already has a
+    "model" directory beside a logged model named "model"."""
+    import mlflow
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    suffix = time.time_ns()
+    with _token(users["owner"]):
+        mlflow.set_tracking_uri(srv.url + PREFIX)
+        try:
+            mlflow.set_experiment(f"guide-models-{suffix}")
+            X, y = make_classification(n_samples=200, n_features=8, random_state=42)
+            model = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=42).fit(X, y)
+            with mlflow.start_run() as run:
+                mlflow.log_metric("accuracy", model.score(X, y))
+                mlflow.sklearn.log_model(
+                    model,
+                    "model",
+                    registered_model_name=f"rf-classifier-{suffix}",
+                    skops_trusted_types=["sklearn.tree._tree.Tree"],
+                )
+                mlflow.log_text("hello", "notes/readme.txt")
+            with mlflow.start_run() as clash:
+                mlflow.log_text("mine", "model/own.txt")  # an artifact directory named model
+                logged = mlflow.sklearn.log_model(
+                    model, "model", skops_trusted_types=["sklearn.tree._tree.Tree"]
+                )
+        finally:
+            mlflow.set_tracking_uri(None)
+    return run.info.run_id, clash.info.run_id, logged.model_id
+
+
+@pytest.mark.parametrize("api", ["/ajax-api/2.0", "/api/2.0"])
+def test_the_listing_shows_the_runs_logged_model(srv, users, guide_run, api):
+    run_id = guide_run[0]
+    top = _listing(srv, users["owner"], f"run_id={run_id}", PREFIX, api)
+    assert top.status_code == 200, top.text
+    entries = {f["path"]: f for f in top.json()["files"]}
+    assert entries["notes"]["is_dir"] and "logged_model_id" not in entries["notes"]
+    assert entries["model"]["is_dir"] and entries["model"]["logged_model_id"].startswith("m-")
+    inside = _listing(srv, users["owner"], f"run_id={run_id}&path=model", PREFIX, api)
+    assert inside.status_code == 200, inside.text
+    files = {f["path"]: f for f in inside.json()["files"]}
+    assert {"model/MLmodel", "model/requirements.txt"} <= set(files)
+    assert inside.json()["logged_model_id"] == entries["model"]["logged_model_id"]
+    # The guide's own requests snippet, one level down: a file downloads.
+    mlmodel = _listing(srv, users["owner"], f"run_id={run_id}&path=model/MLmodel", PREFIX, api)
+    assert mlmodel.status_code == 200, mlmodel.text
+    assert b"flavors:" in mlmodel.content and b"sklearn" in mlmodel.content
+    assert len(mlmodel.content) == files["model/MLmodel"]["file_size"]
+    # Ordinary artifacts list as before.
+    notes = _listing(srv, users["owner"], f"run_id={run_id}&path=notes", PREFIX, api)
+    assert notes.json()["files"] == [{"path": "notes/readme.txt", "is_dir": False, "file_size": 5}]
+
+
+def test_an_artifact_directory_keeps_its_name_and_the_model_is_listed_by_id(srv, users, guide_run):
+    _, clash_id, model_id = guide_run
+    top = {
+        f["path"]: f for f in _listing(srv, users["owner"], f"run_id={clash_id}").json()["files"]
+    }
+    assert "logged_model_id" not in top["model"]  # the run's own directory wins the name
+    assert top[model_id]["logged_model_id"] == model_id
+    own = _listing(srv, users["owner"], f"run_id={clash_id}&path=model").json()["files"]
+    assert [f["path"] for f in own] == ["model/own.txt"]
+    by_id = _listing(srv, users["owner"], f"run_id={clash_id}&path={model_id}").json()["files"]
+    assert f"{model_id}/MLmodel" in {f["path"] for f in by_id}
+
+
+def test_the_logged_model_needs_read_on_the_runs_experiment(srv, users, guide_run):
+    run_id = guide_run[0]
+    anonymous = _listing(srv, None, f"run_id={run_id}&path=model/MLmodel")
+    assert anonymous.status_code == 401
+    escaped = _listing(srv, users["owner"], f"run_id={run_id}&path=model/../../x")
+    assert escaped.status_code == 400

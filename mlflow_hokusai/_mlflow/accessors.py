@@ -190,6 +190,49 @@ def list_run_artifacts():
     return _list_artifacts()
 
 
+def list_run_root(run_id: str) -> dict:
+    """MLflow's listing of the root of ``run_id``'s artifact directory (``list_artifacts_impl``,
+    what ``GET …/artifacts/list?run_id=`` answers): ``{"root_uri", "files"}``."""
+    import json
+
+    from mlflow.protos.service_pb2 import ListArtifacts
+    from mlflow.server.handlers import list_artifacts_impl
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    return json.loads(message_to_json(list_artifacts_impl(ListArtifacts(run_id=run_id))))
+
+
+def logged_models_of_run(run) -> list:
+    """The logged models whose source run is ``run`` (MLflow 3's ``log_model`` stores a model
+    outside the run's artifact directory), oldest first."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    store = _get_tracking_store()
+    found, token = [], None
+    while True:
+        page = store.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            max_results=100,
+            page_token=token,
+        )
+        found.extend(page)
+        token = page.token
+        if not token:
+            break
+    return sorted(found, key=lambda model: (model.creation_timestamp or 0, model.model_id))
+
+
+def list_logged_model_artifacts(model_id: str, path: str | None) -> dict:
+    """MLflow's listing of a logged model's artifacts under ``path`` (its
+    ``logged-models/<id>/artifacts/directories`` handler): ``{"root_uri", "files"}``."""
+    import json
+
+    from mlflow.server.handlers import _list_logged_model_artifacts_impl
+
+    return json.loads(_list_logged_model_artifacts_impl(model_id, path).get_data())
+
+
 def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwargs) -> dict:
     """One JSON call to an MLflow server with a bearer token, through MLflow's own REST
     helper (TLS settings, MLflow's error exceptions with the server's message). Two quick

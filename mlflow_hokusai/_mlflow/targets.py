@@ -65,6 +65,11 @@ TARGETS: tuple[Target, ...] = (
     Target(HANDLERS, "_get_tracking_store", "load a run for the ?run_id= listing"),
     Target(HANDLERS, "_get_model_registry_store", "token-id uniqueness and existing tags"),
     Target(HANDLERS, "_list_artifacts", "answer the ?run_id= listing"),
+    Target(
+        HANDLERS,
+        "_list_logged_model_artifacts_impl",
+        "list a run's MLflow 3 logged models in the ?run_id= listing",
+    ),
     Target(HANDLERS, "get_endpoints", "the RPC name of every route (read-only keys)"),
     Target(
         "mlflow.server.graphql.graphql_schema_extensions",

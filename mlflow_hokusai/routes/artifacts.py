@@ -14,9 +14,9 @@ we keep that listing, and any listing whose path names no experiment, for admins
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
-from flask import Flask, request
+from flask import Flask, jsonify, redirect, request
 from mlflow.exceptions import MlflowException
 
 from mlflow_hokusai import _mlflow
@@ -48,9 +48,10 @@ def escapes_root(path: str) -> bool:
     return True  # still decoding after several rounds: nobody needs that
 
 
-def check_listing_request() -> None:
-    """400 for a missing ``run_id`` or a ``path`` leaving the run's root, 404 for an unknown
-    run; raised as ``MlflowException`` so MLflow's hooks and handlers answer them as JSON."""
+def check_listing_request():
+    """The run to list; 400 for a missing ``run_id`` or a ``path`` leaving the run's root, 404
+    for an unknown run, raised as ``MlflowException`` so MLflow's hooks and handlers answer
+    them as JSON."""
     run_id = request.args.get("run_id")
     if not run_id:
         raise MlflowException.invalid_parameter_value("run_id must name a run.")
@@ -60,15 +61,75 @@ def check_listing_request() -> None:
             "path must be relative to the run's artifact root: no '..', no leading '/', "
             "no backslashes."
         )
-    _mlflow.get_run(run_id)
+    return _mlflow.get_run(run_id)
 
 
 def list_run_artifacts():
     # MLflow's engine has authorized (non-admins through the precheck and GetRun's rule);
     # admins skip validators, so check again here (an MlflowException becomes MLflow's JSON
     # in the one error path, routes/errors.py).
-    check_listing_request()
-    return _mlflow.list_run_artifacts()
+    run = check_listing_request()
+    models = _mlflow.logged_models_of_run(run)
+    if not models:
+        return _mlflow.list_run_artifacts()
+    root = _mlflow.list_run_root(run.info.run_id)
+    directories = _model_directories(models, root)
+    path = (request.args.get("path") or "").strip("/")
+    head, _, rest = path.partition("/")
+    if head in directories:
+        return _logged_model_listing(head, directories[head], rest)
+    if path:
+        return _mlflow.list_run_artifacts()
+    root.setdefault("files", []).extend(
+        {"path": name, "is_dir": True, "logged_model_id": model.model_id}
+        for name, model in directories.items()
+    )
+    return jsonify(root)
+
+
+def _model_directories(models: list, root: dict) -> dict:
+    """Each MLflow 3 logged model of a run as a directory of the run's listing: named after
+    the model (``log_model(model, name="model")`` -> ``model``), or after its id when the
+    run's artifact root already has an entry of that name (the artifact keeps its path) or an
+    older logged model of the run took the name."""
+    taken = {entry["path"].split("/", 1)[0] for entry in root.get("files", [])}
+    directories = {}
+    for model in models:
+        name = model.name if model.name and model.name not in taken else model.model_id
+        taken.add(name)
+        directories[name] = model
+    return directories
+
+
+def _logged_model_listing(name: str, model, rest: str):
+    """``path=model[/SUB]``: the logged model's files, with paths as the run's listing gives
+    them (``model/MLmodel``); ``path=model/FILE`` redirects to the file's download through the
+    proxied artifact API (``…/mlflow-artifacts/artifacts/<experiment>/models/<id>/…``), which
+    MLflow authorizes by the same experiment."""
+    parent, _, leaf = rest.rpartition("/")
+    if leaf:
+        above = _mlflow.list_logged_model_artifacts(model.model_id, parent or None)
+        wanted = f"{parent}/{leaf}" if parent else leaf
+        if any(f["path"] == wanted and not f.get("is_dir") for f in above.get("files", [])):
+            return _download_redirect(model, wanted)
+    answer = _mlflow.list_logged_model_artifacts(model.model_id, rest or None)
+    for entry in answer.get("files", []):
+        entry["path"] = f"{name}/{entry['path']}"
+    answer["logged_model_id"] = model.model_id
+    return jsonify(answer)
+
+
+def _download_redirect(model, relative: str):
+    location = model.artifact_location
+    if not location.startswith("mlflow-artifacts:"):
+        raise MlflowException.invalid_parameter_value(
+            f"This model's files are not served through this server: download them from "
+            f"{location}/{relative}."
+        )
+    destination = location.split(":", 1)[1].lstrip("/")
+    # Relative to the URL the client used (…/mlflow-artifacts/artifacts?run_id=…), whichever
+    # prefix it came through: …/mlflow-artifacts/artifacts/<destination>/<file>.
+    return redirect(f"artifacts/{quote(destination)}/{quote(relative)}", code=307)
 
 
 class RunListingDispatch:
