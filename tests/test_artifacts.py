@@ -465,6 +465,20 @@ def test_static_prefix_and_url_prefix_together(static_srv, s3, tracking, tmp_pat
     assert probe.status_code == 400 and "detail" in probe.json(), probe.text
 
 
+@pytest.mark.parametrize("prefix", ["/mlflow-ui", PREFIX])
+@pytest.mark.parametrize("api", ["/api/2.0", "/ajax-api/2.0"])
+def test_the_token_exchange_needs_no_key_under_the_static_prefix(static_srv, prefix, api):
+    """Public at the gate and in MLflow's engine alike (MLflow adds --static-prefix to its
+    unprotected paths itself): a bad exchange is our 400, not a 401 asking for a key."""
+    answer = requests.post(
+        f"{static_srv.url}{prefix}{api}/mlflow/hokusai/token-exchange",
+        data={"grant_type": "password"},
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert "'grant_type' must be" in answer.json()["message"]
+
+
 # -- MLflow 3 logged models in the ?run_id= listing ------------------------------------------
 @pytest.fixture(scope="module")
 def guide_run(srv, users):

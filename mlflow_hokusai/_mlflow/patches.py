@@ -55,24 +55,18 @@ def _find(module: str, attribute: str):
 def make_server_info_public() -> None:
     """Server-info is public from MLflow 3.16 on; make it so on older releases too (the gate
     already lets only these exact, clean paths through without a key)."""
+    make_public(["/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"])
+
+
+def make_public(paths: list[str]) -> None:
+    """Have MLflow's auth engine serve these paths (given without ``--static-prefix``; MLflow
+    adds it, and matches them as prefixes) without authentication. The gate lets only the
+    exact, clean paths through without a key."""
     from mlflow.server import auth
 
     is_unprotected = _find(targets.AUTH, "is_unprotected_route")
     _find(targets.AUTH, "_UNPROTECTED_PATH_PREFIXES")
-    paths = ("/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info")
-    # MLflow matches these as prefixes, with and without the static prefix.
     missing = tuple(p for p in paths if not is_unprotected(static_prefix() + p))
-    if missing:
-        auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
-
-
-def make_public(paths: list[str]) -> None:
-    """Have MLflow's auth engine serve these exact paths without authentication (it matches
-    them as prefixes; the gate lets only the exact, clean paths through without a key)."""
-    from mlflow.server import auth
-
-    is_unprotected = _find(targets.AUTH, "is_unprotected_route")
-    missing = tuple(p for p in paths if not is_unprotected(p))
     if missing:
         auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
 

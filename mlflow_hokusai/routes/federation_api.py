@@ -102,8 +102,7 @@ def install(app: Flask, services: Services) -> None:
     view = make_exchange_view(
         services.token_exchange, ClientAddress(services.settings.trusted_proxies)
     )
-    paths = services.api_paths(EXCHANGE)
-    for path in paths:
+    for path in services.api_paths(EXCHANGE):
         app.add_url_rule(path, endpoint=f"hokusai:{path}", view_func=view, methods=["POST"])
     # The gate lets exactly these paths through without a key; MLflow's engine must too.
-    _mlflow.patches.make_public(paths)
+    _mlflow.patches.make_public([f"/{root}/2.0{EXCHANGE}" for root in ("api", "ajax-api")])
