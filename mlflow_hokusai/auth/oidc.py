@@ -100,7 +100,7 @@ class OidcVerifier:
         try:
             claims = jwt.decode(
                 token,
-                key=key,
+                key=key.key,  # the cryptography public key (every PyJWT 2.x takes it)
                 algorithms=[algorithm],
                 audience=audiences,
                 issuer=issuer,
