@@ -447,12 +447,12 @@ def test_the_stock_client_runs_the_workflow_keyless_and_outlives_its_keys(server
         json={
             "issuer": issuer.url,
             "audience": AUDIENCE,
-            "subject": "repo:octo-org/trainer:ref:refs/heads/main",
+            "subject": "repo:trainer-org/trainer:ref:refs/heads/main",
             "username": "trainer-bot",
             "lifetime_seconds": 60,
         },
     ).json()["policy"]
-    sub = "repo:octo-org/trainer:ref:refs/heads/main"
+    sub = "repo:trainer-org/trainer:ref:refs/heads/main"
     status, body, _ = exchange(server, issuer.token(sub=sub))
     assert status == 200
     first_key, issued = body["access_token"], time.monotonic()
