@@ -45,6 +45,7 @@ _LIFETIME_SETTINGS = (
 )
 MAX_LIFETIME_DAYS = 3650
 DEFAULT_MAX_ROTATION_GRACE = 7 * 86400  # seconds
+DEFAULT_TOKEN_EXCHANGE_LIMIT = "30/minute"  # per client address
 
 
 def check_lifetime_rules(
@@ -104,7 +105,7 @@ class Settings:
     rate_limit_unavailable: str = "open"
     # Keyless CI (auth/federation.py): token exchanges allowed per source address, and the
     # oldest workload token (by its iat) accepted, seconds.
-    token_exchange_limit: str = "30/minute"
+    token_exchange_limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT
     oidc_max_token_age: int = 3600
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)

@@ -16,6 +16,7 @@ import fnmatch
 import logging
 
 from mlflow_hokusai.auth.oidc import IssuerUnreachable, OidcVerifier, TokenRejected
+from mlflow_hokusai.config import DEFAULT_TOKEN_EXCHANGE_LIMIT
 from mlflow_hokusai.errors import ISSUER_DOWN, HokusaiError, Unavailable, invalid_parameter
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.federation import claim_matches
@@ -26,7 +27,6 @@ _logger = logging.getLogger(__name__)
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-DEFAULT_EXCHANGE_LIMIT = "30/minute"
 
 
 def _audiences(claims: dict) -> list[str]:
@@ -70,7 +70,7 @@ class TokenExchange:
         audit: AuditLog,
         verifier: OidcVerifier,
         rate_limits,
-        limit: str = DEFAULT_EXCHANGE_LIMIT,
+        limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT,
     ):
         self.policies = policies
         self.keys = keys

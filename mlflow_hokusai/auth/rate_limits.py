@@ -135,7 +135,7 @@ class RateLimits:
                 taken = 1 if self._limiter.hit(item, name) else 0
             oldest, used = self.storage.get_moving_window(item.key_for(name), item.amount, period)
         except Exception as error:
-            return self._unreachable(error, item, rate)
+            return self._unreachable(error)
         now = self._clock()
         slot = (key_id, rate)
         reset_at = oldest + period
@@ -149,7 +149,7 @@ class RateLimits:
             self._batches.pop(slot, None)
         return Verdict(False, item.amount, 0, _seconds(reset_at, now), rate)
 
-    def _unreachable(self, error: Exception, item, rate: str) -> None:
+    def _unreachable(self, error: Exception) -> None:
         now = time.monotonic()
         if now - self._warned >= WARN_INTERVAL_SECONDS:
             self._warned = now
