@@ -8,9 +8,8 @@ replica, send ``whoami`` with it as fast as they can for ``--seconds``.
 
 Prints per store: requests sent, accepted, the most accepted in any interval of the limit's
 period (sliding, measured at every accepted answer; the target is at most the limit + 5 %), and
-the share of the limit that was usable: accepted over what a perfect moving window admits to
-clients that never pause, the limit at the start and again after each whole period (target at
-least 95 %; keep ``--seconds`` off a whole number of periods).
+the share of the limit that was usable: requests accepted in the whole periods from the first
+request, over the limit per period (target at least 95 %).
 
     python bench/rate_limits.py [--limit 60/minute] [--seconds 150] [--clients 8]
 """
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
             "requests",
             "accepted",
             f"most accepted in any {item.get_expiry()} s (vs limit)",
-            "usable (vs a perfect moving window)",
+            "usable (whole periods)",
             "statuses",
         ],
         rows,

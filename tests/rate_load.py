@@ -45,11 +45,10 @@ def hammer(urls: list[str], key: str, clients: int, seconds: float) -> list[tupl
 
 def analyse(results: list[tuple[float, int]], limit: int, period: float) -> dict:
     """The most requests accepted in any interval of ``period`` (sliding, at every accepted
-    answer), and the share of the limit that was usable: accepted requests over what a perfect
-    moving window gives clients that never pause, ``limit`` at the start and ``limit`` again
-    each time a period has passed (``limit * (floor(duration / period) + 1)``; pick a duration
-    that is not a whole number of periods, so the count of periods is not a matter of
-    milliseconds)."""
+    answer), and the share of the limit that was usable: requests accepted in the whole periods
+    from the first request, over ``limit`` per period. (The last, partial period is left out:
+    each period's burst of permits starts a client round trip later than the one before, so
+    a tail shorter than a period says nothing about the limit.)"""
     accepted = [t for t, status in results if status == 200]
     statuses = sorted({status for _, status in results})
     most, j = 0, 0
@@ -58,7 +57,9 @@ def analyse(results: list[tuple[float, int]], limit: int, period: float) -> dict
             j += 1
         most = max(most, i - j + 1)
     first, last = results[0][0], results[-1][0]
-    usable = len(accepted) / (limit * (math.floor((last - first) / period) + 1))
+    periods = math.floor((last - first) / period)
+    counted = sum(1 for t in accepted if t < first + periods * period)
+    usable = counted / (limit * periods) if periods else 0.0
     return {
         "requests": len(results),
         "accepted": len(accepted),
