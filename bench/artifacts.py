@@ -1,13 +1,20 @@
-"""Artifact upload and download through our server vs direct boto3, to the same S3 endpoint.
+"""Artifact upload and download: our server vs plain MLflow's proxy vs boto3 direct, one S3.
 
-Starts moto's S3 server and ``mlflow server --app-name hokusai --artifacts-destination
-s3://BUCKET/PREFIX`` (``MLFLOW_S3_ENDPOINT_URL`` pointing at moto), both on 127.0.0.1. A file of
-``--size-mib`` MiB is uploaded and downloaded in alternating rounds, once through the server's
-proxied artifact API with a non-admin key (``PUT``/``GET /api/2.0/mlflow-artifacts/artifacts/
-EXP/RUN/artifacts/FILE``, streamed the way the MLflow client does it) and once straight to the
-endpoint with boto3 (``upload_file``/``download_file``, the default transfer settings, as
-MLflow's S3 repository uses). Prints MiB/s, the ratio server/direct (target >= 0.8) and the
-server's peak resident-memory growth (sampled over the server's whole process tree).
+Starts moto's S3 server, ``mlflow server --app-name hokusai`` and a plain ``mlflow server``
+(both with ``--artifacts-destination s3://BUCKET/…`` and ``MLFLOW_S3_ENDPOINT_URL`` pointing at
+moto, the same worker count), all on 127.0.0.1. A file of ``--size-mib`` MiB is uploaded and
+downloaded in interleaved rounds (the order rotates every round):
+
+- through our server's proxied artifact API with a non-admin key (``PUT``/``GET
+  /api/2.0/mlflow-artifacts/artifacts/EXP/RUN/artifacts/FILE``, streamed the way the MLflow
+  client does it);
+- the same through the plain MLflow server (no key);
+- straight to the endpoint with boto3 (``upload_file``/``download_file``, the default transfer
+  settings, as MLflow's S3 repository uses).
+
+Prints the median MiB/s of each, the median per-round ratios (ours / plain MLflow: target
+>= 1.0; ours / boto3: target >= 0.8) and the peak resident-memory growth of each server's
+process tree over the run (target for ours: <= 150 MiB with ``--size-mib 1024``).
 
     python bench/artifacts.py [--size-mib 256] [--rounds 3] [--workers 2]
 """
@@ -29,6 +36,7 @@ from tests.s3 import MotoS3
 
 BUCKET = "hokusai-bench"
 CHUNK = 1 << 20
+TARGETS = ("hokusai", "plain MLflow", "boto3 direct")
 
 
 class PeakRss:
@@ -59,6 +67,51 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
+class ProxiedArtifact:
+    """Upload and download of one artifact through a server's ``mlflow-artifacts`` proxy."""
+
+    def __init__(self, server, headers: dict, source: str, target: str, label: str):
+        self.source, self.target = source, target
+        self.session = requests.Session()
+        self.session.headers.update(headers)
+        api = server.url + "/api/2.0/mlflow"
+        experiment = self._post(api + "/experiments/create", {"name": f"bench-{label}"})
+        run = self._post(api + "/runs/create", {"experiment_id": experiment["experiment_id"]})
+        self.url = (
+            f"{server.url}/api/2.0/mlflow-artifacts/artifacts/"
+            f"{experiment['experiment_id']}/{run['run']['info']['run_id']}/artifacts/big.bin"
+        )
+
+    def _post(self, url: str, body: dict) -> dict:
+        response = self.session.post(url, json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def upload(self) -> None:
+        with open(self.source, "rb") as handle:
+            self.session.put(self.url, data=handle, timeout=600).raise_for_status()
+
+    def download(self) -> None:
+        with self.session.get(self.url, stream=True, timeout=600) as response:
+            response.raise_for_status()
+            with open(self.target, "wb") as handle:
+                for chunk in response.iter_content(CHUNK):
+                    handle.write(chunk)
+        if os.path.getsize(self.target) != os.path.getsize(self.source):
+            raise RuntimeError(f"download from {self.url} is truncated")
+
+
+class DirectArtifact:
+    def __init__(self, s3, source: str, target: str):
+        self.s3, self.source, self.target = s3, source, target
+
+    def upload(self) -> None:
+        self.s3.upload_file(self.source, BUCKET, "direct/big.bin")
+
+    def download(self) -> None:
+        self.s3.download_file(BUCKET, "direct/big.bin", self.target)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -71,113 +124,90 @@ def main(argv=None) -> int:
     with open(source, "wb") as handle:
         for _ in range(options.size_mib):
             handle.write(os.urandom(CHUNK))
-    size = os.path.getsize(source)
+    size_mib = os.path.getsize(source) / 2**20
     target = os.path.join(directory, "downloaded.bin")
 
     moto = MotoS3(BUCKET).start()
-    server = None
+    servers = []
     try:
-        s3 = moto.client()
-        server = _support.hokusai_server(
+        ours = _support.hokusai_server(
             workers=options.workers,
             args=["--artifacts-destination", f"s3://{BUCKET}/hokusai"],
             env=moto.server_env(),
-        ).start()
-        key = server.create_key("bench-user")
-        auth = {"Authorization": f"Bearer {key}"}
-        api = server.url + "/api/2.0/mlflow"
-        experiment = requests.post(
-            api + "/experiments/create", json={"name": "bench-artifacts"}, headers=auth, timeout=60
-        ).json()["experiment_id"]
-        run = requests.post(
-            api + "/runs/create", json={"experiment_id": experiment}, headers=auth, timeout=60
-        ).json()["run"]["info"]["run_id"]
-        artifact_url = (
-            f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/big.bin"
         )
-        session = requests.Session()
-        session.headers.update(auth)
-
-        def server_upload():
-            with open(source, "rb") as handle:
-                response = session.put(artifact_url, data=handle, timeout=600)
-            response.raise_for_status()
-
-        def server_download():
-            with session.get(artifact_url, stream=True, timeout=600) as response:
-                response.raise_for_status()
-                with open(target, "wb") as handle:
-                    for chunk in response.iter_content(CHUNK):
-                        handle.write(chunk)
-            if os.path.getsize(target) != size:
-                raise RuntimeError("download through the server is truncated")
-
-        def direct_upload():
-            s3.upload_file(source, BUCKET, "direct/big.bin")
-
-        def direct_download():
-            s3.download_file(BUCKET, "direct/big.bin", target)
-
+        plain = _support.plain_server(
+            workers=options.workers,
+            args=["--artifacts-destination", f"s3://{BUCKET}/plain"],
+            env=moto.server_env(),
+        )
+        servers = [ours, plain]
+        _support.start_all(servers)
+        key = ours.create_key("bench-user")
+        transfers = {
+            "hokusai": ProxiedArtifact(
+                ours, {"Authorization": f"Bearer {key}"}, source, target, "hokusai"
+            ),
+            "plain MLflow": ProxiedArtifact(plain, {}, source, target, "plain"),
+            "boto3 direct": DirectArtifact(moto.client(), source, target),
+        }
         print(
             f"artifacts: {options.size_mib} MiB, {options.rounds} rounds, "
-            f"server with {options.workers} workers, moto S3 on loopback"
+            f"servers with {options.workers} workers, moto S3 on loopback"
         )
-        memory = PeakRss(server.proc.pid)
-        times: dict[str, list] = {
-            name: []
-            for name in ("server upload", "direct upload", "server download", "direct download")
-        }
-        ratios: dict[str, list] = {"upload": [], "download": []}
+        memory = {"hokusai": PeakRss(ours.proc.pid), "plain MLflow": PeakRss(plain.proc.pid)}
+        seconds = {(kind, name): [] for kind in ("upload", "download") for name in TARGETS}
         for round_no in range(options.rounds):
-            steps = [
-                ("server upload", server_upload),
-                ("direct upload", direct_upload),
-                ("server download", server_download),
-                ("direct download", direct_download),
-            ]
-            if round_no % 2:
-                steps = [steps[1], steps[0], steps[3], steps[2]]
-            for name, action in steps:
-                times[name].append(timed(action))
+            order = TARGETS[round_no % 3 :] + TARGETS[: round_no % 3]
             for kind in ("upload", "download"):
-                ratios[kind].append(times[f"direct {kind}"][-1] / times[f"server {kind}"][-1])
+                for name in order:
+                    seconds[kind, name].append(timed(getattr(transfers[name], kind)))
             print(
                 f"round {round_no + 1}: "
                 + ", ".join(
-                    f"{name} {size / 2**20 / t[-1]:.0f} MiB/s" for name, t in times.items()
+                    f"{name} {kind} {size_mib / t[-1]:.0f} MiB/s"
+                    for (kind, name), t in seconds.items()
                 ),
                 flush=True,
             )
-        growth = memory.stop()
+        growth = {name: sample.stop() for name, sample in memory.items()}
     finally:
-        if server is not None:
-            _support.stop_and_remove([server])
+        _support.stop_and_remove(servers)
         moto.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
-    def rate(name):
-        return f"{size / 2**20 / _support.median(times[name]):.0f}"
+    def ratio(kind, name, other):
+        """Median of the per-round ratios: name's speed over other's."""
+        pairs = zip(seconds[kind, other], seconds[kind, name], strict=True)
+        return _support.median([theirs / mine for theirs, mine in pairs])
 
     print()
     _support.print_table(
-        ["transfer", "through hokusai (MiB/s)", "direct boto3 (MiB/s)", "ratio server/direct"],
+        [
+            "transfer",
+            *(f"{name} (MiB/s)" for name in TARGETS),
+            "hokusai / plain",
+            "hokusai / boto3",
+        ],
         [
             [
                 kind,
-                rate(f"server {kind}"),
-                rate(f"direct {kind}"),
-                f"{_support.median(ratios[kind]):.2f}x",
+                *(f"{size_mib / _support.median(seconds[kind, name]):.0f}" for name in TARGETS),
+                f"{ratio(kind, 'hokusai', 'plain MLflow'):.2f}x",
+                f"{ratio(kind, 'hokusai', 'boto3 direct'):.2f}x",
             ]
             for kind in ("upload", "download")
         ],
     )
-    print(
-        f"\nratio upload server/direct: {_support.median(ratios['upload']):.2f}x (target >= 0.8x)"
-    )
-    print(
-        f"ratio download server/direct: {_support.median(ratios['download']):.2f}x (target >= 0.8x)"
-    )
-    print(f"server peak RSS growth: {growth / 2**20:.0f} MiB")
+    print()
+    for kind, target_plain, target_direct in (("upload", 1.0, 0.8), ("download", 1.0, 0.8)):
+        print(
+            f"ratio {kind} hokusai/plain: {ratio(kind, 'hokusai', 'plain MLflow'):.2f}x "
+            f"(target >= {target_plain}x); hokusai/boto3: "
+            f"{ratio(kind, 'hokusai', 'boto3 direct'):.2f}x (target >= {target_direct}x); "
+            f"plain/boto3: {ratio(kind, 'plain MLflow', 'boto3 direct'):.2f}x"
+        )
+    for name, grown in growth.items():
+        print(f"{name} server peak RSS growth: {grown / 2**20:.0f} MiB")
     return 0
 
 

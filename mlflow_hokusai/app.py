@@ -22,7 +22,7 @@ os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
-    from mlflow_hokusai.artifacts import s3_streaming
+    from mlflow_hokusai.artifacts import s3_downloads, s3_streaming
     from mlflow_hokusai.auth import flask_auth
     from mlflow_hokusai.auth.authenticator import Authenticator
     from mlflow_hokusai.auth.cache import LookupCache
@@ -32,6 +32,7 @@ def create_app():
     from mlflow_hokusai.auth.rate_limits import rate_limits
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
+    from mlflow_hokusai.errors import HokusaiError
     from mlflow_hokusai.keys.audit import AuditLog
     from mlflow_hokusai.keys.federation import FederationManager
     from mlflow_hokusai.keys.lifetime import lifetime_rules
@@ -137,11 +138,16 @@ def create_app():
     # every route above exists).
     if (
         runner_app is not flask_app
-        and not _mlflow.patches.run_permission_middleware_only_where_it_acts(runner_app)
+        and not _mlflow.asgi_patches.run_permission_middleware_only_where_it_acts(runner_app)
     ):
         logging.getLogger("mlflow_hokusai").warning(
             "MLflow's FastAPI permission middleware was not found where expected: it wraps "
             "every request (correct, a little slower)."
+        )
+    if runner_app is not flask_app:
+        _mlflow.asgi_patches.run_pass_through_middleware_only_where_it_acts(runner_app)
+        _mlflow.asgi_patches.stream_artifact_downloads(
+            runner_app, s3_downloads.open_stream, answers=(HokusaiError,)
         )
     gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
     return gate_class(runner_app, services)

@@ -177,3 +177,28 @@ def test_basic_auth_with_bad_base64_is_401_not_500(server):
         )
         assert response.status_code == 401
         assert response.json()["error_code"] == "UNAUTHENTICATED"
+
+
+def test_a_workspace_header_without_workspaces_is_refused_as_mlflow_refuses_it(server):
+    """MLflow's workspace middleware runs only where it acts (a request naming a workspace
+    is one): on a server without workspaces it still refuses the header, as plain MLflow
+    does, for Flask routes and for FastAPI-native ones alike, with MLflow's words (as a 400:
+    MLflow answers 500, though it is the request that is wrong)."""
+    key = server.admin_key
+    for method, path in (
+        ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts/nothing.txt"),
+    ):
+        response = requests.request(
+            method,
+            server.url + path,
+            headers={"Authorization": f"Bearer {key}", "X-MLflow-Workspace": "team"},
+            timeout=30,
+        )
+        assert response.status_code == 400, (path, response.text)  # MLflow says 500
+        assert response.json()["error_code"] == "FEATURE_DISABLED"
+        assert "workspaces are not enabled" in response.json()["message"]
+        plain = requests.request(
+            method, server.url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert plain.status_code != 400

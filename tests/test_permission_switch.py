@@ -1,4 +1,4 @@
-"""``_mlflow.patches.run_permission_middleware_only_where_it_acts`` on an app with MLflow's own
+"""``_mlflow.asgi_patches.run_permission_middleware_only_where_it_acts`` on an app with MLflow's own
 FastAPI permission middleware: it replaces exactly that middleware, in place, and sends
 through it every request MLflow's tables say it acts on. (Real servers run with the switch in
 every other test; the route-coverage suite proves nothing got through unauthenticated.)"""
@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from packaging.version import Version
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from mlflow_hokusai._mlflow import patches
+from mlflow_hokusai._mlflow import asgi_patches as patches
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +94,70 @@ def test_requests_mlflow_validates_go_through_it(method, path, acts):
     elif Version(mlflow.__version__) >= Version("3.17"):
         assert answer is True
     assert entry.kwargs["acts"](scope) is answer  # the remembered answer is the same
+
+
+def _mlflows_app_middleware() -> FastAPI:
+    """An app with MLflow's two pass-through middlewares, installed by MLflow's own code."""
+    from mlflow.server.fastapi_app import (
+        add_fastapi_workspace_middleware,
+        add_gateway_timing_middleware,
+    )
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def another(request, call_next):
+        return await call_next(request)
+
+    add_fastapi_workspace_middleware(app)
+    add_gateway_timing_middleware(app)
+    return app
+
+
+def test_mlflows_pass_through_middlewares_are_replaced_in_place():
+    app = _mlflows_app_middleware()
+    before = [(m.cls, (m.kwargs or {}).get("dispatch")) for m in app.user_middleware]
+    switched = patches.run_pass_through_middleware_only_where_it_acts(app)
+    assert sorted(switched) == ["add_fastapi_workspace_middleware", "add_gateway_timing_middleware"]
+    after = app.user_middleware
+    assert [(m.kwargs or {}).get("dispatch") for m in after] == [d for _, d in before]
+    assert [m.cls for m in after].count(patches._OnlyWhereItActs) == 2
+    assert [m.cls for m in after].count(BaseHTTPMiddleware) == 1  # the other one is untouched
+    assert patches.run_pass_through_middleware_only_where_it_acts(app) == []
+
+
+def _acts(app, name: str):
+    (entry,) = [
+        m
+        for m in app.user_middleware
+        if m.cls is patches._OnlyWhereItActs and name in m.kwargs["dispatch"].__qualname__
+    ]
+    return entry.kwargs["acts"]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "workspaces", "workspace_acts", "gateway_acts"),
+    [
+        ("/api/2.0/mlflow/runs/log-metric", [], False, False, False),
+        ("/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/a.bin", [], False, False, False),
+        ("/gateway/chat/mlflow/invocations", [], False, False, True),
+        ("/prefix/gateway/chat/mlflow/invocations", [], False, False, True),
+        (
+            "/api/2.0/mlflow/experiments/search",
+            [(b"x-mlflow-workspace", b"team")],
+            False,
+            True,
+            False,
+        ),
+        ("/api/2.0/mlflow/experiments/search", [], True, True, False),
+    ],
+)
+def test_the_pass_through_middlewares_run_where_they_act(
+    monkeypatch, path, headers, workspaces, workspace_acts, gateway_acts
+):
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true" if workspaces else "false")
+    app = _mlflows_app_middleware()
+    patches.run_pass_through_middleware_only_where_it_acts(app)
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": headers}
+    assert bool(_acts(app, "workspace_context_middleware")(scope)) is workspace_acts
+    assert bool(_acts(app, "gateway_timing_middleware")(scope)) is gateway_acts

@@ -4,7 +4,7 @@ changes it, ``targets`` lists every private name either uses and checks them at 
 Everything else in mlflow-hokusai uses MLflow's public API, or this package.
 """
 
-from mlflow_hokusai._mlflow import patches, targets
+from mlflow_hokusai._mlflow import asgi_patches, patches, targets
 from mlflow_hokusai._mlflow.accessors import (
     AUTHORIZATION_FUNCTION,
     SGI_ENV_VAR,
@@ -24,6 +24,7 @@ from mlflow_hokusai._mlflow.accessors import (
     rest_call,
     rpc_routes,
     running_user_store,
+    s3_bucket_owner_args,
     s3_client,
     s3_upload_extra_args,
     server_runner,
@@ -45,12 +46,14 @@ __all__ = [
     "list_run_root",
     "logged_models_of_run",
     "password_checker",
+    "asgi_patches",
     "patches",
     "preload",
     "registry_store",
     "rest_call",
     "rpc_routes",
     "running_user_store",
+    "s3_bucket_owner_args",
     "s3_client",
     "s3_upload_extra_args",
     "server_runner",

@@ -259,3 +259,8 @@ def s3_upload_extra_args(repository) -> dict:
     extra = dict(repository._bucket_owner_params)
     extra.update(repository.get_s3_file_upload_extra_args() or {})
     return extra
+
+
+def s3_bucket_owner_args(repository) -> dict:
+    """The ``ExpectedBucketOwner`` MLflow's S3 repository sends with each call (or nothing)."""
+    return dict(repository._bucket_owner_params)

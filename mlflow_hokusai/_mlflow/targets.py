@@ -21,6 +21,8 @@ AUTH = "mlflow.server.auth"
 AUTH_STORE = "mlflow.server.auth.sqlalchemy_store"
 HANDLERS = "mlflow.server.handlers"
 S3_REPO = "mlflow.store.artifact.s3_artifact_repo"
+FASTAPI_APP = "mlflow.server.fastapi_app"
+ARTIFACT_ROUTER = "mlflow.server.artifact_router"
 
 
 class Target(NamedTuple):
@@ -134,6 +136,52 @@ TARGETS: tuple[Target, ...] = (
         AUTH,
         "add_fastapi_permission_middleware",
         "run the FastAPI permission middleware only where it acts",
+        required=False,
+    ),
+    Target(ARTIFACT_ROUTER, "artifact_router", "stream artifact downloads from S3", required=False),
+    Target(
+        ARTIFACT_ROUTER, "download_artifact", "stream artifact downloads from S3", required=False
+    ),
+    Target(
+        ARTIFACT_ROUTER,
+        "_is_serving_proxied_artifacts",
+        "stream artifact downloads from S3",
+        required=False,
+    ),
+    Target(
+        ARTIFACT_ROUTER,
+        "_get_workspace_scoped_path",
+        "stream artifact downloads from S3",
+        required=False,
+    ),
+    Target(
+        ARTIFACT_ROUTER, "_get_artifact_repo", "stream artifact downloads from S3", required=False
+    ),
+    Target(
+        ARTIFACT_ROUTER, "_content_disposition", "stream artifact downloads from S3", required=False
+    ),
+    Target(
+        "mlflow.utils.uri",
+        "validate_path_is_safe",
+        "stream artifact downloads from S3",
+        required=False,
+    ),
+    Target(
+        "mlflow.utils.mime_type_utils",
+        "_guess_mime_type",
+        "stream artifact downloads from S3",
+        required=False,
+    ),
+    Target(
+        FASTAPI_APP,
+        "add_fastapi_workspace_middleware",
+        "run the workspace middleware only where it acts",
+        required=False,
+    ),
+    Target(
+        FASTAPI_APP,
+        "add_gateway_timing_middleware",
+        "run the gateway timing middleware only where it acts",
         required=False,
     ),
     Target(

@@ -88,6 +88,13 @@ def _install_native(native_app) -> None:
 
         return handle
 
+    async def hokusai_error(_request, error: HokusaiError):
+        status, headers, body = error_parts(
+            error.error_code, error.message, error.status, error.retry_after
+        )
+        return StarletteResponse(body, status_code=status, headers=dict(headers))
+
+    native_app.add_exception_handler(HokusaiError, hokusai_error)
     for error_class in _ARTIFACT_STORE_DOWN:
         native_app.add_exception_handler(error_class, handler(ARTIFACT_MESSAGE))
     for error_class in _DATABASE_DOWN:

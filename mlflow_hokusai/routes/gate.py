@@ -18,6 +18,7 @@ tested without a server in ``tests/test_gate_unit.py``.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from http import HTTPStatus
@@ -392,6 +393,10 @@ def _needs_rewrite(status: int, headers) -> bool:
 
 def _rewritten(status: int, headers, body: bytes):
     """The (status, headers, body) the client gets instead, or None to send the original."""
+    if status == 500 and (disabled := _feature_disabled(body)) is not None:
+        # MLflow answers a request for a feature this server has off (a workspace header
+        # without workspaces) with its message and a 500; it is the request that is wrong.
+        return error_parts("FEATURE_DISABLED", disabled, 400)
     if status == 500:
         _logger.error("MLflow answered 500 (the client gets a generic message): %s", body[:2000])
         return error_parts("INTERNAL_ERROR", INTERNAL_MESSAGE, 500)
@@ -404,6 +409,19 @@ def _rewritten(status: int, headers, body: bytes):
         return error_parts("TEMPORARILY_UNAVAILABLE", DATABASE_DOWN if mlflow_store else STORE_DOWN)
     text = body.decode("utf-8", "replace").strip() or "Permission denied"
     return error_parts("PERMISSION_DENIED", text if text.endswith(".") else text + ".")
+
+
+def _feature_disabled(body: bytes) -> str | None:
+    """The message of an MLflow FEATURE_DISABLED error body, else None."""
+    if b'"FEATURE_DISABLED"' not in body:
+        return None
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(error, dict) or error.get("error_code") != "FEATURE_DISABLED":
+        return None
+    return str(error.get("message") or "This feature is not enabled on this server.")
 
 
 def _json_errors(send):
