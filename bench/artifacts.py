@@ -13,8 +13,9 @@ downloaded in interleaved rounds (the order rotates every round):
   settings, as MLflow's S3 repository uses).
 
 Prints the median MiB/s of each, the median per-round ratios (ours / plain MLflow: target
->= 1.0; ours / boto3: target >= 0.8) and the peak resident-memory growth of each server's
-process tree over the run (target for ours: <= 150 MiB with ``--size-mib 1024``).
+>= 1.0; ours / boto3: target >= 0.8) and, for each server, the largest growth of its process
+tree's resident memory during one upload and during one download, over the level just before
+it (target for our upload: <= 150 MiB with ``--size-mib 1024``).
 
     python bench/artifacts.py [--size-mib 256] [--rounds 3] [--workers 2]
 """
@@ -40,10 +41,10 @@ TARGETS = ("hokusai", "plain MLflow", "boto3 direct")
 
 
 class PeakRss:
-    """Samples the resident memory of a process tree in the background; ``growth`` is the peak
-    above the baseline taken at start."""
+    """Samples the resident memory of a process tree in the background; ``stop`` returns the
+    peak above the level at start."""
 
-    def __init__(self, pid: int, interval: float = 0.05):
+    def __init__(self, pid: int, interval: float = 0.02):
         self.pid, self.interval = pid, interval
         self.baseline = _support.tree_rss_bytes(pid)
         self.peak = self.baseline
@@ -58,13 +59,19 @@ class PeakRss:
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
+        self.peak = max(self.peak, _support.tree_rss_bytes(self.pid))
         return self.peak - self.baseline
 
 
-def timed(action) -> float:
+def timed(action, pid: int | None, growth: list) -> float:
+    """Seconds ``action`` took; with a ``pid``, appends that tree's memory growth meanwhile."""
+    memory = PeakRss(pid) if pid is not None else None
     started = time.perf_counter()
     action()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if memory is not None:
+        growth.append(memory.stop())
+    return seconds
 
 
 class ProxiedArtifact:
@@ -154,13 +161,16 @@ def main(argv=None) -> int:
             f"artifacts: {options.size_mib} MiB, {options.rounds} rounds, "
             f"servers with {options.workers} workers, moto S3 on loopback"
         )
-        memory = {"hokusai": PeakRss(ours.proc.pid), "plain MLflow": PeakRss(plain.proc.pid)}
+        pids = {"hokusai": ours.proc.pid, "plain MLflow": plain.proc.pid}
         seconds = {(kind, name): [] for kind in ("upload", "download") for name in TARGETS}
+        growth = {key: [] for key in seconds}
         for round_no in range(options.rounds):
             order = TARGETS[round_no % 3 :] + TARGETS[: round_no % 3]
             for kind in ("upload", "download"):
                 for name in order:
-                    seconds[kind, name].append(timed(getattr(transfers[name], kind)))
+                    action = getattr(transfers[name], kind)
+                    took = timed(action, pids.get(name), growth[kind, name])
+                    seconds[kind, name].append(took)
             print(
                 f"round {round_no + 1}: "
                 + ", ".join(
@@ -169,7 +179,6 @@ def main(argv=None) -> int:
                 ),
                 flush=True,
             )
-        growth = {name: sample.stop() for name, sample in memory.items()}
     finally:
         _support.stop_and_remove(servers)
         moto.stop()
@@ -206,8 +215,12 @@ def main(argv=None) -> int:
             f"{ratio(kind, 'hokusai', 'boto3 direct'):.2f}x (target >= {target_direct}x); "
             f"plain/boto3: {ratio(kind, 'plain MLflow', 'boto3 direct'):.2f}x"
         )
-    for name, grown in growth.items():
-        print(f"{name} server peak RSS growth: {grown / 2**20:.0f} MiB")
+    for name in pids:
+        worst = {kind: max(growth[kind, name]) / 2**20 for kind in ("upload", "download")}
+        print(
+            f"{name} server, largest RSS growth during one transfer of {options.size_mib} MiB: "
+            f"upload {worst['upload']:.0f} MiB, download {worst['download']:.0f} MiB"
+        )
     return 0
 
 
