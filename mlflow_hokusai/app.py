@@ -42,6 +42,7 @@ def create_app():
         access_log,
         api,
         artifacts,
+        audit_api,
         errors,
         federation_api,
         gate,
@@ -130,6 +131,7 @@ def create_app():
     errors.install(flask_app, runner_app)
     api.install(flask_app, services)
     keys_api.install(flask_app, services)
+    audit_api.install(flask_app, services)
     federation_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)

@@ -30,13 +30,16 @@ CASES = {
         ["| keys in database", "| 1,000", "ratio 1,000 keys / 10 keys:"],
     ),
     "artifacts.py": (
-        ["--size-mib", "2", "--rounds", "1", "--workers", "1"],
+        ["--size-mib", "2", "--rounds", "1", "--workers", "1", "--memory-mib", "4"],
         [
             "| transfer",
             "| upload",
             "| download",
-            "ratio upload server/direct:",
-            "server peak RSS growth:",
+            "ratio upload hokusai/plain:",
+            "hokusai/boto3:",
+            "ratio download hokusai/plain:",
+            "plain MLflow server, largest RSS growth during one transfer",
+            "hokusai server, RSS growth during one 4 MiB upload:",
         ],
     ),
     "artifact_memory.py": (

@@ -157,9 +157,11 @@ READ_ROUTES = frozenset(
         ("GET", "/api/3.0/mlflow/roles/list"),
         ("GET", "/api/3.0/mlflow/roles/permissions/list"),
         ("GET", "/api/3.0/mlflow/roles/users/list"),
-        # ours: who am I, which keys do I have (creating, rotating, revoking are writes)
+        # ours: who am I, which keys do I have, what happened to them (creating, rotating,
+        # revoking are writes)
         ("GET", "/api/2.0/mlflow/hokusai/whoami"),
         ("GET", "/api/2.0/mlflow/hokusai/api-keys/list"),
+        ("GET", "/api/2.0/mlflow/hokusai/audit/list"),
         ("GET", "/api/2.0/mlflow/hokusai/federation/policies/list"),
         ("GET", "/api/2.0/mlflow/hokusai/federation/policies/get"),
         ("GET", "/api/2.0/mlflow/hokusai/run-artifacts"),

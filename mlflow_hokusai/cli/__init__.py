@@ -543,22 +543,31 @@ def audit():
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @_database_option
-def audit_list(user, since, event, limit, fmt, database_uri):
-    """List audit events, oldest first (times in UTC)."""
-    from mlflow_hokusai.cli.times import parse_since
-    from mlflow_hokusai.store.audit import AuditStore
-    from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
+@_tracking_option
+def audit_list(user, since, event, limit, fmt, database_uri, tracking_uri):
+    """List audit events, oldest first (times in UTC). Online, an admin's key sees every
+    event and anyone else's key the events about their own keys."""
+    from mlflow_hokusai.keys.audit import parse_since
 
     try:
         since_at = parse_since(since) if since else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    # Only our tables are needed: skip MLflow's auth store (a few seconds of imports).
-    engine = get_engine(database_uri or _settings().database_uri)
-    with startup_lock(engine):
-        upgrade(engine)
-    store = AuditStore(engine)
-    records = [r.to_dict() for r in store.list(user=user, since=since_at, event=event, limit=limit)]
+    if tracking_uri:
+        backend = _backend(database_uri, tracking_uri)
+        records = _run(
+            lambda: backend.audit_events(user=user, since=since, event=event, limit=limit)
+        )
+    else:
+        from mlflow_hokusai.store.audit import AuditStore
+        from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
+
+        # Only our tables are needed: skip MLflow's auth store (a few seconds of imports).
+        engine = get_engine(database_uri or _settings().database_uri)
+        with startup_lock(engine):
+            upgrade(engine)
+        found = AuditStore(engine).list(user=user, since=since_at, event=event, limit=limit)
+        records = [r.to_dict() for r in found]
     if fmt == "json":
         click.echo(json.dumps(records, indent=2))
         return

@@ -15,6 +15,7 @@ LIST_API_KEYS = f"{BASE}/api-keys/list"
 REVOKE_API_KEY = f"{BASE}/api-keys/revoke"
 ROTATE_API_KEY = f"{BASE}/api-keys/rotate"
 FEDERATION_POLICIES = f"{BASE}/federation/policies"
+AUDIT_EVENTS = f"{BASE}/audit/list"
 TOKEN_EXCHANGE = f"{BASE}/token-exchange"
 
 
@@ -118,6 +119,42 @@ class KeyManagementMixin:
         return ApiKey.from_json(resp["api_key"], key=resp["key"]), ApiKey.from_json(
             resp["replaced"]
         )
+
+    # -- the audit trail ----------------------------------------------------------------------
+    def list_audit_events(
+        self,
+        username: str | None = None,
+        event: str | None = None,
+        since: str | None = None,
+        key_id: str | None = None,
+        max_results: int | None = None,
+        page_token: str | None = None,
+    ) -> tuple[list[dict], str | None]:
+        """One page of audit events, oldest first, and the next page's token (None: the
+        last). Admins see every event (``username``: about that user's keys or by that
+        actor); anyone else the events about their own keys. ``since``: an ISO date/time or
+        a duration ago (``1h``, ``7d``)."""
+        params = {
+            "username": username,
+            "event": event,
+            "since": since,
+            "key_id": key_id,
+            "max_results": max_results,
+            "page_token": page_token,
+        }
+        resp = self._request(
+            AUDIT_EVENTS, "GET", params={k: v for k, v in params.items() if v is not None}
+        )
+        return resp.get("events", []), resp.get("next_page_token")
+
+    def iter_audit_events(self, **filters):
+        """Every audit event matching ``filters`` (as ``list_audit_events``), page by page."""
+        token = None
+        while True:
+            events, token = self.list_audit_events(**filters, page_token=token)
+            yield from events
+            if not token:
+                return
 
     # -- keyless CI: federation policies (admins) ---------------------------------------------
     def create_federation_policy(

@@ -15,6 +15,7 @@ from flask import Flask, jsonify, request
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.keys.management import Actor
 from mlflow_hokusai.routes.services import Services
 
 
@@ -22,6 +23,11 @@ class Route(NamedTuple):
     base: str  # e.g. "/mlflow/hokusai/whoami", under /api/2.0 and /ajax-api/2.0
     method: str
     view: object
+
+
+def actor() -> Actor:
+    """The caller, as the key-management and audit rules see them."""
+    return Actor.from_identity(current_identity(), request.remote_addr)
 
 
 def whoami():

@@ -13,14 +13,10 @@ from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys.management import Actor
-from mlflow_hokusai.routes.api import Route, json_body, register
+from mlflow_hokusai.routes.api import Route, actor, json_body, register
 from mlflow_hokusai.routes.services import Services, services
 
 BASE = "/mlflow/hokusai/api-keys"
-
-
-def _actor() -> Actor:
-    return Actor.from_identity(current_identity(), request.remote_addr)
 
 
 def _flag(name: str) -> bool:
@@ -38,7 +34,7 @@ def create_key():
     body = json_body({"name", "scope", "expires_in_days", "username", "allowed_ips", "rate_limit"})
     manager = services().keys
     key, record = manager.create(
-        _actor(),
+        actor(),
         username=body.get("username"),
         name=body.get("name"),
         scope=body.get("scope"),
@@ -57,21 +53,21 @@ def list_keys():
             f"Unknown parameter(s) {', '.join(map(repr, unknown))}; expected 'username', 'all'.",
         )
     manager = services().keys
-    records = manager.list(_actor(), username=request.args.get("username"), everyone=_flag("all"))
+    records = manager.list(actor(), username=request.args.get("username"), everyone=_flag("all"))
     return jsonify({"api_keys": [manager.describe(r) for r in records]})
 
 
 def revoke_key():
     body = json_body({"key_id"})
     manager = services().keys
-    record = manager.revoke(_actor(), body.get("key_id"))
+    record = manager.revoke(actor(), body.get("key_id"))
     return jsonify({"api_key": manager.describe(record)})
 
 
 def rotate_key():
     body = json_body({"key_id", "grace_seconds"})
     manager = services().keys
-    key, record, old = manager.rotate(_actor(), body.get("key_id"), body.get("grace_seconds"))
+    key, record, old = manager.rotate(actor(), body.get("key_id"), body.get("grace_seconds"))
     return jsonify(
         {"key": key, "api_key": manager.describe(record), "replaced": manager.describe(old)}
     )
@@ -90,15 +86,15 @@ def install(app: Flask, services: Services) -> None:
     created under a name that had keys does not get them."""
     register(app, services, ROUTES)
 
-    def actor() -> Actor:
+    def writer() -> Actor:
         identity = current_identity() if has_request_context() else None
         if identity is None:
             return Actor("mlflow", True)
         return Actor.from_identity(identity, request.remote_addr)
 
     _mlflow.patches.after_user_write(
-        "delete_user", lambda name: services.keys.revoke_user_keys(actor(), name, "deleted")
+        "delete_user", lambda name: services.keys.revoke_user_keys(writer(), name, "deleted")
     )
     _mlflow.patches.after_user_write(
-        "create_user", lambda name: services.keys.revoke_user_keys(actor(), name, "re-created")
+        "create_user", lambda name: services.keys.revoke_user_keys(writer(), name, "re-created")
     )

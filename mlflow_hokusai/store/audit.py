@@ -2,7 +2,8 @@
 
 An event names what happened to which key (by id, never the key), who did it and from where.
 Writers are the key-management service (created / rotated / revoked) and the gate
-(expired-use / denied-use); readers are ``mlflow-hokusai audit list``.
+(expired-use / denied-use); readers are ``mlflow-hokusai audit list`` and the REST
+``audit/list`` endpoint.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class AuditRecord:
             "detail": self.detail,
         }
 
+    def to_api(self) -> dict:
+        """The REST shape: the client's address is ``address``."""
+        fields = self.to_dict()
+        fields["address"] = fields.pop("source")
+        return fields
+
 
 def _clip(values: dict) -> dict:
     # Columns are bounded; a long header value must never make an audit write fail.
@@ -102,7 +109,39 @@ class AuditStore:
         event: str | None = None,
         limit: int | None = None,
     ) -> list[AuditRecord]:
-        """Events oldest first; ``user`` matches the key's owner or the actor."""
+        """Events oldest first; ``user`` matches the key's owner or the actor; ``limit``: only
+        the newest ``limit``."""
+        query = self._select(user=user, since=since, event=event)
+        if limit is not None:
+            # The newest ``limit`` events, still returned oldest first.
+            inner = query.order_by(AuditEvent.id.desc()).limit(limit).subquery()
+            query = sa.select(inner).order_by(inner.c.id)
+        else:
+            query = query.order_by(AuditEvent.id)
+        return self._run(query)
+
+    def page(
+        self,
+        *,
+        user: str | None = None,
+        owner: str | None = None,
+        since: datetime | None = None,
+        event: str | None = None,
+        key_id: str | None = None,
+        after_id: int = 0,
+        size: int,
+    ) -> list[AuditRecord]:
+        """Up to ``size`` events oldest first, after the event ``after_id``; ``user`` as in
+        ``list``, ``owner`` matches the key's owner only."""
+        query = self._select(user=user, since=since, event=event)
+        if owner is not None:
+            query = query.where(AuditEvent.username == owner)
+        if key_id is not None:
+            query = query.where(AuditEvent.key_id == key_id)
+        return self._run(query.where(AuditEvent.id > after_id).order_by(AuditEvent.id).limit(size))
+
+    @staticmethod
+    def _select(*, user, since, event):
         query = sa.select(
             AuditEvent.id,
             AuditEvent.occurred_at,
@@ -119,11 +158,8 @@ class AuditStore:
             query = query.where(AuditEvent.occurred_at >= since)
         if event is not None:
             query = query.where(AuditEvent.event == event)
-        if limit is not None:
-            # The newest ``limit`` events, still returned oldest first.
-            inner = query.order_by(AuditEvent.id.desc()).limit(limit).subquery()
-            query = sa.select(inner).order_by(inner.c.id)
-        else:
-            query = query.order_by(AuditEvent.id)
+        return query
+
+    def _run(self, query) -> list[AuditRecord]:
         with self.engine.connect() as conn:
             return [AuditRecord(**dict(row._mapping)) for row in conn.execute(query)]
