@@ -46,6 +46,7 @@ def create_app():
         errors,
         federation_api,
         gate,
+        key_page,
         keys_api,
         model_sources,
         token_tags,
@@ -132,6 +133,7 @@ def create_app():
     api.install(flask_app, services)
     keys_api.install(flask_app, services)
     audit_api.install(flask_app, services)
+    key_page.install(flask_app, services)
     federation_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)

@@ -162,6 +162,9 @@ READ_ROUTES = frozenset(
         ("GET", "/api/2.0/mlflow/hokusai/whoami"),
         ("GET", "/api/2.0/mlflow/hokusai/api-keys/list"),
         ("GET", "/api/2.0/mlflow/hokusai/audit/list"),
+        ("GET", "/hokusai/keys"),  # the key page and its files
+        ("GET", "/hokusai/keys.js"),
+        ("GET", "/hokusai/keys.css"),
         ("GET", "/api/2.0/mlflow/hokusai/federation/policies/list"),
         ("GET", "/api/2.0/mlflow/hokusai/federation/policies/get"),
         ("GET", "/api/2.0/mlflow/hokusai/run-artifacts"),
