@@ -37,6 +37,21 @@ def redis_server():
     server.destroy()
 
 
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium (the system's, through Playwright: tests/browser.py). Module-scoped:
+    while Playwright's sync API is open its event loop counts as running, and other modules'
+    tests call ``asyncio.run``."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def tracking(monkeypatch):
     """Point the stock MLflow client at a server with a key, the way users do."""

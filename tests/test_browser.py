@@ -3,9 +3,8 @@ prefix, with a key as the Basic-auth password, showing an experiment created thr
 API."""
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.browser import launch, signed_in
+from tests.browser import signed_in
 
 pytestmark = pytest.mark.browser
 
@@ -17,14 +16,6 @@ def browser_user(server):
     created = server.post("/api/2.0/mlflow/experiments/create", key, json={"name": name})
     assert created.status_code == 200, created.text
     return key, name
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.mark.parametrize("prefix", ["", "/api/mlflow"])

@@ -13,23 +13,15 @@ import time
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser import launch, signed_in
+from tests.browser import signed_in
 from tests.server import free_port
 
 KEYS = "/api/2.0/mlflow/hokusai/api-keys"
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 def _user(server, name: str, **body) -> tuple[str, str, str]:

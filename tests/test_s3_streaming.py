@@ -34,6 +34,15 @@ def _head(moto, key):
     return moto.client().head_object(Bucket=moto.bucket, Key=key)
 
 
+def _artifact_root(server, key, name: str) -> str:
+    """``EXP/RUN/artifacts`` of a new run in a new experiment ``name``, made with ``key``."""
+    experiment = server.post("/api/2.0/mlflow/experiments/create", key, json={"name": name}).json()[
+        "experiment_id"
+    ]
+    run = server.post("/api/2.0/mlflow/runs/create", key, json={"experiment_id": experiment})
+    return f"{experiment}/{run.json()['run']['info']['run_id']}/artifacts"
+
+
 def test_upload_through_the_server_streams_in_parts(moto, tmp_path):
     server = Server(
         str(tmp_path),
@@ -43,19 +52,14 @@ def test_upload_through_the_server_streams_in_parts(moto, tmp_path):
     ).start()
     try:
         key = server.create_key("streamer")
-        experiment = server.post(
-            "/api/2.0/mlflow/experiments/create", key, json={"name": "streaming"}
-        ).json()["experiment_id"]
-        run = server.post("/api/2.0/mlflow/runs/create", key, json={"experiment_id": experiment})
-        run_id = run.json()["run"]["info"]["run_id"]
+        root = _artifact_root(server, key, "streaming")
         big = os.urandom(2 * PART_SIZE + 1000)
         for name, body in (("big.bin", big), ("note.txt", b"small")):
-            run_root = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}"
-            url = f"{run_root}/artifacts/{name}"
+            url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{root}/{name}"
             headers = {"Authorization": f"Bearer {key}"}
             assert requests.put(url, data=body, headers=headers, timeout=120).status_code == 200
             assert requests.get(url, headers=headers, timeout=120).content == body
-        prefix = f"server/{experiment}/{run_id}/artifacts/"
+        prefix = f"server/{root}/"
         assert _head(moto, prefix + "big.bin")["ETag"].endswith('-3"')  # three parts
         note = _head(moto, prefix + "note.txt")
         assert "-" not in note["ETag"] and note["ContentType"] == "text/plain"
@@ -185,12 +189,7 @@ def download_server(moto, tmp_path_factory):
         args=["--artifacts-destination", "s3://streaming/downloads"],
     ).start()
     key = server.create_key("downloader")
-    experiment = server.post(
-        "/api/2.0/mlflow/experiments/create", key, json={"name": "downloads"}
-    ).json()["experiment_id"]
-    run = server.post("/api/2.0/mlflow/runs/create", key, json={"experiment_id": experiment})
-    root = f"{experiment}/{run.json()['run']['info']['run_id']}/artifacts"
-    yield server, key, root
+    yield server, key, _artifact_root(server, key, "downloads")
     server.stop()
 
 
@@ -280,11 +279,7 @@ def test_s3_failing_mid_download_is_an_error_not_a_short_file(tmp_path):
     ).start()
     try:
         key = server.create_key("unlucky")
-        experiment = server.post(
-            "/api/2.0/mlflow/experiments/create", key, json={"name": "failing"}
-        ).json()["experiment_id"]
-        run = server.post("/api/2.0/mlflow/runs/create", key, json={"experiment_id": experiment})
-        root = f"{experiment}/{run.json()['run']['info']['run_id']}/artifacts"
+        root = _artifact_root(server, key, "failing")
         body = os.urandom(40 * PART_SIZE)  # 320 MiB: far more than is in flight at once
         _put(server, key, root, "big.bin", body)
         url = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{root}/big.bin"
