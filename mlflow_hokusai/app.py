@@ -23,7 +23,7 @@ os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
     from mlflow_hokusai.artifacts import s3_downloads, s3_streaming
-    from mlflow_hokusai.auth import flask_auth
+    from mlflow_hokusai.auth import flask_auth, resource_limits
     from mlflow_hokusai.auth.authenticator import Authenticator
     from mlflow_hokusai.auth.cache import LookupCache
     from mlflow_hokusai.auth.federation import TokenExchange
@@ -48,6 +48,7 @@ def create_app():
         gate,
         key_page,
         keys_api,
+        limited_keys,
         model_sources,
         token_tags,
     )
@@ -120,6 +121,13 @@ def create_app():
     _mlflow.patches.make_server_info_public()
     _mlflow.patches.skip_redundant_request_work()
     _mlflow.patches.admin_flag_from_identity(flask_auth.caller_identity)
+    limiter = resource_limits.ResourceLimiter(
+        flask_auth.caller_identity,
+        _mlflow.experiment_name,
+        lambda key_id: started.key_store.get(key_id).resource_limits,
+        ttl=max(settings.auth_cache_ttl_seconds, 0.0),
+    )
+    _mlflow.limit_patches.cap_permissions(limiter.ceiling, resource_limits.note_lowered)
     # --expose-prometheus: MLflow's /metrics is for admins (a read-only admin key scrapes it).
     _mlflow.patches.admins_only([("/metrics", "GET"), ("/metrics", "HEAD")])
     if settings.auth_cache_ttl_seconds > 0:
@@ -134,6 +142,7 @@ def create_app():
     keys_api.install(flask_app, services)
     audit_api.install(flask_app, services)
     key_page.install(flask_app, services)
+    limited_keys.install(flask_app, services)
     federation_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)

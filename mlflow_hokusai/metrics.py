@@ -3,8 +3,8 @@ DIR`` is on (install ``mlflow-hokusai[metrics]``). ``prometheus_client`` in mult
 (the directory MLflow passes its workers), so every worker's counts add up:
 
 - ``hokusai_auth_requests_total{outcome}``: ok, unauthenticated, forbidden_scope (a read-only
-  key refused a write), forbidden_ip (a key used from outside its allowlist), rate_limited,
-  unavailable (the key database unreachable: 503);
+  key refused a write, or a resource-limited key a route or workspace), forbidden_ip (a key
+  used from outside its allowlist), rate_limited, unavailable (the key database unreachable: 503);
 - ``hokusai_key_lookups_total{result}``: ``cache_hit`` or ``lookup`` (a database query);
 - ``hokusai_api_keys{status}``: keys by status (active, rotating, dormant, expired, revoked),
   refreshed every minute.

@@ -136,3 +136,39 @@ def test_upgrade_from_0007_adds_federation(tmp_path):
     )
     assert policies.list("https://issuer.example") == [made]
     upgrade(engine)  # idempotent
+
+
+def test_upgrade_from_0008_adds_resource_limits(tmp_path):
+    """A database made by the previous main (0008) keeps its keys, unlimited, and takes
+    resource limits afterwards (kept on rotation)."""
+    from mlflow_hokusai.keys.format import generate_key, parse_key
+    from mlflow_hokusai.keys.limits import from_json, parse_limits
+    from mlflow_hokusai.store.keys import KeyStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0008")
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=6, username="ida", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at, federated_by) VALUES ('k-ida', 'd1', 'hk_live_abcd', "
+                "'ida', 6, 'ci', 'write', '2026-12-01 00:00:00', NULL)"
+            )
+        )
+    upgrade(engine)
+    store = KeyStore(engine)
+    record = store.get("k-ida")
+    assert record.resource_limits is None and record.to_dict()["limits"] is None
+    assert record.name == "ci" and record.status() == "active"
+    limits = parse_limits(["7=EDIT"], ["ci-*"])
+    store.set_limits("k-ida", limits.to_json())
+    parsed = parse_key(generate_key())
+    replacement = store.rotate("k-ida", parsed.digest, parsed.display_prefix)
+    assert from_json(store.get(replacement.id).resource_limits) == limits
+    assert store.get(replacement.id).to_dict()["limits"]["registered_models"] == [
+        {"name": "ci-*", "permission": "MANAGE"}
+    ]
+    upgrade(engine)  # idempotent

@@ -4,7 +4,7 @@ changes it, ``targets`` lists every private name either uses and checks them at 
 Everything else in mlflow-hokusai uses MLflow's public API, or this package.
 """
 
-from mlflow_hokusai._mlflow import asgi_patches, patches, targets
+from mlflow_hokusai._mlflow import asgi_patches, limit_patches, patches, targets
 from mlflow_hokusai._mlflow.accessors import (
     AUTHORIZATION_FUNCTION,
     SGI_ENV_VAR,
@@ -12,6 +12,7 @@ from mlflow_hokusai._mlflow.accessors import (
     NativeRoutes,
     build_auth_app,
     can_read_registered_model,
+    experiment_name,
     get_run,
     graphql_root_fields,
     list_logged_model_artifacts,
@@ -39,6 +40,7 @@ __all__ = [
     "NativeRoutes",
     "build_auth_app",
     "can_read_registered_model",
+    "experiment_name",
     "get_run",
     "graphql_root_fields",
     "list_logged_model_artifacts",
@@ -47,6 +49,7 @@ __all__ = [
     "logged_models_of_run",
     "password_checker",
     "asgi_patches",
+    "limit_patches",
     "patches",
     "preload",
     "registry_store",

@@ -182,6 +182,13 @@ def get_run(run_id: str):
     return _get_tracking_store().get_run(run_id)
 
 
+def experiment_name(experiment_id: str) -> str:
+    """The name of an experiment in the server's tracking store (MLflow's 404 when unknown)."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    return _get_tracking_store().get_experiment(experiment_id).name
+
+
 def list_run_artifacts():
     """MLflow's ``GET /api/2.0/mlflow/artifacts/list`` handler, run on the current request
     (``run_id``, ``path``, ``page_token`` query parameters): MLflow's own response and errors."""

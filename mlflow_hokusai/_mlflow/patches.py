@@ -42,11 +42,14 @@ class _Memo:
 
 
 def _find(module: str, attribute: str):
-    """The object of a listed target (None when this MLflow lacks an optional one)."""
+    """The object of a listed target (None when this MLflow lacks an optional one, or a
+    required one that first appeared in a later release than this one)."""
+    import mlflow
+
     for target in targets.TARGETS:
         if (target.module, target.attribute) == (module, attribute):
             found = target.find()
-            if found is None and target.required:
+            if found is None and target.required and target.expected(mlflow.__version__):
                 raise RuntimeError(f"MLflow has no {target.name} ({target.purpose})")
             return found
     raise KeyError(f"{module}.{attribute} is not listed in _mlflow/targets.py")

@@ -53,6 +53,22 @@ class Target(NamedTuple):
 
 
 TARGETS: tuple[Target, ...] = (
+    # resource-limited keys (limit_patches.py): where MLflow's engine works out a permission
+    Target(AUTH, "_role_permission_for", "label a point check with its resource (limits)"),
+    Target(
+        AUTH,
+        "_role_permission_for_known_workspace",
+        "label a point check with its resource (limits)",
+    ),
+    Target(AUTH, "_get_role_permission_or_default", "cap a point check (resource limits)"),
+    Target(AUTH, "_role_based_read_predicate", "filter searches (resource limits)"),
+    Target(
+        AUTH,
+        "_resolve_requirement_decisions",
+        "cap the requirement decisions (resource limits)",
+        since="3.17",
+    ),
+    Target(AUTH, "RetentionGate.retains", "filter listings (resource limits)", since="3.17"),
     # accessors
     Target(AUTH, "create_app", "let MLflow's auth engine build the app"),
     Target(AUTH, "store", "the running auth store (users, permissions)"),

@@ -34,6 +34,7 @@ from mlflow_hokusai.auth.login_limits import LoginLimits
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.lifetime import LifetimeRules
+from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
@@ -70,6 +71,8 @@ class Identity:
     expires_at: datetime | None = None  # the key's expiry (naive UTC); None: never / password
     rate_limit: str | None = None  # the key's limit ("N/second|minute|hour"); None: none
     key_prefix: str | None = None  # the key's display prefix (for messages)
+    # The experiments and registered models the key is limited to (``keys/limits.py``).
+    limits: ResourceLimits = UNLIMITED
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,13 @@ class AuthFailure:
 
 
 Result = Identity | AuthFailure
+
+
+@functools.lru_cache(maxsize=4096)
+def _limits(stored: str | None) -> ResourceLimits:
+    return from_json(stored)
+
+
 # fetch(cache key, load) -> the value, or MISS when it is not at hand
 _Fetch = Callable[[tuple, Callable[[], object]], object]
 
@@ -209,14 +219,18 @@ class Authenticator:
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")
         self._maybe_touch(record.id)
+        limits = _limits(record.resource_limits)
         return Identity(
             record.username,
-            record.user_is_admin,
+            # A resource-limited key never acts as an admin: MLflow's engine checks each
+            # resource for it (admins skip those checks), and the limits cap the answer.
+            record.user_is_admin and not limits.limited,
             record.id,
             record.scope,
             record.expires_at,
             record.rate_limit,
             record.display_prefix,
+            limits,
         )
 
     @staticmethod

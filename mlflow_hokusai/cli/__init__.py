@@ -110,6 +110,62 @@ def _validated(parse):
     return callback
 
 
+def _limit_entries(ctx, param, values):
+    """Check --experiment/--model entries the way the server will (one implementation)."""
+    from mlflow_hokusai.errors import HokusaiError
+    from mlflow_hokusai.keys.limits import parse_limits
+
+    if not values:
+        return values
+    field = "experiments" if param.name == "experiments" else "registered_models"
+    try:
+        parse_limits(**{field: list(values)})
+    except HokusaiError as e:
+        raise click.BadParameter(e.message) from None
+    return values
+
+
+def _limit_options(func):
+    options = [
+        click.option(
+            "--experiment",
+            "experiments",
+            multiple=True,
+            metavar="ID|NAME[=PERMISSION]",
+            callback=_limit_entries,
+            help="Limit the key to this experiment, by id or name (repeat), with a permission "
+            "ceiling READ, EDIT or MANAGE (default: the key's scope, MANAGE for write keys, READ "
+            "for read keys; never more than the owner has). Its runs, metrics, artifacts, "
+            "traces and logged models follow it. 'name:123' names an experiment called 123.",
+        ),
+        click.option(
+            "--model",
+            "models",
+            multiple=True,
+            metavar="NAME|PREFIX*[=PERMISSION]",
+            callback=_limit_entries,
+            help="Limit the key to this registered model, or the models whose names start "
+            "with PREFIX (repeat), with a ceiling as for --experiment. Its versions, aliases "
+            "and tags follow it.",
+        ),
+        click.option(
+            "--workspace",
+            default=None,
+            metavar="NAME",
+            help="With MLflow workspaces on: the only workspace the key may act in.",
+        ),
+        click.option(
+            "--can-create",
+            is_flag=True,
+            help="Let the limited key create experiments and registered models; what it "
+            "creates is added to its limits.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _tracking_option(func):
     return click.option(
         "--tracking-uri",
@@ -209,6 +265,7 @@ def _run(action):
     "every worker and replica; over it, 429 with Retry-After (default: the server's "
     "default_rate_limit, else none; 'none': no limit, for admins where a default exists).",
 )
+@_limit_options
 @_database_option
 @_tracking_option
 def create_key(
@@ -219,6 +276,10 @@ def create_key(
     expires_in_days,
     allowed_ips,
     rate_limit,
+    experiments,
+    models,
+    workspace,
+    can_create,
     database_uri,
     tracking_uri,
 ):
@@ -237,6 +298,10 @@ def create_key(
             make_admin=admin,
             allowed_ips=list(allowed_ips) or None,
             rate_limit=rate_limit,
+            experiments=list(experiments) or None,
+            registered_models=list(models) or None,
+            workspace=workspace,
+            can_create=can_create or None,
         )
     )
     expiry = f", expires {record['expires_at']}" if record["expires_at"] else ""
@@ -244,6 +309,8 @@ def create_key(
         expiry += f", only from {', '.join(record['allowed_ips'])}"
     if record.get("rate_limit"):
         expiry += f", at most {record['rate_limit']}"
+    if record.get("limits"):
+        expiry += f", limited to {_limits_text(record['limits'])}"
     _note(
         f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
         f"for {record['username']!r}{expiry}."
@@ -291,11 +358,21 @@ def list_keys(username, everyone, fmt, database_uri, tracking_uri):
         "last_used_at",
         "allowed_ips",
         "rate_limit",
+        "limits",
     ]
     _table(columns, [[_cell(r, c) for c in columns] for r in records])
 
 
+def _limits_text(limits: dict | None) -> str:
+    """A key's limits in one line (``experiments=12:EDIT models=ci-*:MANAGE can_create``)."""
+    from mlflow_hokusai.keys.limits import from_json
+
+    return from_json(json.dumps(limits)).summary() if limits else "none"
+
+
 def _cell(record: dict, column: str) -> str:
+    if column == "limits":
+        return _limits_text(record.get("limits"))
     if column == "status" and record.get("status") == "rotating":
         return f"rotating until {record.get('rotation_ends_at')}"
     if column == "allowed_ips":
@@ -332,6 +409,57 @@ def _grace(ctx, param, value):
         return parse_duration(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+@keys.command("update")
+@click.argument("key_id")
+@_limit_options
+@click.option(
+    "--no-experiments", is_flag=True, help="The key names no experiment (it touches none)."
+)
+@click.option("--no-models", is_flag=True, help="The key names no registered model.")
+@click.option(
+    "--no-can-create", is_flag=True, help="The key may no longer create experiments or models."
+)
+@click.option(
+    "--unlimited", is_flag=True, help="Remove every resource and workspace limit from the key."
+)
+@_database_option
+@_tracking_option
+def update_key(
+    key_id,
+    experiments,
+    models,
+    workspace,
+    can_create,
+    no_experiments,
+    no_models,
+    no_can_create,
+    unlimited,
+    database_uri,
+    tracking_uri,
+):
+    """Change KEY_ID's resource limits. Each option given replaces that part of the limits
+    (--experiment/--model: the whole list); the others stay. Narrowing takes effect on every
+    server within a second; widening never gives more than the key's owner may do."""
+    if experiments and no_experiments or models and no_models or can_create and no_can_create:
+        raise click.UsageError("an option and its --no- form contradict each other")
+    given = {
+        "experiments": [] if no_experiments else list(experiments) or None,
+        "registered_models": [] if no_models else list(models) or None,
+        "workspace": workspace,
+        "can_create": False if no_can_create else (True if can_create else None),
+    }
+    if unlimited and any(value is not None for value in given.values()):
+        raise click.UsageError("--unlimited removes every limit: give no other limit with it")
+    if not unlimited and all(value is None for value in given.values()):
+        raise click.UsageError("nothing to change: give a limit option, or --unlimited")
+    backend = _backend(database_uri, tracking_uri)
+    record = _run(lambda: backend.update_limits(key_id, unlimited=unlimited, **given))
+    _note(
+        f"Key {record['id']} ({record['prefix']}…) of {record['username']!r} is now limited "
+        f"to: {_limits_text(record.get('limits'))}."
+    )
 
 
 @keys.command("rotate")

@@ -44,6 +44,7 @@ class Offline:
         make_admin,
         allowed_ips=None,
         rate_limit=None,
+        **limits,
     ) -> tuple[str, dict]:
         key, record = self.manager.create(
             self.actor,
@@ -54,8 +55,12 @@ class Offline:
             make_admin=make_admin,
             allowed_ips=allowed_ips,
             rate_limit=rate_limit,
+            **limits,
         )
         return key, self.manager.describe(record)
+
+    def update_limits(self, key_id, **limits) -> dict:
+        return self.manager.describe(self.manager.update_limits(self.actor, key_id, **limits))
 
     def list(self, *, username, everyone) -> list[dict]:
         # Offline, no --user means every user's keys (the operator may see them all).
@@ -100,6 +105,7 @@ class Online:
         make_admin,
         allowed_ips=None,
         rate_limit=None,
+        **limits,
     ) -> tuple[str, dict]:
         created = self.client.create_api_key(
             name=name or None,
@@ -108,8 +114,12 @@ class Online:
             username=username,
             allowed_ips=allowed_ips,
             rate_limit=rate_limit,
+            **limits,
         )
         return created.key, created.to_dict()
+
+    def update_limits(self, key_id, **limits) -> dict:
+        return self.client.update_api_key_limits(key_id, **limits).to_dict()
 
     def list(self, *, username, everyone) -> list[dict]:
         return [k.to_dict() for k in self.client.list_api_keys(username, all_users=everyone)]

@@ -14,6 +14,7 @@ CREATE_API_KEY = f"{BASE}/api-keys/create"
 LIST_API_KEYS = f"{BASE}/api-keys/list"
 REVOKE_API_KEY = f"{BASE}/api-keys/revoke"
 ROTATE_API_KEY = f"{BASE}/api-keys/rotate"
+UPDATE_API_KEY = f"{BASE}/api-keys/update"
 FEDERATION_POLICIES = f"{BASE}/federation/policies"
 AUDIT_EVENTS = f"{BASE}/audit/list"
 TOKEN_EXCHANGE = f"{BASE}/token-exchange"
@@ -37,6 +38,8 @@ class ApiKey:
     replaced_by: str | None = None
     allowed_ips: list[str] = field(default_factory=list)
     rate_limit: str | None = None
+    # {"experiments", "registered_models", "workspace", "can_create"}; None: unlimited
+    limits: dict | None = None
     key: str | None = None
 
     @classmethod
@@ -57,7 +60,7 @@ class ApiKey:
 
 class KeyManagementMixin:
     def whoami(self) -> dict:
-        """The caller: ``{"username", "is_admin", "key_id", "scope"}``."""
+        """The caller: ``{"username", "is_admin", "key_id", "scope", "limits"}``."""
         return self._request(WHOAMI, "GET")
 
     def create_api_key(
@@ -68,11 +71,20 @@ class KeyManagementMixin:
         username: str | None = None,
         allowed_ips: list[str] | None = None,
         rate_limit: str | None = None,
+        experiments: list | None = None,
+        registered_models: list | None = None,
+        workspace: str | None = None,
+        can_create: bool | None = None,
     ) -> ApiKey:
         """Create a key (for ``username``: admins only; usable only from ``allowed_ips``, up
         to 20 addresses or CIDR ranges, when given; at most ``rate_limit`` requests, e.g.
         ``"1000/hour"``, or ``"none"``; default: the server's ``default_rate_limit``). The
-        result's ``.key`` is the plaintext, shown this once."""
+        result's ``.key`` is the plaintext, shown this once.
+
+        Resource limits: ``experiments`` (ids or names) and ``registered_models`` (names or
+        ``prefix*``), each entry a string (``"12"``, ``"ci-model=READ"``) or
+        ``{"id"|"name": …, "permission": "READ"|"EDIT"|"MANAGE"}``; ``workspace``;
+        ``can_create`` lets the key create experiments and models (added to its limits)."""
         body = {
             "name": name,
             "scope": scope,
@@ -80,6 +92,10 @@ class KeyManagementMixin:
             "username": username,
             "allowed_ips": allowed_ips,
             "rate_limit": rate_limit,
+            "experiments": experiments,
+            "registered_models": registered_models,
+            "workspace": workspace,
+            "can_create": can_create,
         }
         resp = self._request(
             CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}
@@ -95,6 +111,30 @@ class KeyManagementMixin:
             params["all"] = "true"
         resp = self._request(LIST_API_KEYS, "GET", params=params)
         return [ApiKey.from_json(item) for item in resp.get("api_keys", [])]
+
+    def update_api_key_limits(
+        self,
+        key_id: str,
+        experiments: list | None = None,
+        registered_models: list | None = None,
+        workspace: str | None = None,
+        can_create: bool | None = None,
+        unlimited: bool = False,
+    ) -> ApiKey:
+        """Change a key's resource limits: the arguments given replace the key's (``[]``
+        names none), the others stay; ``unlimited=True`` removes them all."""
+        body = {
+            "key_id": key_id,
+            "experiments": experiments,
+            "registered_models": registered_models,
+            "workspace": workspace,
+            "can_create": can_create,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        if unlimited:
+            body["unlimited"] = True
+        resp = self._request(UPDATE_API_KEY, "POST", json=body)
+        return ApiKey.from_json(resp["api_key"])
 
     def revoke_api_key(self, key_id: str) -> ApiKey:
         """Revoke a key by id; every server refuses it within a second."""

@@ -161,6 +161,18 @@ class AuditLog:
             detail=f"read-only key: {request_line}",
         )
 
+    def limited_refusal(self, identity, request_line: str, source: str | None) -> None:
+        """A resource-limited key was refused (outside its limits, or a route it may not use)."""
+        if identity.key_id is None:
+            return
+        self.refused(
+            "denied-use",
+            key_id=identity.key_id,
+            username=identity.username,
+            source=source,
+            detail=f"resource-limited key: {request_line}",
+        )
+
     def rate_limited(self, identity, verdict, source: str | None) -> None:
         """A key went over its rate limit (at most once a minute per key and address)."""
         self.refused(

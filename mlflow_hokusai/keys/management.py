@@ -24,6 +24,7 @@ from mlflow_hokusai.errors import HokusaiError, invalid_parameter
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.lifetime import LifetimeRules
+from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json, parse_limits
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import (
     SCOPES,
@@ -63,6 +64,7 @@ def issue_key(
     expires_in_days: int | None = None,
     allowed_ips: tuple[str, ...] = (),
     rate_limit: str | None = None,
+    limits: ResourceLimits = UNLIMITED,
 ) -> tuple[str, KeyRecord]:
     """Make a new key; return the plaintext (shown once) and its record."""
     expires_at = None
@@ -78,6 +80,7 @@ def issue_key(
         expires_at=expires_at,
         allowed_ips=allowed_ips,
         rate_limit=rate_limit,
+        resource_limits=limits.to_json(),
     )
     return key, record
 
@@ -208,11 +211,19 @@ class Actor:
     # The expiry of the API key acting (None: a password login, the CLI, or a key that never
     # expires). A key it creates may not outlive it.
     key_expires_at: datetime | None = None
+    # The display prefix of a resource-limited key acting (None: not limited).
+    limited_key: str | None = None
 
     @classmethod
     def from_identity(cls, identity, source: str | None) -> Actor:
+        limits = getattr(identity, "limits", None)
         return cls(
-            identity.username, identity.is_admin, identity.scope, source, identity.expires_at
+            identity.username,
+            identity.is_admin,
+            identity.scope,
+            source,
+            identity.expires_at,
+            identity.key_prefix if limits is not None and limits.limited else None,
         )
 
     @classmethod
@@ -265,6 +276,27 @@ class KeyManager:
                 "PERMISSION_DENIED",
                 f"This API key is read-only: it cannot {what}. Use a write key.",
             )
+        if actor.limited_key is not None:  # it could mint itself a wider key
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                f"This API key ({actor.limited_key}…) is limited to named experiments and "
+                f"registered models: it cannot {what}. Use a key without resource limits.",
+            )
+
+    def _limits_for(self, owner: str, limits: ResourceLimits, make_admin: bool = False) -> None:
+        """Resource limits are for keys of non-admin users: MLflow's engine skips every
+        per-resource check for an admin, so there would be nothing for a limit to cap."""
+        if not (limits.limited or limits.workspace is not None):
+            return
+        is_admin = make_admin
+        if not is_admin and self.users.has_user(owner):
+            is_admin = bool(self.users.get_user(owner).is_admin)
+        if is_admin:
+            raise invalid_parameter(
+                f"User {owner!r} is an admin, and keys of admins cannot be limited to resources "
+                "(an admin passes every per-resource check). Create the key for a non-admin "
+                "user, e.g. a service user given permissions on the experiments and models."
+            )
 
     def _owned(self, actor: Actor, key_id: str) -> KeyRecord:
         try:
@@ -304,11 +336,16 @@ class KeyManager:
         make_admin: bool = False,
         allowed_ips=None,
         rate_limit=None,
+        experiments=None,
+        registered_models=None,
+        workspace=None,
+        can_create=None,
     ) -> tuple[str, KeyRecord]:
         """Create a key; return the plaintext (shown once) and its record."""
         self._require_write(actor, "create keys")
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
+        limits = parse_limits(experiments, registered_models, workspace, can_create, scope=scope)
         allowed_ips = parse_allowed_ips(allowed_ips)
         rate_limit = self.rate_limit_for(actor, parse_key_rate_limit(rate_limit))
         expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
@@ -317,6 +354,7 @@ class KeyManager:
         if make_admin and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
         self._within_creator_lifetime(actor, expires_in_days)
+        self._limits_for(owner, limits, make_admin)
         if actor.is_admin:
             self.ensure_user(actor, owner, make_admin)
         key, record = issue_key(
@@ -328,12 +366,15 @@ class KeyManager:
             expires_in_days=expires_in_days,
             allowed_ips=allowed_ips,
             rate_limit=rate_limit,
+            limits=limits,
         )
         expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
         if allowed_ips:
             expiry += f" allowed_ips={','.join(allowed_ips)}"
         if rate_limit:
             expiry += f" rate_limit={rate_limit}"
+        if limits.to_json():
+            expiry += f" {limits.summary()}"
         self.audit.record(
             "created",
             actor=actor.name,
@@ -343,6 +384,84 @@ class KeyManager:
             detail=f"scope={scope} name={name!r}{expiry}",
         )
         return key, record
+
+    def update_limits(
+        self,
+        actor: Actor,
+        key_id,
+        *,
+        experiments=None,
+        registered_models=None,
+        workspace=None,
+        can_create=None,
+        unlimited: bool = False,
+    ) -> KeyRecord:
+        """Change a key's resource limits: the fields given replace the key's (``[]`` names
+        none), the others stay; ``unlimited`` removes them all. Narrowing takes effect within
+        the staleness bound; widening never beyond the owner's own rights."""
+        self._require_write(actor, "change resource limits")
+        record = self._owned(actor, key_id)
+        if record.revoked_at is not None:
+            raise invalid_parameter(f"API key {record.id!r} is revoked; its limits cannot change.")
+        if unlimited and any(
+            v is not None for v in (experiments, registered_models, workspace, can_create)
+        ):
+            raise invalid_parameter("'unlimited' removes every limit: give no other field with it.")
+        current = from_json(record.resource_limits)
+        if unlimited:
+            limits = UNLIMITED
+        else:
+            given = parse_limits(
+                experiments, registered_models, workspace, can_create, scope=record.scope
+            )
+            limits = ResourceLimits.build(
+                given.experiments if experiments is not None else current.experiments,
+                given.registered_models
+                if registered_models is not None
+                else current.registered_models,
+                given.workspace if workspace is not None else current.workspace,
+                given.can_create if can_create is not None else current.can_create,
+            )
+        self._limits_for(record.username, limits)
+        record = self.store.set_limits(record.id, limits.to_json())
+        self._on_change()
+        self.audit.record(
+            "limited",
+            actor=actor.name,
+            key_id=record.id,
+            username=record.username,
+            source=actor.source,
+            detail=limits.summary() or "unlimited",
+        )
+        return record
+
+    def add_created(self, key_id: str, kind: str, value: str) -> None:
+        """A ``can_create`` key created experiment id (or registered model name) ``value``:
+        add it to the key's limits with the key's default ceiling (audited)."""
+        from mlflow_hokusai.keys.limits import default_ceiling
+
+        added = []
+
+        def change(stored):
+            limits = from_json(stored)
+            if not limits.limited:
+                return stored
+            record = self.store.get(key_id)
+            new = limits.with_created(kind, value, default_ceiling(record.scope))
+            if new != limits:
+                added.append(record)
+            return new.to_json()
+
+        self.store.update_limits(key_id, change)
+        self._on_change()
+        for record in added:
+            self.audit.record(
+                "limited",
+                actor=record.username,
+                key_id=key_id,
+                username=record.username,
+                detail=f"created {kind.replace('_', ' ')} {value!r}: added to the key's limits",
+            )
 
     def rate_limit_for(self, actor: Actor, asked: str | None) -> str | None:
         """The limit a new key gets: the one asked for, else the server's default; no limit

@@ -38,6 +38,7 @@ def whoami():
             "is_admin": identity.is_admin,
             "key_id": identity.key_id,
             "scope": identity.scope,
+            "limits": identity.limits.to_dict() if identity.limits.to_json() else None,
         }
     )
 

@@ -26,6 +26,7 @@ from http import HTTPStatus
 import anyio
 import mlflow
 
+from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.addresses import ClientAddress
 from mlflow_hokusai.auth.authenticator import AuthFailure
 from mlflow_hokusai.auth.context import ENVIRON_KEY, reset_identity, set_identity
@@ -116,6 +117,7 @@ class _Gate:
         self.addresses = ClientAddress(services.settings.trusted_proxies)
         self.metrics = services.metrics
         self.rate_limits = services.rate_limits
+        self.limited_routes = resource_limits.LimitedRoutes(services.read_scope)
 
     def wants_slash(self, seen: str, method: str) -> bool:
         return bool(self.url_prefix) and seen == self.url_prefix and method in ("GET", "HEAD")
@@ -151,6 +153,30 @@ class _Gate:
             self.audit.read_only_refusal(result, f"{method} {path}", peer)
             return error_parts("PERMISSION_DENIED", refusal)
         return None
+
+    def limits_refusal(self, identity, path: str, method: str, peer, workspace: str | None):
+        """For a key with resource or workspace limits: (the 403 response or None, the
+        request's ``LimitNotes`` or None). ``workspace``: the request's X-MLflow-Workspace."""
+        limits = identity.limits
+        if not limits.limited and limits.workspace is None:
+            return None, None
+        message = resource_limits.workspace_refusal(identity, workspace)
+        notes = resource_limits.LimitNotes()
+        if message is None and limits.limited:
+            message = self.limited_routes.refusal(identity, path, method, notes)
+        if message is None:
+            return None, notes if limits.limited else None
+        self.metrics.request("forbidden_scope")
+        self.audit.limited_refusal(identity, f"{method} {path}", peer)
+        return error_parts("PERMISSION_DENIED", message), None
+
+    def forbidden_by_limits(self, identity, notes, request_line: str, peer):
+        """For ``_json_errors``: the message of a 403 MLflow's engine gave a limited key when
+        the key's limits (not its owner's rights) took the permission away, else None."""
+        if notes is None or not notes.lowered:
+            return None
+        self.audit.limited_refusal(identity, request_line, peer)
+        return resource_limits.denial_message(identity)
 
     def over_limit(self, identity, verdict, peer: str | None):
         """After ``refusal`` let the request on: (the 429 response or None, the ``RateLimit-*``
@@ -192,6 +218,10 @@ class AsgiGate(_Gate):
         peer = self.addresses.of(client[0] if client else None, forwarded)
         result = await self._authenticate(scope, peer)
         error = result if isinstance(result, tuple) else self.refusal(result, path, method, peer)
+        notes = None
+        if error is None:
+            workspace = next(iter(_values(scope, b"x-mlflow-workspace")), None)
+            error, notes = self.limits_refusal(result, path, method, peer, workspace)
         limit_headers = ()
         if error is None:
             error, limit_headers = await self._rate_limit(result, peer)
@@ -202,10 +232,20 @@ class AsgiGate(_Gate):
         scope = _basic_names(scope, result)
         if limit_headers:
             send = _with_headers(send, limit_headers)
+        forbidden = None
+        if notes is not None:
+            request_line = f"{method} {path}"
+
+            def forbidden():
+                return self.forbidden_by_limits(result, notes, request_line, peer)
+
         token = set_identity(result)
+        notes_token = resource_limits.enter(notes) if notes is not None else None
         try:
-            await self.app(scope, receive, _json_errors(send))
+            await self.app(scope, receive, _json_errors(send, forbidden))
         finally:
+            if notes_token is not None:
+                resource_limits.leave(notes_token)
             reset_identity(token)
 
     def _canonical(self, scope, seen: str, method: str):
@@ -340,6 +380,10 @@ class WsgiGate(_Gate):
             self.metrics.request("unavailable")
             return _wsgi_send(start_response, parts_of(error))
         error = self.refusal(result, path, method, peer)
+        notes = None
+        if error is None:
+            workspace = environ.get("HTTP_X_MLFLOW_WORKSPACE")
+            error, notes = self.limits_refusal(result, path, method, peer, workspace)
         limit_headers = ()
         if error is None:
             verdict = None
@@ -357,7 +401,18 @@ class WsgiGate(_Gate):
         environ[ENVIRON_KEY] = result
         if environ.get("HTTP_AUTHORIZATION", "")[:6].lower() == "basic ":
             environ["HTTP_AUTHORIZATION"] = basic_authorization(result)
-        return _wsgi_json_errors(self.app, environ, start_response)
+        if notes is None:
+            return _wsgi_json_errors(self.app, environ, start_response)
+        token = resource_limits.enter(notes)
+        try:
+            return _wsgi_json_errors(
+                self.app,
+                environ,
+                start_response,
+                lambda: self.forbidden_by_limits(result, notes, f"{method} {path}", peer),
+            )
+        finally:
+            resource_limits.leave(token)
 
 
 def _wsgi_with_headers(start_response, extra):
@@ -391,8 +446,9 @@ def _needs_rewrite(status: int, headers) -> bool:
     return not (_header(headers, "content-type") or "").startswith("application/json")
 
 
-def _rewritten(status: int, headers, body: bytes):
-    """The (status, headers, body) the client gets instead, or None to send the original."""
+def _rewritten(status: int, headers, body: bytes, forbidden=None):
+    """The (status, headers, body) the client gets instead, or None to send the original.
+    ``forbidden()``: the message for a 403, or None for MLflow's own."""
     if status == 500 and (disabled := _feature_disabled(body)) is not None:
         # MLflow answers a request for a feature this server has off (a workspace header
         # without workspaces) with its message and a 500; it is the request that is wrong.
@@ -407,6 +463,9 @@ def _rewritten(status: int, headers, body: bytes):
         # MLflow's stores answer a lost database connection as TEMPORARILY_UNAVAILABLE JSON.
         mlflow_store = b'"TEMPORARILY_UNAVAILABLE"' in body
         return error_parts("TEMPORARILY_UNAVAILABLE", DATABASE_DOWN if mlflow_store else STORE_DOWN)
+    message = forbidden() if forbidden is not None else None
+    if message is not None:
+        return error_parts("PERMISSION_DENIED", message)
     text = body.decode("utf-8", "replace").strip() or "Permission denied"
     return error_parts("PERMISSION_DENIED", text if text.endswith(".") else text + ".")
 
@@ -424,7 +483,7 @@ def _feature_disabled(body: bytes) -> str | None:
     return str(error.get("message") or "This feature is not enabled on this server.")
 
 
-def _json_errors(send):
+def _json_errors(send, forbidden=None):
     """Wrap ``send`` so MLflow's plain-text 403s, its 500s and any 503 that is not ours reach
     the client as our JSON (``_rewritten``; such a body is held back until complete)."""
     state = {"start": None, "body": []}
@@ -440,7 +499,7 @@ def _json_errors(send):
             if message.get("more_body"):
                 return None
             start, body = state["start"], b"".join(state["body"])
-            replacement = _rewritten(start["status"], start.get("headers", []), body)
+            replacement = _rewritten(start["status"], start.get("headers", []), body, forbidden)
             if replacement is None:
                 await send(start)
                 return await send({"type": "http.response.body", "body": body})
@@ -450,7 +509,7 @@ def _json_errors(send):
     return wrapped
 
 
-def _wsgi_json_errors(app, environ, start_response):
+def _wsgi_json_errors(app, environ, start_response, forbidden=None):
     captured = {}
 
     def capture(status, headers, exc_info=None):
@@ -468,7 +527,7 @@ def _wsgi_json_errors(app, environ, start_response):
     finally:
         if hasattr(result, "close"):
             result.close()
-    replacement = _rewritten(captured["code"], captured["headers"], body)
+    replacement = _rewritten(captured["code"], captured["headers"], body, forbidden)
     if replacement is None:
         start_response(captured["status"], captured["headers"], captured["exc_info"])
         return [body]

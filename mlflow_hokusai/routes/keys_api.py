@@ -1,4 +1,4 @@
-"""REST endpoints for API keys: create, list, revoke, rotate.
+"""REST endpoints for API keys: create, list, revoke, rotate, update (resource limits).
 
 Thin: they parse JSON or query parameters, call the shared ``KeyManager`` (which holds every
 rule) and shape the response; a ``HokusaiError`` it raises becomes JSON in the one Flask error
@@ -30,8 +30,14 @@ def _flag(name: str) -> bool:
     raise HokusaiError("INVALID_PARAMETER_VALUE", f"'{name}' must be true or false.")
 
 
+LIMIT_FIELDS = ("experiments", "registered_models", "workspace", "can_create")
+
+
 def create_key():
-    body = json_body({"name", "scope", "expires_in_days", "username", "allowed_ips", "rate_limit"})
+    body = json_body(
+        {"name", "scope", "expires_in_days", "username", "allowed_ips", "rate_limit"}
+        | set(LIMIT_FIELDS)
+    )
     manager = services().keys
     key, record = manager.create(
         actor(),
@@ -41,8 +47,25 @@ def create_key():
         expires_in_days=body.get("expires_in_days"),
         allowed_ips=body.get("allowed_ips"),
         rate_limit=body.get("rate_limit"),
+        **{field: body.get(field) for field in LIMIT_FIELDS},
     )
     return jsonify({"key": key, "api_key": manager.describe(record)})
+
+
+def update_key():
+    """Change a key's resource limits (the fields given; ``unlimited: true`` removes all)."""
+    body = json_body({"key_id", "unlimited", *LIMIT_FIELDS})
+    unlimited = body.get("unlimited", False)
+    if not isinstance(unlimited, bool):
+        raise HokusaiError("INVALID_PARAMETER_VALUE", "'unlimited' must be true or false.")
+    manager = services().keys
+    record = manager.update_limits(
+        actor(),
+        body.get("key_id"),
+        unlimited=unlimited,
+        **{field: body.get(field) for field in LIMIT_FIELDS},
+    )
+    return jsonify({"api_key": manager.describe(record)})
 
 
 def list_keys():
@@ -78,6 +101,7 @@ ROUTES = [
     Route(f"{BASE}/list", "GET", list_keys),
     Route(f"{BASE}/revoke", "POST", revoke_key),
     Route(f"{BASE}/rotate", "POST", rotate_key),
+    Route(f"{BASE}/update", "POST", update_key),
 ]
 
 

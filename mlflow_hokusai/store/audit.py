@@ -20,6 +20,7 @@ EVENTS = (
     "created",
     "rotated",
     "revoked",
+    "limited",
     "expired-use",
     "denied-use",
     "login-limited",

@@ -48,6 +48,7 @@ class KeyRecord:
     allowed_ips: tuple[str, ...] = ()  # CIDRs the key may be used from; empty: anywhere
     rate_limit: str | None = None  # "N/second|minute|hour"; None: no limit
     federated_by: str | None = None  # the federation policy it was exchanged under
+    resource_limits: str | None = None  # JSON (keys/limits.py); None: unlimited
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -78,6 +79,7 @@ class KeyRecord:
             "allowed_ips": list(self.allowed_ips),
             "rate_limit": self.rate_limit,
             "federated_by": self.federated_by,
+            "limits": json.loads(self.resource_limits) if self.resource_limits else None,
             "status": self.status(),
         }
 
@@ -106,6 +108,7 @@ _COLUMNS = (
     ApiKey.allowed_ips,
     ApiKey.rate_limit,
     ApiKey.federated_by,
+    ApiKey.resource_limits,
 )
 
 
@@ -176,6 +179,7 @@ class KeyStore:
         allowed_ips: tuple[str, ...] = (),
         rate_limit: str | None = None,
         federated_by: str | None = None,
+        resource_limits: str | None = None,
         conn=None,
     ) -> KeyRecord:
         """Store a key by its digest; return its record."""
@@ -195,6 +199,7 @@ class KeyStore:
             "allowed_ips": json.dumps(list(allowed_ips)) if allowed_ips else None,
             "rate_limit": rate_limit,
             "federated_by": federated_by,
+            "resource_limits": resource_limits,
         }
         if conn is None:
             with self.engine.begin() as conn:
@@ -210,7 +215,35 @@ class KeyStore:
             allowed_ips=tuple(allowed_ips),
             rate_limit=rate_limit,
             federated_by=federated_by,
+            resource_limits=resource_limits,
         )
+
+    def set_limits(self, key_id: str, resource_limits: str | None) -> KeyRecord:
+        """Replace the key's resource limits (JSON from ``keys/limits.py``; None: none)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(ApiKey).where(ApiKey.id == key_id).values(resource_limits=resource_limits)
+            )
+            if result.rowcount == 0:
+                raise KeyNotFound(key_id)
+        return self.get(key_id)
+
+    def update_limits(self, key_id: str, change) -> KeyRecord:
+        """Apply ``change(current JSON) -> new JSON`` to the key's limits in one transaction
+        (a row lock where the database has them), so concurrent additions are not lost."""
+        with self.engine.begin() as conn:
+            query = sa.select(ApiKey.resource_limits).where(ApiKey.id == key_id)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row is None:
+                raise KeyNotFound(key_id)
+            new = change(row[0])
+            if new != row[0]:
+                conn.execute(
+                    sa.update(ApiKey).where(ApiKey.id == key_id).values(resource_limits=new)
+                )
+        return self.get(key_id)
 
     def revoke(self, key_id: str) -> KeyRecord:
         with self.engine.begin() as conn:
@@ -252,6 +285,7 @@ class KeyStore:
                 expires_at=now + lifetime if lifetime else None,
                 allowed_ips=old.allowed_ips,
                 rate_limit=old.rate_limit,
+                resource_limits=old.resource_limits,
                 conn=conn,
             )
             ends = {"rotation_ends_at": now + grace} if grace else {"revoked_at": now}

@@ -47,6 +47,9 @@ class ApiKey(Base):
     # The federation policy a workload's token was exchanged under (migration 0008); NULL:
     # an ordinary key.
     federated_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The experiments and registered models the key is limited to, as JSON written by
+    # ``keys/limits.py`` (migration 0009); NULL: all of its owner's.
+    resource_limits: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FederationPolicy(Base):

@@ -1,0 +1,142 @@
+"""Resource-limited keys inside MLflow's auth engine: every permission the engine works out
+for an experiment, registered model or prompt is capped by the request's key.
+
+MLflow decides which experiment a run, trace, logged model or artifact path belongs to, and
+which registered model a version or alias belongs to; we do not repeat that. We wrap the few
+functions where the engine turns "this user, this resource" into a permission, and lower the
+answer to the key's ceiling for that resource (none for a resource the key does not name):
+
+- ``_get_role_permission_or_default(role_permission_func)``: the point checks of both
+  supported releases. The ``role_permission_func`` comes from ``_role_permission_for`` or
+  ``_role_permission_for_known_workspace``, which we wrap to label it with its resource; an
+  unlabelled one (a resource type we do not limit) gives a limited key no permission;
+- ``_resolve_requirement_decisions`` (MLflow 3.17's requirement model): each decision is
+  capped by the resource it concerns (its own key, else the nearest experiment, registered
+  model or prompt among its fallbacks, else the anchor);
+- ``_role_based_read_predicate`` and ``RetentionGate.retains``: the filters of searches and
+  listings, so a search returns only what the key may read, with MLflow's own pagination.
+
+``ceiling(resource_type, resource_id)`` (``auth/resource_limits.py``) answers for the
+request's key: ``NOT_LIMITED``, None (not named) or a permission name. Which routes a limited
+key may call at all is decided before MLflow runs (``auth/resource_limits.py``, fail closed).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from mlflow_hokusai._mlflow import targets
+from mlflow_hokusai._mlflow.patches import _find
+
+NOT_LIMITED = object()
+LIMITED_TYPES = ("experiment", "registered_model", "prompt")
+_NOT_DENIED = "not_denied"
+
+
+def cap_permissions(ceiling, on_lowered) -> None:
+    """Install the caps. ``on_lowered()`` is called when a cap took away a permission the
+    owner has (the refusal is then the key's limits, and says so)."""
+    from mlflow.server import auth
+    from mlflow.server.auth.permissions import (
+        NO_PERMISSIONS,
+        PERMISSION_PRIORITY,
+        get_permission,
+    )
+
+    def capped(permission, resource_type, resource_id):
+        limit = ceiling(resource_type, resource_id)
+        if limit is NOT_LIMITED or permission.name == "DENY":
+            return permission
+        new = NO_PERMISSIONS if limit is None else get_permission(limit)
+        if PERMISSION_PRIORITY[new.name] >= PERMISSION_PRIORITY.get(permission.name, 0):
+            return permission
+        on_lowered()
+        return new
+
+    def label(make):
+        @functools.wraps(make)
+        def labelled(username, resource_type, resource_key, *args, **kwargs):
+            func = make(username, resource_type, resource_key, *args, **kwargs)
+            func.hokusai_resource = (resource_type, resource_key)
+            return func
+
+        return labelled
+
+    for name in ("_role_permission_for", "_role_permission_for_known_workspace"):
+        setattr(auth, name, label(_find(targets.AUTH, name)))
+
+    or_default = _find(targets.AUTH, "_get_role_permission_or_default")
+
+    @functools.wraps(or_default)
+    def capped_or_default(role_permission_func):
+        permission = or_default(role_permission_func)
+        resource = getattr(role_permission_func, "hokusai_resource", None)
+        if resource is None:  # not a resource we limit: a limited key gets none
+            return capped(permission, None, None)
+        return capped(permission, *resource)
+
+    auth._get_role_permission_or_default = capped_or_default
+
+    predicate_of = _find(targets.AUTH, "_role_based_read_predicate")
+
+    @functools.wraps(predicate_of)
+    def capped_predicate(username, resource_type, *args, **kwargs):
+        predicate = predicate_of(username, resource_type, *args, **kwargs)
+
+        def can_read(resource_id) -> bool:
+            if not predicate(resource_id):
+                return False
+            permission = capped(get_permission("READ"), resource_type, resource_id)
+            return permission.can_read
+
+        return can_read
+
+    auth._role_based_read_predicate = capped_predicate
+
+    decisions_of = _find(targets.AUTH, "_resolve_requirement_decisions")
+    if decisions_of is not None:  # MLflow >= 3.17
+
+        @functools.wraps(decisions_of)
+        def capped_decisions(username, anchor, requirements):
+            decisions = decisions_of(username, anchor, requirements)
+            if decisions is None:
+                return None
+            return [
+                (
+                    permission
+                    if action == _NOT_DENIED
+                    else capped(permission, *_container(requirement, anchor)),
+                    action,
+                )
+                for (permission, action), requirement in zip(decisions, requirements, strict=True)
+            ]
+
+        auth._resolve_requirement_decisions = capped_decisions
+
+    gate = _find(targets.AUTH, "RetentionGate.retains")
+    if gate is not None:
+        gate_class = auth.RetentionGate
+
+        @functools.wraps(gate)
+        def capped_retains(self, resource_type, resource_id=None):
+            kept = gate(self, resource_type, resource_id)
+            if not kept or resource_type not in LIMITED_TYPES or resource_id in (None, "*"):
+                return kept
+            return capped(get_permission("READ"), resource_type, resource_id).can_read
+
+        gate_class.retains = capped_retains
+
+
+def _container(requirement, anchor) -> tuple[str | None, str | None]:
+    """The experiment, registered model or prompt a 3.17 requirement is about: its own key,
+    else the first such fallback naming one, else the anchor (None, None: none of them, which
+    a limited key may not use)."""
+    if requirement.resource_type in LIMITED_TYPES and requirement.resource_id not in (None, "*"):
+        return requirement.resource_type, requirement.resource_id
+    for entry in requirement.fallback_if_no_grant:
+        resource_type, resource_id = entry[0], entry[1]
+        if resource_type in LIMITED_TYPES and resource_id not in (None, "*"):
+            return resource_type, resource_id
+    if anchor and anchor[0] in LIMITED_TYPES and anchor[1] not in (None, "*"):
+        return anchor[0], anchor[1]
+    return None, None
