@@ -81,6 +81,18 @@ LIMITED_RPCS = frozenset(
         "mlflow.DeleteTraces",
         "mlflow.SetTraceTag",
         "mlflow.DeleteTraceTag",
+        "mlflow.SetTraceTagV3",
+        "mlflow.DeleteTraceTagV3",
+        "mlflow.DeleteTracesV3",
+        "mlflow.GetTrace",
+        "mlflow.BatchGetTraces",
+        "mlflow.BatchGetTraceInfos",
+        "mlflow.LinkTracesToRun",
+        # assessments (evaluation feedback on traces)
+        "mlflow.CreateAssessment",
+        "mlflow.GetAssessmentRequest",
+        "mlflow.UpdateAssessment",
+        "mlflow.DeleteAssessment",
         # model registry
         "mlflow.CreateRegisteredModel",
         "mlflow.GetRegisteredModel",
@@ -156,6 +168,7 @@ class LimitNotes:
     lowered: bool = False  # a ceiling took away a permission the owner has
     creating: bool = False  # a can_create key creating an experiment or registered model
     reloaded: object = None  # the key's limits as stored now (read at most once a request)
+    create: str | None = None  # the request creates this type (decided before MLflow runs)
 
 
 _notes: ContextVar[LimitNotes | None] = ContextVar("hokusai_limit_notes", default=None)
@@ -263,25 +276,46 @@ class LimitedRoutes:
 
     def refusal(self, identity, path: str, method: str, notes) -> str | None:
         """None if the limited ``identity`` may make this request, else the 403 message."""
-        limits = identity.limits
         kind = self.classify(path, method)
         if kind.startswith("create:"):
-            if limits.can_create:
-                notes.creating = True
-                return None
-            what = kind.split(":", 1)[1].replace("_", " ")
-            return (
-                f"This API key ({identity.key_prefix}…) is limited to named experiments and "
-                f"registered models and may not create a new {what} (a key made with "
-                "--can-create may; or create it with another key and add it to this key's "
-                "limits)."
-            )
+            # The name is in the body: ``may_create`` decides once Flask has read it.
+            notes.create = kind.split(":", 1)[1]
+            return None
         if kind == "refused":
             return (
                 f"This API key ({identity.key_prefix}…) is limited to named experiments and "
                 f"registered models, and {method} {path} is not a route it may use."
             )
         return None
+
+
+def may_create(identity, notes, name) -> str | None:
+    """For a create the route table let through: None if the key may create ``name`` (it
+    has ``can_create``, or its limits name it: creating it stays inside them), else the 403
+    message. The create then runs without caps (it touches only what it creates)."""
+    limits = identity.limits
+    kind = notes.create
+    if limits.can_create:
+        notes.creating = True
+        return None
+    if isinstance(name, str) and name:
+        if kind == "experiment":
+            named = any(e.kind == "name" and e.value == name for e in limits.experiments)
+        else:
+            named = limits.model_ceiling(name) is not None
+        if named:
+            notes.creating = True
+            return None
+    what = (kind or "resource").replace("_", " ")
+    return (
+        f"This API key ({identity.key_prefix}…) is limited to named experiments and "
+        f"registered models and may not create a {what} its limits do not name (a key made "
+        "with --can-create may; or add the name to this key's limits)."
+    )
+
+
+def current_notes() -> LimitNotes | None:
+    return _notes.get()
 
 
 def denial_message(identity) -> str:

@@ -65,10 +65,15 @@ class ResourceLimits:
     limited: bool = field(default=False, compare=False)
 
     @classmethod
-    def build(cls, experiments=(), registered_models=(), workspace=None, can_create=False):
+    def build(
+        cls, experiments=(), registered_models=(), workspace=None, can_create=False, limited=None
+    ):
+        """``limited``: whether resources are limited at all (default: something is named or
+        ``can_create``). A key whose lists were emptied stays limited: it touches nothing."""
         experiments, registered_models = tuple(experiments), tuple(registered_models)
-        limited = bool(experiments or registered_models or can_create)
-        return cls(experiments, registered_models, workspace, bool(can_create), limited)
+        if limited is None:
+            limited = bool(experiments or registered_models or can_create)
+        return cls(experiments, registered_models, workspace, bool(can_create), bool(limited))
 
     def experiment_ceiling(self, experiment_id: str, name_of) -> str | None:
         """The ceiling on experiment ``experiment_id`` (None: not named). ``name_of(id)`` gives
@@ -108,6 +113,15 @@ class ResourceLimits:
         return replace(self, registered_models=(*self.registered_models, entry))
 
     def to_dict(self) -> dict:
+        """``experiments`` and ``registered_models`` are None when resources are not limited
+        (a key limited only to a workspace), and lists, possibly empty, when they are."""
+        if not self.limited:
+            return {
+                "experiments": None,
+                "registered_models": None,
+                "workspace": self.workspace,
+                "can_create": False,
+            }
         return {
             "experiments": [limit.to_dict() for limit in self.experiments],
             "registered_models": [limit.to_dict() for limit in self.registered_models],
@@ -259,4 +273,6 @@ def parse_limits(
         tuple(dict.fromkeys(parsed_models)),
         workspace,
         bool(can_create),
+        # An empty list given is a limit too: the key touches no resource of that kind.
+        limited=experiments is not None or registered_models is not None or bool(can_create),
     )

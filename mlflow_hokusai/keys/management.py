@@ -421,6 +421,7 @@ class KeyManager:
                 else current.registered_models,
                 given.workspace if workspace is not None else current.workspace,
                 given.can_create if can_create is not None else current.can_create,
+                limited=current.limited or given.limited,
             )
         self._limits_for(record.username, limits)
         record = self.store.set_limits(record.id, limits.to_json())

@@ -1,4 +1,6 @@
-"""Resource-limited keys on the Flask side: what a ``can_create`` key creates joins its limits.
+"""Resource-limited keys on the Flask side: whether a limited key may create the experiment or
+registered model a request names (``resource_limits.may_create``, before MLflow's hooks), and
+what a ``can_create`` key creates joins its limits.
 
 After MLflow answered ``experiments/create`` or ``registered-models/create`` with 200 for such
 a key, the new experiment's id (or the model's name) is added to the key's stored limits (one
@@ -13,8 +15,11 @@ import logging
 
 from flask import Flask, request
 
+from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.flask_auth import current_identity
 from mlflow_hokusai.auth.scopes import canonical
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.routes.api import mlflow_style_json
 from mlflow_hokusai.routes.services import Services
 
 _logger = logging.getLogger(__name__)
@@ -28,6 +33,23 @@ CREATED = {
 
 
 def install(app: Flask, services: Services) -> None:
+    def decide_a_limited_create():
+        notes = resource_limits.current_notes()
+        if notes is None or notes.create is None:
+            return None
+        identity = current_identity()
+        body = mlflow_style_json() or {}
+        message = resource_limits.may_create(identity, notes, body.get("name"))
+        if message is None:
+            return None
+        services.audit.limited_refusal(
+            identity, f"{request.method} {request.path}", request.remote_addr
+        )
+        raise HokusaiError("PERMISSION_DENIED", message)
+
+    # Before MLflow's own hooks: its validator for the create must run knowing the answer.
+    app.before_request_funcs.setdefault(None, []).insert(0, decide_a_limited_create)
+
     @app.after_request
     def add_what_a_limited_key_created(response):
         if request.method != "POST" or response.status_code != 200:
