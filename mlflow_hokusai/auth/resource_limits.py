@@ -59,7 +59,6 @@ LIMITED_RPCS = frozenset(
         "mlflow.GetMetricHistory",
         "mlflow.GetMetricHistoryBulkInterval",
         "mlflow.ListArtifacts",
-        "mlflow.SearchDatasets",
         # logged models (MLflow 3)
         "mlflow.CreateLoggedModel",
         "mlflow.GetLoggedModel",
