@@ -57,7 +57,6 @@ LIMITED_RPCS = frozenset(
         "mlflow.LogInputs",
         "mlflow.LogOutputs",
         "mlflow.GetMetricHistory",
-        "mlflow.GetMetricHistoryBulkInterval",
         "mlflow.ListArtifacts",
         # logged models (MLflow 3)
         "mlflow.CreateLoggedModel",

@@ -75,6 +75,8 @@ REFUSED = {
     r"/api/2\.0/mlflow/(artifacts/presigned.*|upload-artifact)": "presigned and UI uploads",
     r"/api/2\.0/mlflow-artifacts/presigned/.*": "presigned artifact URLs",
     r"/api/2\.0/mlflow/registered-models/rename": "renaming moves a model out of the limits",
+    # MLflow 3.15 checks this one on its ajax-api path only (the UI's charts).
+    r"/api/2\.0/mlflow/metrics/get-history-bulk-interval": "the UI's charts",
     r"/api/2\.0/?mlflow/experiments/search-datasets": "the UI's dataset search (both spellings)",
     r"/api/2\.0/mlflow/hokusai/(api-keys|federation).*": "key management",
     r"/graphql": "GraphQL (the UI's)",
