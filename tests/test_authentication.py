@@ -97,6 +97,7 @@ def test_mlflow_password_still_works_through_basic(server):
         "is_admin": True,
         "key_id": None,
         "scope": "write",
+        "limits": None,
     }
     wrong = server.get("/api/2.0/mlflow/hokusai/whoami", auth=("admin", "not-the-password"))
     assert wrong.status_code == 401 and wrong.json()["error_code"] == "UNAUTHENTICATED"
@@ -122,6 +123,7 @@ def test_whoami(server):
         "is_admin": False,
         "key_id": key_id_of(server, key),
         "scope": "write",
+        "limits": None,
     }
     ajax = server.get("/ajax-api/2.0/mlflow/hokusai/whoami", key)
     assert ajax.json() == me.json()
