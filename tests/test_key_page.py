@@ -209,6 +209,43 @@ def test_errors_are_shown_in_words_and_nothing_is_created(server, chromium, tmp_
         context.close()
 
 
+def test_a_key_limited_to_resources_from_the_page(server, chromium, tmp_path):
+    """The create form takes resource limits; the table shows them; the key is limited."""
+    username, key, _ = _user(server, "page-limits")
+    context, page, errors = _open(chromium, server, username, key)
+    try:
+        page.get_by_label("Name").fill("ci-train")
+        page.get_by_label("Only experiments").fill("ci-training=READ, 12")
+        page.get_by_label("Only models").fill("ci-*")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.locator("#new-key")).to_be_visible()
+        limited = page.locator("#new-key-value").input_value()
+        made = next(k for k in _keys_of(server, username) if k["name"] == "ci-train")
+        assert made["limits"]["experiments"] == [
+            {"name": "ci-training", "permission": "READ"},
+            {"id": "12", "permission": "MANAGE"},
+        ]
+        assert made["limits"]["registered_models"] == [{"name": "ci-*", "permission": "MANAGE"}]
+        row = _row(page, made["id"])
+        expect(row).to_contain_text("experiments: ci-training (READ), 12 (MANAGE)")
+        expect(row).to_contain_text("models: ci-* (MANAGE)")
+        expect(_row(page, _keys_of(server, username)[0]["id"])).to_contain_text("all")
+        page.screenshot(path=str(tmp_path / "limited.png"), full_page=True)
+        searched = requests.post(
+            server.url + "/api/2.0/mlflow/experiments/search",
+            headers={"Authorization": f"Bearer {limited}"},
+            json={"max_results": 100},
+            timeout=30,
+        )
+        assert searched.status_code == 200 and searched.json().get("experiments", []) == []
+        page.get_by_label("Only models").fill("a*b")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_role("alert")).to_contain_text("'*' may only end a prefix")
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_read_only_key_sees_its_keys_and_is_told_it_cannot_create(server, chromium):
     username, _, _ = _user(server, "page-reader")
     reader = server.post(

@@ -6,7 +6,7 @@
 const root = location.pathname.replace(/\/hokusai\/keys\/?$/, "");
 const api = `${root}/ajax-api/2.0/mlflow/hokusai`;
 const EVENTS = ["created", "rotated", "revoked", "expired-use", "denied-use", "login-limited",
-  "rate-limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused"];
+  "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused"];
 const $ = (selector) => document.querySelector(selector);
 let me = null;
 let auditToken = null;
@@ -128,6 +128,7 @@ async function loadKeys() {
     cell(row, when(key.last_used_at));
     cell(row, (key.allowed_ips || []).join(", ") || "anywhere");
     cell(row, key.rate_limit || "none");
+    cell(row, limits(key.limits));
     const actions = cell(row, "");
     if (key.status !== "revoked" && key.status !== "expired") {
       actions.append(
@@ -139,8 +140,23 @@ async function loadKeys() {
   if (!shown.length) {
     const row = body.insertRow();
     const td = cell(row, "No keys.");
-    td.colSpan = 11;
+    td.colSpan = 12;
   }
+}
+
+// A key's resource limits in words ("all" when it has none).
+function limits(value) {
+  if (!value) return "all";
+  const parts = [];
+  if (value.experiments) {
+    const shown = value.experiments.map((e) => `${e.id ?? e.name} (${e.permission})`);
+    parts.push(`experiments: ${shown.join(", ") || "none"}`);
+    const models = value.registered_models.map((m) => `${m.name} (${m.permission})`);
+    parts.push(`models: ${models.join(", ") || "none"}`);
+  }
+  if (value.can_create) parts.push("may create");
+  if (value.workspace) parts.push(`workspace: ${value.workspace}`);
+  return parts.join("; ");
 }
 
 function showNewKey(key) {
@@ -173,6 +189,9 @@ async function create(event) {
     if (!text) continue;
     if (name === "expires_in_days") body[name] = /^\d+$/.test(text) ? Number(text) : text;
     else if (name === "allowed_ips") body[name] = text.split(/[\s,]+/).filter(Boolean);
+    else if (name === "experiments" || name === "registered_models") {
+      body[name] = text.split(",").map((entry) => entry.trim()).filter(Boolean);
+    } else if (name === "can_create") body[name] = true;
     else body[name] = text;
   }
   try {
