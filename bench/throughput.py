@@ -4,8 +4,9 @@ Starts, on 127.0.0.1, a plain ``mlflow server``, ``--app-name basic-auth`` (cred
 off, and on with ``auth_cache_ttl_seconds = 60``) and ``--app-name hokusai``, all on SQLite with
 the same worker count. Each target gets its own experiment and one run per client thread, made
 by the identity under test (a non-admin user; for Hokusai also the admin key, and the same
-user's key with a rate limit the run never reaches, to show what counting costs). Then, in several
-rounds whose order rotates, each target gets the same mixed workload for the same time:
+user's key with a rate limit the run never reaches, to show what counting costs, and the same
+user's key limited to its one experiment by name, to show what resource limits cost). Then, in
+several rounds whose order rotates, each target gets the same mixed workload for the same time:
 log-metric, log-batch, get-run and search-runs, from several threads. The client speaks raw
 HTTP over one keep-alive connection per thread (``http.client``), the cheapest client Python
 has, so the servers are the bottleneck.
@@ -45,6 +46,7 @@ class Target:
     server: object
     headers: dict
     experiment_id: str = ""
+    experiment_name: str = ""  # made up when empty
     run_ids: list = field(default_factory=list)
     rates: list = field(default_factory=list)
     cpu_ms: list = field(default_factory=list)  # server CPU per request
@@ -77,7 +79,7 @@ class Client:
 
 def setup(target: Target, threads: int) -> None:
     client = Client(target.server.url, target.headers)
-    name = f"bench-{target.name}-{time.time_ns()}"
+    name = target.experiment_name or f"bench-{target.name}-{time.time_ns()}"
     target.experiment_id = client.json("POST", f"{API}/experiments/create", {"name": name})[
         "experiment_id"
     ]
@@ -212,6 +214,10 @@ def main(argv=None) -> int:
         hokusai_key = hokusai.create_key("bench-user")
         # The same user's key with a rate limit it never reaches (the cost of counting).
         limited_key = hokusai.create_key("bench-user", "--rate-limit", f"{LIMIT_NOT_REACHED}/hour")
+        # The same user's key limited to one experiment, named by name (the costlier form: an
+        # id is matched by its name); the key creates that experiment itself.
+        resource_experiment = f"bench-resource-limited-{time.time_ns()}"
+        resource_key = hokusai.create_key("bench-user", "--experiment", resource_experiment)
         targets = [
             Target("mlflow (no auth)", plain, {}),
             Target(
@@ -230,6 +236,12 @@ def main(argv=None) -> int:
                 f"hokusai, non-admin key, {LIMIT_NOT_REACHED:,}/hour limit",
                 hokusai,
                 {"Authorization": f"Bearer {limited_key}"},
+            ),
+            Target(
+                "hokusai, non-admin key limited to its experiment",
+                hokusai,
+                {"Authorization": f"Bearer {resource_key}"},
+                experiment_name=resource_experiment,
             ),
         ]
         for target in targets:
@@ -283,6 +295,11 @@ def main(argv=None) -> int:
     print(
         f"ratio hokusai non-admin with a rate limit (not reached) / plain: {limited:.2f}x; "
         f"drop from no limit: {ours - limited:.2f} (target <= 0.03)"
+    )
+    resources = _support.median(targets[6].ratios)
+    print(
+        f"ratio hokusai non-admin limited to its experiment / plain: {resources:.2f}x; "
+        f"drop from an unlimited key: {ours - resources:.2f} (target <= 0.03)"
     )
     print(
         f"ratio hokusai non-admin / basic-auth non-admin: "

@@ -23,6 +23,8 @@ CASES = {
             "| basic-auth + cache, non-admin",
             "| hokusai, non-admin write key",
             "ratio hokusai non-admin / plain:",
+            "| hokusai, non-admin key limited to its experiment",
+            "ratio hokusai non-admin limited to its experiment / plain:",
         ],
     ),
     "key_scaling.py": (
