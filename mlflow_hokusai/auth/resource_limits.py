@@ -328,7 +328,9 @@ def denial_message(identity) -> str:
 def workspace_refusal(identity, requested: str | None) -> str | None:
     """The 403 for a key limited to one workspace used in another, else None."""
     wanted = identity.limits.workspace
-    if wanted is None or requested == wanted:
+    requested = (requested or "").strip() or None
+    # No header: MLflow serves the default workspace ("default" unless configured otherwise).
+    if wanted is None or requested == wanted or (requested is None and wanted == "default"):
         return None
     shown = repr(requested) if requested else "the default workspace"
     return (
