@@ -316,3 +316,44 @@ def test_the_same_key_works_inside_its_limits(server, outside):
     assert [e["name"] for e in answer.json()["experiments"]] == [
         outside["exp"].replace("walk-out-", "walk-in-")
     ]
+
+
+def test_a_version_of_its_model_cannot_point_at_an_outside_run(server, outside):
+    """Registering a version of the key's own model from the outside run (by run id, or by
+    the run's artifact URI alone) is refused, so the model's artifact routes cannot be used
+    to read the outside run's files."""
+    inside_model = outside["model"].replace("walk-out-model-", "walk-in-model-")
+    owner = MlflowClient(server.url)
+    import os
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = outside["owner_key"]
+    try:
+        artifact_uri = owner.get_run(outside["run"]).info.artifact_uri
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    headers = [("Authorization", f"Bearer {outside['key']}")]
+    for body in (
+        {
+            "name": inside_model,
+            "source": f"runs:/{outside['run']}/notes.txt",
+            "run_id": outside["run"],
+        },
+        {"name": inside_model, "source": f"{artifact_uri}/notes.txt"},
+        {"name": inside_model, "source": f"runs:/{outside['run']}/notes.txt"},
+        {"name": inside_model, "source": f"models:/{outside['model']}/1"},
+    ):
+        reply = send(
+            server.url,
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            headers=headers,
+            body=json.dumps(body).encode(),
+        )
+        assert reply.status in (400, 403), (body, reply.status, reply.text)
+    listed = send(
+        server.url,
+        "GET",
+        f"/api/2.0/mlflow/model-versions/search?filter=name%3D%27{inside_model}%27",
+        headers=headers,
+    )
+    assert listed.status == 200 and listed.json().get("model_versions", []) == []
