@@ -365,21 +365,29 @@ def test_limits_show_in_keys_list_the_app_client_and_whoami(server, world, limit
     assert server.get(WHOAMI, world["owner_key"]).json()["limits"] is None
 
 
-def test_a_key_limited_to_a_workspace_is_refused_elsewhere(server, world):
-    key = server.create_key(world["owner"], "--workspace", "team-a")
-    other = requests.get(
-        f"{server.url}/api/2.0/mlflow/experiments/search",
-        headers={"Authorization": f"Bearer {key}", "X-MLflow-Workspace": "team-b"},
-        timeout=30,
-    )
-    assert other.status_code == 403, other.text
-    assert "limited to workspace 'team-a'" in other.json()["message"]
-    default = server.get("/api/2.0/mlflow/experiments/search", key)
-    assert default.status_code == 403 and "default workspace" in default.json()["message"]
-    # In its workspace the request goes on to MLflow (this server has workspaces off: 400).
-    inside = requests.get(
-        f"{server.url}/api/2.0/mlflow/experiments/search",
-        headers={"Authorization": f"Bearer {key}", "X-MLflow-Workspace": "team-a"},
-        timeout=30,
-    )
-    assert inside.status_code == 400 and inside.json()["error_code"] == "FEATURE_DISABLED"
+def test_a_key_limited_to_a_workspace_is_refused_elsewhere(tmp_path_factory):
+    """On a server with MLflow workspaces on: the key acts in its workspace (MLflow decides
+    there) and is refused in any other, and in the default one, naming the workspace."""
+    from tests.server import Server
+
+    workdir = str(tmp_path_factory.mktemp("workspaces"))
+    with Server(workdir, workers=1, args=["--enable-workspaces"]) as srv:
+
+        def call(key, workspace, path="/api/2.0/mlflow/experiments/search", body=None):
+            headers = {"Authorization": f"Bearer {key}"}
+            if workspace:
+                headers["X-MLflow-Workspace"] = workspace
+            return requests.post(srv.url + path, headers=headers, json=body or {}, timeout=30)
+
+        for name in ("team-a", "team-b"):
+            made = call(srv.admin_key, None, "/api/3.0/mlflow/workspaces", {"name": name})
+            assert made.status_code == 201, made.text
+        key = srv.create_key("ws-user", "--workspace", "team-a")
+        assert srv.get(WHOAMI, key).json()["limits"]["workspace"] == "team-a"
+        inside = call(key, "team-a", body={"max_results": 10})
+        assert inside.status_code == 200, inside.text
+        for workspace, shown in (("team-b", "'team-b'"), (None, "the default workspace")):
+            refused = call(key, workspace, body={"max_results": 10})
+            assert refused.status_code == 403, refused.text
+            message = refused.json()["message"]
+            assert "limited to workspace 'team-a'" in message and shown in message

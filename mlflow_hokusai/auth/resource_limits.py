@@ -272,6 +272,10 @@ class LimitedRoutes:
             return "limited"
         return "free" if route in RESOURCE_FREE else "refused"
 
+    def is_free(self, path: str, method: str) -> bool:
+        """The route touches no resource (and no workspace): ``whoami``, the key page, …"""
+        return self.classify(path, method) == "free"
+
     def refusal(self, identity, path: str, method: str, notes) -> str | None:
         """None if the limited ``identity`` may make this request, else the 403 message."""
         kind = self.classify(path, method)

@@ -160,7 +160,9 @@ class _Gate:
         limits = identity.limits
         if not limits.limited and limits.workspace is None:
             return None, None
-        message = resource_limits.workspace_refusal(identity, workspace)
+        message = None
+        if limits.workspace is not None and not self.limited_routes.is_free(path, method):
+            message = resource_limits.workspace_refusal(identity, workspace)
         notes = resource_limits.LimitNotes()
         if message is None and limits.limited:
             message = self.limited_routes.refusal(identity, path, method, notes)
