@@ -119,6 +119,7 @@ def create_app():
     flask_auth.install(flask_app, authenticator)
 
     _mlflow.patches.make_server_info_public()
+    _mlflow.patches.check_api_routes_like_their_ajax_twins()
     _mlflow.patches.skip_redundant_request_work()
     _mlflow.patches.admin_flag_from_identity(flask_auth.caller_identity)
     limiter = resource_limits.ResourceLimiter(

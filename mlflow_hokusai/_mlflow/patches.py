@@ -114,6 +114,23 @@ def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
         validators[rule] = validator
 
 
+def check_api_routes_like_their_ajax_twins() -> list[tuple[str, str]]:
+    """Where MLflow's table leaves an ``/api/…`` route unchecked (validator None) but checks
+    its ``/ajax-api/…`` twin (the same handler), check the ``/api/…`` route the same way.
+    MLflow 3.15 does this to ``GET /api/2.0/mlflow/metrics/get-history-bulk-interval``: any
+    user could read any run's metric history there. Returns the routes it fixed."""
+    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    fixed = []
+    for (path, method), validator in list(validators.items()):
+        if validator is not None or "/api/" not in path:
+            continue
+        twin = validators.get((path.replace("/api/", "/ajax-api/", 1), method))
+        if twin is not None:
+            validators[(path, method)] = twin
+            fixed.append((path, method))
+    return fixed
+
+
 def after_user_write(method: str, callback) -> None:
     """Call ``callback(username)`` after MLflow's auth store method ``method``
     (``create_user`` or ``delete_user``) succeeded, in this worker (MLflow's REST

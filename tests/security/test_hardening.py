@@ -310,6 +310,33 @@ def test_the_holder_is_named_only_to_callers_who_may_read_it(private_server):
     assert again.status_code == 409 and hidden in again.text, again.text
 
 
+def test_metric_history_is_checked_at_both_api_roots(private_server):
+    """MLflow 3.15 checks GetMetricHistoryBulkInterval on /ajax-api/ only and leaves its
+    /api/ twin open to every user; both roots check read on the run's experiment here."""
+    server = private_server
+    alice, bob = api_key_for(server, "metrics-alice"), api_key_for(server, "metrics-bob")
+    made = server.post(
+        "/api/2.0/mlflow/experiments/create", alice, json={"name": f"private-{time.time_ns()}"}
+    )
+    assert made.status_code == 200, made.text
+    run = server.post(
+        "/api/2.0/mlflow/runs/create", alice, json={"experiment_id": made.json()["experiment_id"]}
+    ).json()["run"]["info"]["run_id"]
+    logged = server.post(
+        "/api/2.0/mlflow/runs/log-metric",
+        alice,
+        json={"run_id": run, "key": "loss", "value": 0.5, "timestamp": 1, "step": 0},
+    )
+    assert logged.status_code == 200, logged.text
+    query = {"run_ids": run, "metric_key": "loss"}
+    for root in ("/api", "/ajax-api"):
+        path = f"{root}/2.0/mlflow/metrics/get-history-bulk-interval"
+        assert server.get(path, alice, params=query).status_code == 200
+        refused = server.get(path, bob, params=query)
+        assert refused.status_code == 403, (root, refused.text)
+        assert "0.5" not in refused.text
+
+
 # -- 5. failed password logins: one time for every user name, and limited ------------------
 @pytest.fixture(scope="module")
 def login_server(tmp_path_factory):
