@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 
 import mlflow
@@ -307,7 +309,17 @@ def test_limits_change_over_rest_and_are_kept_on_rotation(server, world):
     time.sleep(1.1)
     with as_key(server, rotated["key"]) as client:
         _denied(lambda: client.get_experiment(world["exp_id"]))
-    server.cli("keys", "update", new_id, "--unlimited")
+    # Online, with the owner's key, as the CLI's --tracking-uri mode does it.
+    online = subprocess.run(
+        [sys.executable, "-m", "mlflow_hokusai.cli", "keys", "update", new_id, "--unlimited"]
+        + ["--tracking-uri", server.url],
+        env={**server.env(), "HOKUSAI_API_KEY": world["owner_key"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert online.returncode == 0, online.stderr
+    assert "limited to: none" in online.stderr
     time.sleep(1.1)
     with as_key(server, rotated["key"]) as client:
         assert client.get_registered_model(world["other_model"]).name == world["other_model"]
