@@ -20,7 +20,7 @@ pytestmark = pytest.mark.postgres
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
 KEYS = "/api/2.0/mlflow/hokusai/api-keys"
 CLIENTS = 8
-PER_CLIENT = 1000  # half through log_batch, half through single log_metric calls
+PER_CLIENT = 400  # half through log_batch, half through single log_metric calls
 
 
 @pytest.fixture(scope="module")

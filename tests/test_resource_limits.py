@@ -40,6 +40,13 @@ def as_key(server, key, root=""):
                 os.environ[name] = value
 
 
+def _key(server, owner: str, **body) -> str:
+    """A key for ``owner`` made by the admin over REST (the CLI's path has its own tests)."""
+    made = server.post(f"{KEYS}/create", server.admin_key, json={"username": owner, **body})
+    assert made.status_code == 200, made.text
+    return made.json()["key"]
+
+
 def _key_id(server, key) -> str:
     return server.get(WHOAMI, key).json()["key_id"]
 
@@ -56,7 +63,7 @@ def world(server):
     """An owner with two experiments and two registered models, made with their own key."""
     suffix = time.time_ns()
     owner = f"limits-owner-{suffix}"
-    owner_key = server.create_key(owner)
+    owner_key = _key(server, owner)
     names = {
         "exp": f"seed-ci-{suffix}",
         "other_exp": f"other-exp-{suffix}",
@@ -185,9 +192,7 @@ def test_searches_page_correctly_through_what_the_key_may_read(server, world):
     with as_key(server, world["owner_key"]) as client:
         made = [client.create_experiment(f"page-{suffix}-{i:02d}") for i in range(15)]
     named = made[::3]
-    key = server.create_key(
-        world["owner"], *[arg for exp in named for arg in ("--experiment", exp)]
-    )
+    key = _key(server, world["owner"], experiments=named)
     seen, token = [], None
     with as_key(server, key) as client:
         while True:
@@ -201,7 +206,7 @@ def test_searches_page_correctly_through_what_the_key_may_read(server, world):
 
 
 def test_a_ceiling_below_the_owners_permission_and_read_keys(server, world):
-    read_only = server.create_key(world["owner"], "--experiment", f"{world['exp']}=READ")
+    read_only = _key(server, world["owner"], experiments=[f"{world['exp']}=READ"])
     with as_key(server, read_only) as client:
         assert client.get_experiment(world["exp_id"]).name == world["exp"]
         message = _denied(lambda: client.set_experiment_tag(world["exp_id"], "k", "v"))
@@ -222,7 +227,7 @@ def test_a_key_never_exceeds_its_owner(server):
     can only read, whatever its limit says."""
     suffix = time.time_ns()
     user = f"limits-shared-{suffix}"
-    server.create_key(user)
+    _key(server, user)
     with as_key(server, server.admin_key) as client:
         exp = client.create_experiment(f"shared-{suffix}")
     grant = {"username": user, "resource_type": "experiment", "resource_id": exp}
@@ -232,7 +237,7 @@ def test_a_key_never_exceeds_its_owner(server):
         json={**grant, "permission": "EDIT"},
     )
     assert answer.status_code == 200, answer.text
-    key = server.create_key(user, "--experiment", f"{exp}=MANAGE")
+    key = _key(server, user, experiments=[{"id": exp, "permission": "MANAGE"}])
     time.sleep(1.1)  # the staleness bound of the authorization caches
     with as_key(server, key) as client:
         client.set_experiment_tag(exp, "before", "yes")
@@ -247,8 +252,8 @@ def test_a_key_never_exceeds_its_owner(server):
 
 def test_can_create_adds_what_the_key_creates(server, world):
     suffix = time.time_ns()
-    key = server.create_key(world["owner"], "--can-create", "--model", f"ci-{suffix}-*")
-    plain = server.create_key(world["owner"], "--model", f"ci-{suffix}-*")
+    key = _key(server, world["owner"], can_create=True, registered_models=[f"ci-{suffix}-*"])
+    plain = _key(server, world["owner"], registered_models=[f"ci-{suffix}-*"])
     with as_key(server, plain) as client:
         message = _denied(lambda: client.create_experiment(f"nope-{suffix}"))
         assert "--can-create" in message
@@ -270,7 +275,7 @@ def test_can_create_adds_what_the_key_creates(server, world):
 
 
 def test_limits_change_over_rest_and_are_kept_on_rotation(server, world):
-    key = server.create_key(world["owner"], "--experiment", world["exp"])
+    key = _key(server, world["owner"], experiments=[world["exp"]])
     key_id = _key_id(server, key)
     with as_key(server, key) as client:
         _denied(lambda: client.get_experiment(world["other_exp_id"]))

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from mlflow_hokusai.auth.scopes import canonical
 from tests.security.raw import send
-from tests.security.test_route_coverage import PREFIX, routes  # noqa: F401 (the fixture)
+from tests.security.test_route_coverage import PREFIX
 
 # Searches and listings: 200, filtered to what the key may read (or 403).
 SEARCHES = {
@@ -104,7 +104,10 @@ def outside(server):
     """An owner's resources the limited key must not reach, and the key itself."""
     suffix = time.time_ns()
     owner = f"walk-owner-{suffix}"
-    owner_key = server.create_key(owner)
+    made = server.post(
+        "/api/2.0/mlflow/hokusai/api-keys/create", server.admin_key, json={"username": owner}
+    )
+    owner_key = made.json()["key"]
     out = {"exp": f"walk-out-{suffix}", "model": f"walk-out-model-{suffix}"}
     import os
 
@@ -136,9 +139,16 @@ def outside(server):
         mlflow.set_tracking_uri(None)
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
     out["owner_key"] = owner_key
-    out["key"] = server.create_key(
-        owner, "--experiment", f"walk-in-{suffix}", "--model", f"walk-in-model-{suffix}"
+    limited = server.post(
+        "/api/2.0/mlflow/hokusai/api-keys/create",
+        owner_key,
+        json={
+            "experiments": [f"walk-in-{suffix}"],
+            "registered_models": [f"walk-in-model-{suffix}"],
+        },
     )
+    assert limited.status_code == 200, limited.text
+    out["key"] = limited.json()["key"]
     return out
 
 
@@ -244,7 +254,7 @@ def _query(params: dict) -> str:
     return urlencode(flat)
 
 
-def test_a_limited_key_reaches_nothing_outside_its_limits(server, routes, outside):  # noqa: F811
+def test_a_limited_key_reaches_nothing_outside_its_limits(server, routes, outside):
     before = _snapshot(server, outside)
     params = _parameters(outside)
     body = json.dumps(params).encode()
