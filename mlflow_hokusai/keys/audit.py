@@ -151,18 +151,13 @@ class AuditLog:
 
     def read_only_refusal(self, identity, request_line: str, source: str | None) -> None:
         """A read-only key tried something that is not a read."""
-        if identity.key_id is None:
-            return
-        self.refused(
-            "denied-use",
-            key_id=identity.key_id,
-            username=identity.username,
-            source=source,
-            detail=f"read-only key: {request_line}",
-        )
+        self._denied_use(identity, f"read-only key: {request_line}", source)
 
     def limited_refusal(self, identity, request_line: str, source: str | None) -> None:
         """A resource-limited key was refused (outside its limits, or a route it may not use)."""
+        self._denied_use(identity, f"resource-limited key: {request_line}", source)
+
+    def _denied_use(self, identity, detail: str, source: str | None) -> None:
         if identity.key_id is None:
             return
         self.refused(
@@ -170,7 +165,7 @@ class AuditLog:
             key_id=identity.key_id,
             username=identity.username,
             source=source,
-            detail=f"resource-limited key: {request_line}",
+            detail=detail,
         )
 
     def rate_limited(self, identity, verdict, source: str | None) -> None:

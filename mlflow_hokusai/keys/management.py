@@ -441,13 +441,13 @@ class KeyManager:
         add it to the key's limits with the key's default ceiling (audited)."""
         from mlflow_hokusai.keys.limits import default_ceiling
 
+        record = self.store.get(key_id)
         added = []
 
         def change(stored):
             limits = from_json(stored)
             if not limits.limited:
                 return stored
-            record = self.store.get(key_id)
             new = limits.with_created(kind, value, default_ceiling(record.scope))
             if new != limits:
                 added.append(record)
