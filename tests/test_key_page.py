@@ -237,7 +237,10 @@ def test_a_key_limited_to_resources_from_the_page(server, chromium, tmp_path):
             json={"max_results": 100},
             timeout=30,
         )
-        assert searched.status_code == 200 and searched.json().get("experiments", []) == []
+        assert searched.status_code == 200, searched.text
+        # Only what the key names (experiment 12 exists when other tests made twelve).
+        found = searched.json().get("experiments", [])
+        assert all(e["experiment_id"] == "12" or e["name"] == "ci-training" for e in found)
         page.get_by_label("Only models").fill("a*b")
         page.get_by_role("button", name="Create key").click()
         expect(page.get_by_role("alert")).to_contain_text("'*' may only end a prefix")
