@@ -25,7 +25,11 @@ def create_app():
     from mlflow_hokusai.artifacts import s3_downloads, s3_streaming
     from mlflow_hokusai.auth import flask_auth, resource_limits
     from mlflow_hokusai.auth.authenticator import Authenticator
-    from mlflow_hokusai.auth.cache import LookupCache
+    from mlflow_hokusai.auth.cache import (
+        LookupCache,
+        decided_on_fresh_data,
+        decided_on_fresh_data_async,
+    )
     from mlflow_hokusai.auth.federation import TokenExchange
     from mlflow_hokusai.auth.login_limits import LoginLimits
     from mlflow_hokusai.auth.oidc import OidcVerifier
@@ -133,6 +137,17 @@ def create_app():
     _mlflow.patches.admins_only([("/metrics", "GET"), ("/metrics", "HEAD")])
     if settings.auth_cache_ttl_seconds > 0:
         _mlflow.patches.cache_authorization_lookups(cache)
+        # What another worker just granted is not yet in this worker's cache: a refusal is
+        # decided again on fresh data.
+        wrapped = _mlflow.patches.decide_refusals_on_fresh_data(
+            flask_app, decided_on_fresh_data, decided_on_fresh_data_async
+        )
+        if "before_request" not in wrapped:
+            logging.getLogger("mlflow_hokusai").warning(
+                "MLflow's before_request hook was not found where expected: a request another "
+                "worker just made allowed may be refused for up to %s s.",
+                settings.auth_cache_ttl_seconds,
+            )
     s3_streaming.install()
     # Flask runs before_request hooks in registration order and MLflow's auth engine has
     # registered its own already, so the hooks below (token tags, root listing) only ever

@@ -11,7 +11,12 @@ import pytest
 import requests
 from packaging.version import Version
 
-from mlflow_hokusai.auth.cache import MISS, LookupCache
+from mlflow_hokusai.auth.cache import (
+    MISS,
+    LookupCache,
+    decided_on_fresh_data,
+    decided_on_fresh_data_async,
+)
 from tests.server import Server
 
 API2 = "/api/2.0/mlflow"
@@ -226,3 +231,54 @@ def test_a_lookup_racing_a_clear_is_not_stored():
     release.set()
     reader.join(10)
     assert cache.get("k", lambda: "new") == "new"
+
+
+def test_a_refusal_from_a_cached_answer_is_decided_again_on_fresh_data():
+    cache = LookupCache(ttl=60)
+    grants = {"alice": ["old"]}
+    load = cache.cached("grants", lambda user: tuple(grants[user]))
+    assert load("alice") == ("old",)  # now cached
+    grants["alice"].append("new")  # granted by another worker: this cache does not know
+
+    def allowed():
+        return "new" in load("alice")
+
+    assert allowed() is False  # the cached answer alone would refuse
+    assert decided_on_fresh_data(allowed, lambda ok: not ok) is True
+    assert load("alice") == ("old", "new")  # and the fresh answer is what is cached now
+
+
+def test_an_allowed_answer_or_an_uncached_refusal_is_not_decided_again():
+    cache = LookupCache(ttl=60)
+    calls = []
+
+    def decide(result):
+        def run():
+            calls.append(cache.get("k", lambda: "v"))
+            return result
+
+        return run
+
+    assert decided_on_fresh_data(decide(True), lambda ok: not ok) is True
+    assert len(calls) == 1  # allowed: once, even from the cache
+    calls.clear()
+    assert decided_on_fresh_data(decide(False), lambda ok: not ok) is False
+    assert len(calls) == 2  # refused with a cached answer: once more, fresh
+    cache.clear()
+    calls.clear()
+    assert decided_on_fresh_data(decide(False), lambda ok: not ok) is False
+    assert len(calls) == 1  # refused on a fresh load already: not again
+
+
+def test_fresh_lookups_reach_async_decisions():
+    import asyncio
+
+    cache = LookupCache(ttl=60)
+    value = {"v": 1}
+    cache.get("k", lambda: value["v"])
+    value["v"] = 2
+
+    async def decide():
+        return await asyncio.to_thread(cache.get, "k", lambda: value["v"])
+
+    assert asyncio.run(decided_on_fresh_data_async(decide, lambda got: got != 2)) == 2

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from mlflow_hokusai.keys.format import generate_key
 from tests.s3 import MotoS3
 from tests.server import Server, clean_env
+from tests.test_fresh_refusals import create_then_use
 
 pytestmark = pytest.mark.postgres
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
@@ -373,3 +374,12 @@ def test_a_rate_limit_holds_across_two_replicas_of_two_workers(request, store):
     assert figures["statuses"] == [200, 429], figures
     assert figures["max_in_any_window"] <= 42, figures
     assert figures["usable"] >= 0.95, figures
+
+
+def test_what_a_user_creates_on_a_works_on_b_at_once(replicas):
+    """Experiments, runs, registered models and versions made through one replica are used at
+    once through the other (whose workers cached the user's grants a moment before): none of
+    30 create-then-use flows is refused (tests/test_fresh_refusals.py)."""
+    a, b, _ = replicas
+    key = a.create_key("fresh-across-replicas")
+    assert create_then_use(a.url, b.url, key) == {}

@@ -11,6 +11,7 @@ target missing.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from cachetools import LRUCache
@@ -290,3 +291,110 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         for rule, handler in list((table or {}).items()):
             if handler in redactors:
                 table[rule] = only_with_links(handler)
+
+
+def _forbidden(response) -> bool:
+    return getattr(response, "status_code", None) == 403
+
+
+def decide_refusals_on_fresh_data(flask_app, decided, decided_async) -> list[str]:
+    """Where MLflow's engine refuses a request (403) or leaves a resource out of an answer,
+    have it decide again on fresh data when the first decision used a cached lookup:
+    ``decided(decide, refused)`` / ``decided_async`` (``auth/cache.py``) do that. Wrapped:
+
+    - its Flask ``before_request`` hook (every validator table, proxied artifacts) and the
+      validators of FastAPI-native routes: a 403 is decided again;
+    - its Flask ``after_request`` hook (response filters and redactions): when it changed the
+      response, it runs again on the original response; the same for FastAPI response filters;
+    - ``filter_experiment_ids`` (``runs/search`` drops unreadable experiments inside its
+      handler): a shorter list is decided again.
+    Nothing is run twice that wrote anything: validators, filters and redactions only read, and
+    the after-request handlers that write (the creator's grant) leave the response unchanged.
+    (The handler tables are left as they are: MLflow tells filters apart by identity.)
+    Returns what it wrapped (``create_app`` logs what it could not)."""
+    from mlflow.server import auth
+
+    wrapped = []
+    before = _find(targets.AUTH, "_before_request")
+    hooks = flask_app.before_request_funcs.get(None, [])
+    if before in hooks:
+
+        @functools.wraps(before)
+        def before_request():
+            return decided(before, _forbidden)
+
+        hooks[hooks.index(before)] = before_request
+        wrapped.append("before_request")
+
+    after = _find(targets.AUTH, "_after_request")
+    hooks = flask_app.after_request_funcs.get(None, [])
+    if after in hooks:
+
+        @functools.wraps(after)
+        def after_request(resp):
+            if resp.status_code >= 400 or resp.is_streamed or resp.direct_passthrough:
+                return after(resp)
+            original = resp.get_data()
+            runs = []
+
+            def run():
+                if runs:  # again, on the response as the view made it
+                    resp.set_data(original)
+                runs.append(True)
+                return after(resp)
+
+            return decided(run, lambda out: out is not resp or out.get_data() != original)
+
+        hooks[hooks.index(after)] = after_request
+        wrapped.append("after_request")
+
+    filter_ids = _find(targets.AUTH, "filter_experiment_ids")
+    if filter_ids is not None:
+
+        @functools.wraps(filter_ids)
+        def filter_experiment_ids(experiment_ids):
+            return decided(
+                lambda: filter_ids(experiment_ids), lambda kept: len(kept) < len(experiment_ids)
+            )
+
+        auth.filter_experiment_ids = filter_experiment_ids
+        wrapped.append("filter_experiment_ids")
+
+    find_validator = _find(targets.AUTH, "_find_fastapi_validator")
+    if find_validator is not None:
+
+        @functools.wraps(find_validator)
+        def find_fastapi_validator(*args, **kwargs):
+            validator = find_validator(*args, **kwargs)
+            if validator is None:
+                return None
+
+            async def validate(*v_args, **v_kwargs):
+                return await decided_async(
+                    lambda: validator(*v_args, **v_kwargs), lambda allowed: not allowed
+                )
+
+            return validate
+
+        auth._find_fastapi_validator = find_fastapi_validator
+        wrapped.append("_find_fastapi_validator")
+
+    find_filter = _find(targets.AUTH, "_find_fastapi_response_filter")
+    if find_filter is not None:
+
+        @functools.wraps(find_filter)
+        def find_fastapi_response_filter(*args, **kwargs):
+            response_filter = find_filter(*args, **kwargs)
+            if response_filter is None:
+                return None
+
+            def filter_response(username, body, request):
+                return decided(
+                    lambda: response_filter(username, body, request), lambda out: out != body
+                )
+
+            return filter_response
+
+        auth._find_fastapi_response_filter = find_fastapi_response_filter
+        wrapped.append("_find_fastapi_response_filter")
+    return wrapped

@@ -69,6 +69,15 @@ TARGETS: tuple[Target, ...] = (
         since="3.17",
     ),
     Target(AUTH, "RetentionGate.retains", "filter listings (resource limits)", since="3.17"),
+    # refusals decided on fresh data (patches.decide_refusals_on_fresh_data)
+    Target(AUTH, "_before_request", "decide a 403 again on fresh data"),
+    Target(AUTH, "_after_request", "decide response filters again on fresh data"),
+    Target(AUTH, "filter_experiment_ids", "decide runs/search's filter again on fresh data"),
+    Target(
+        AUTH,
+        "_find_fastapi_response_filter",
+        "decide FastAPI response filters again on fresh data",
+    ),
     # accessors
     Target(AUTH, "create_app", "let MLflow's auth engine build the app"),
     Target(AUTH, "store", "the running auth store (users, permissions)"),

@@ -11,7 +11,13 @@ never changes, is remembered apart: ``_mlflow.patches.cache_authorization_lookup
   written through MLflow's auth store) clears it at once, so the worker that made a change
   never serves the old answer;
 - a lookup that started before a clear is not stored after it (generation check), so a write
-  racing a read cannot leave the old value cached.
+  racing a read cannot leave the old value cached;
+- a refusal is decided on fresh data: another worker or replica may have just granted what a
+  cached answer lacks (a user creates an experiment there, then uses it here), so where MLflow's
+  engine refuses or leaves something out of a listing, the decision is taken again with every
+  lookup loaded anew (``tracking_cached_answers`` tells whether a cached answer was used,
+  ``fresh_lookups`` loads and stores anew; ``_mlflow.patches.decide_refusals_on_fresh_data``
+  wires them around the engine's decisions). What is allowed may still come from the cache.
 
 ``peek`` never blocks on I/O (the ASGI gate calls it on the event loop); ``get`` loads on a
 miss (called in a worker thread).
@@ -19,14 +25,64 @@ miss (called in a worker thread).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
 
 from cachetools import TTLCache
 
 MISS = object()  # peek: nothing cached under this key
+
+# Set by ``fresh_lookups``: every ``get`` in this context loads (and stores the new answer).
+_fresh: ContextVar[bool] = ContextVar("hokusai_fresh_lookups", default=False)
+# Set by ``tracking_cached_answers``: a list that gets an entry whenever ``get`` answers from
+# the cache in this context.
+_served: ContextVar[list | None] = ContextVar("hokusai_cached_answers", default=None)
+
+
+@contextlib.contextmanager
+def tracking_cached_answers() -> Iterator[list]:
+    """A list that is non-empty after the block if any lookup in it came from a cache."""
+    served: list = []
+    token = _served.set(served)
+    try:
+        yield served
+    finally:
+        _served.reset(token)
+
+
+@contextlib.contextmanager
+def fresh_lookups() -> Iterator[None]:
+    """Within the block every lookup loads anew (and refreshes the cache)."""
+    token = _fresh.set(True)
+    try:
+        yield
+    finally:
+        _fresh.reset(token)
+
+
+def decided_on_fresh_data(decide: Callable[[], object], refused: Callable[[object], bool]):
+    """``decide()``; when ``refused(result)`` and the decision used a cached answer, the
+    result of ``decide()`` again with fresh lookups."""
+    with tracking_cached_answers() as served:
+        result = decide()
+    if not served or not refused(result):
+        return result
+    with fresh_lookups():
+        return decide()
+
+
+async def decided_on_fresh_data_async(decide, refused: Callable[[object], bool]):
+    """``decided_on_fresh_data`` for a coroutine function ``decide``."""
+    with tracking_cached_answers() as served:
+        result = await decide()
+    if not served or not refused(result):
+        return result
+    with fresh_lookups():
+        return await decide()
 
 
 class LookupCache:
@@ -54,10 +110,14 @@ class LookupCache:
         clear happened while it ran)."""
         if self._entries is None:
             return load()
+        fresh = _fresh.get()
         with self._lock:
-            value = self._entries.get(key, MISS)
+            value = MISS if fresh else self._entries.get(key, MISS)
             generation = self._generation
         if value is not MISS:
+            served = _served.get()
+            if served is not None:
+                served.append(key)
             return value
         value = load()
         if keep is None or keep(value):
