@@ -530,3 +530,77 @@ def test_the_plugin_says_what_is_wrong_when_the_exchange_fails(server, issuer, t
     assert done.returncode != 0
     assert "Exchanging the workload's OIDC token for a key failed" in done.stderr
     assert "wrong audience" in done.stderr
+
+
+# -- federated keys manage no keys, and never outlive their policy -------------------------------
+def test_a_federated_key_creates_rotates_and_changes_no_keys(server, issuer, policy):
+    status, body, _ = exchange(server, issuer.token())
+    assert status == 200, body
+    key = body["access_token"]
+    me = server.get(WHOAMI, key).json()
+    sibling = server.post(f"{KEYS}/create", server.admin_key, json={"username": "ci-bot"})
+    sibling_id = sibling.json()["api_key"]["id"]
+    before = _keys_of(server)
+    for path, request in (
+        ("create", {}),
+        ("rotate", {"key_id": me["key_id"]}),
+        ("rotate", {"key_id": sibling_id, "grace_seconds": 604800}),
+        ("update", {"key_id": sibling_id, "unlimited": True}),
+        ("update", {"key_id": me["key_id"], "experiments": ["0"]}),
+        ("revoke", {"key_id": sibling_id}),
+    ):
+        refused = server.post(f"{KEYS}/{path}", key, json=request)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "issued by a token exchange" in refused.json()["message"]
+    made = server.post(
+        f"{POLICIES}/create", key, json={"issuer": issuer.url, "subject": "*", "username": "x"}
+    )
+    assert made.status_code == 403, made.text  # ci-bot is no admin; and a policy mints keys
+    after = _keys_of(server)
+    strip = [{k: v for k, v in r.items() if k != "last_used_at"} for r in before]
+    assert [{k: v for k, v in r.items() if k != "last_used_at"} for r in after] == strip
+    # An admin may rotate it: the replacement is still the policy's.
+    rotated = server.post(f"{KEYS}/rotate", server.admin_key, json={"key_id": me["key_id"]})
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["api_key"]["federated_by"] == policy["id"]
+
+
+NIGHTLY = "repo:octo-org/nightly:ref:refs/heads/nightly"
+
+
+def test_deleting_a_policy_revokes_every_key_it_issued(server, issuer):
+    made = server.post(
+        f"{POLICIES}/create",
+        server.admin_key,
+        json={
+            "issuer": issuer.url,
+            "audience": AUDIENCE,
+            "subject": NIGHTLY,  # no other policy of this module matches it
+            "username": "nightly-bot",
+            "lifetime_seconds": 600,
+        },
+    ).json()["policy"]
+    keys = []
+    for _ in range(2):
+        status, body, _ = exchange(server, issuer.token(sub=NIGHTLY))
+        assert status == 200, body
+        keys.append(body["access_token"])
+    assert server.get(WHOAMI, keys[0]).json()["username"] == "nightly-bot"
+    rotated = server.post(
+        f"{KEYS}/rotate",
+        server.admin_key,
+        json={"key_id": server.get(WHOAMI, keys[1]).json()["key_id"], "grace_seconds": 300},
+    )
+    assert rotated.status_code == 200, rotated.text
+    keys.append(rotated.json()["key"])  # its replacement; keys[1] works on, rotating
+    for key in keys:
+        assert server.get(WHOAMI, key).status_code == 200
+    deleted = server.post(f"{POLICIES}/delete", server.admin_key, json={"policy_id": made["id"]})
+    assert deleted.status_code == 200, deleted.text
+    time.sleep(1.1)  # the staleness bound: every worker
+    for key in keys:
+        for _ in range(4):  # on both workers
+            refused = server.get(WHOAMI, key, headers={"Connection": "close"})
+            assert refused.status_code == 401, refused.text
+    events = [e for e in _audit(server, "revoked") if made["id"] in (e.get("detail") or "")]
+    assert len(events) == 3 and all("policy deleted" in e["detail"] for e in events)

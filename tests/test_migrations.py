@@ -172,3 +172,35 @@ def test_upgrade_from_0008_adds_resource_limits(tmp_path):
         {"name": "ci-*", "permission": "MANAGE"}
     ]
     upgrade(engine)  # idempotent
+
+
+def test_upgrade_from_0009_gives_rotation_chains_one_lineage(tmp_path):
+    """A database made by the previous main (0009) with a key rotated twice: after the
+    upgrade the three keys share the first one's lineage (one rate-limit counter), an
+    unrelated key has its own, and a new rotation continues the chain."""
+    from mlflow_hokusai.keys.format import generate_key, parse_key
+    from mlflow_hokusai.store.keys import KeyStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0009")
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=7, username="jo", is_admin=0))
+        for key_id, replaced_by in (("k1", "k2"), ("k2", "k3"), ("k3", None), ("other", None)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, "
+                    "user_id, name, scope, created_at, replaced_by) VALUES (:id, :digest, "
+                    "'hk_live_abcd', 'jo', 7, 'ci', 'write', '2026-12-02 00:00:00', :by)"
+                ),
+                {"id": key_id, "digest": "d-" + key_id, "by": replaced_by},
+            )
+    upgrade(engine)
+    store = KeyStore(engine)
+    assert [store.get(k).counter_id for k in ("k1", "k2", "k3")] == ["k1", "k1", "k1"]
+    assert store.get("other").counter_id == "other"
+    parsed = parse_key(generate_key())
+    replacement = store.rotate("k3", parsed.digest, parsed.display_prefix)
+    assert store.get(replacement.id).counter_id == "k1"
+    upgrade(engine)  # idempotent

@@ -73,6 +73,9 @@ class Identity:
     key_prefix: str | None = None  # the key's display prefix (for messages)
     # The experiments and registered models the key is limited to (``keys/limits.py``).
     limits: ResourceLimits = UNLIMITED
+    allowed_ips: tuple[str, ...] = ()  # the networks the key may be used from; empty: any
+    federated: bool = False  # issued by a token exchange (keys it may manage: none)
+    counter_id: str | None = None  # its rate-limit counter: shared with its rotation chain
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,9 @@ class Authenticator:
             record.rate_limit,
             record.display_prefix,
             limits,
+            record.allowed_ips,
+            record.federated_by is not None,
+            record.counter_id,
         )
 
     @staticmethod

@@ -135,6 +135,13 @@ class FederationManager:
                 "PERMISSION_DENIED",
                 f"This API key is read-only: it cannot {what} federation policies.",
             )
+        restricted = actor.federated_key or actor.limited_key
+        if write and restricted is not None:  # a policy mints keys: such a key mints none
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                f"This API key ({restricted}…) is federated or resource-limited: it cannot "
+                f"{what} federation policies. Use an ordinary admin key.",
+            )
 
     def create(
         self,
@@ -191,14 +198,18 @@ class FederationManager:
             ) from None
 
     def delete(self, actor: Actor, policy_id) -> Policy:
+        """Delete the policy and revoke every live key it issued (audited): a key exchanged
+        under a policy never outlives it."""
         self._admin(actor, "delete")
         policy = self._existing(parse_policy_id(policy_id))
         self.store.delete(policy.id)
+        revoked = self.keys.revoke_federated(actor, policy.id)
         self.audit.record(
             "policy-deleted",
             actor=actor.name,
             username=policy.username,
             source=actor.source,
-            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject}",
+            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject} "
+            f"keys revoked={len(revoked)}",
         )
         return policy

@@ -4,7 +4,9 @@ is valid. One implementation shared by the REST endpoints and the offline CLI.
 Rules:
 - users manage their own keys; admins (and the offline CLI operator) manage anyone's;
 - a read-only key may list keys but not create, rotate or revoke any (fail closed: a leaked
-  read key must not be able to mint a write key or lock its owner out);
+  read key must not be able to mint a write key or lock its owner out); nor may a
+  resource-limited key or a federated key (from a token exchange) manage any key;
+- a key acting on its owner's keys makes nothing broader than itself (``attenuation.py``);
 - when an admin creates a key for a user who does not exist yet, the MLflow user is created
   with a random password nobody knows (users log in with keys), as the CLI always has.
 Every change is written to the audit trail.
@@ -22,6 +24,7 @@ from typing import Protocol
 from mlflow_hokusai.config import MAX_LIFETIME_DAYS, parse_rate_limit
 from mlflow_hokusai.errors import HokusaiError, invalid_parameter
 from mlflow_hokusai.keys import format as keyformat
+from mlflow_hokusai.keys.attenuation import Bounds, rate_within
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.lifetime import LifetimeRules
 from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json, parse_limits
@@ -65,10 +68,11 @@ def issue_key(
     allowed_ips: tuple[str, ...] = (),
     rate_limit: str | None = None,
     limits: ResourceLimits = UNLIMITED,
+    expires_at: datetime | None = None,
 ) -> tuple[str, KeyRecord]:
-    """Make a new key; return the plaintext (shown once) and its record."""
-    expires_at = None
-    if expires_in_days is not None:
+    """Make a new key; return the plaintext (shown once) and its record. ``expires_at``, when
+    given, wins over ``expires_in_days``."""
+    if expires_at is None and expires_in_days is not None:
         expires_at = utcnow() + timedelta(days=expires_in_days)
     key = keyformat.generate_key(environment)
     record = store_key(
@@ -208,22 +212,35 @@ class Actor:
     is_admin: bool
     scope: Scope = "write"
     source: str | None = None  # peer address, or "local" for the CLI
-    # The expiry of the API key acting (None: a password login, the CLI, or a key that never
-    # expires). A key it creates may not outlive it.
-    key_expires_at: datetime | None = None
+    # The API key acting, as the bounds of what it may make (None: a password login, the CLI,
+    # MLflow itself): see ``attenuation.py``.
+    key: Bounds | None = None
     # The display prefix of a resource-limited key acting (None: not limited).
     limited_key: str | None = None
+    # The display prefix of a federated key acting (None: not one).
+    federated_key: str | None = None
 
     @classmethod
     def from_identity(cls, identity, source: str | None) -> Actor:
-        limits = getattr(identity, "limits", None)
+        limits = getattr(identity, "limits", None) or UNLIMITED
+        key = None
+        if identity.key_id is not None:
+            key = Bounds(
+                identity.key_prefix or identity.key_id,
+                identity.expires_at,
+                identity.scope,
+                identity.rate_limit,
+                tuple(getattr(identity, "allowed_ips", ())),
+                limits,
+            )
         return cls(
             identity.username,
             identity.is_admin,
             identity.scope,
             source,
-            identity.expires_at,
-            identity.key_prefix if limits is not None and limits.limited else None,
+            key,
+            identity.key_prefix if limits.limited else None,
+            identity.key_prefix if getattr(identity, "federated", False) else None,
         )
 
     @classmethod
@@ -282,6 +299,21 @@ class KeyManager:
                 f"This API key ({actor.limited_key}…) is limited to named experiments and "
                 f"registered models: it cannot {what}. Use a key without resource limits.",
             )
+        if actor.federated_key is not None:  # its life is its policy's to decide
+            raise HokusaiError(
+                "PERMISSION_DENIED",
+                f"This API key ({actor.federated_key}…) was issued by a token exchange: it "
+                f"cannot {what}. Exchange a new token when it expires (the hokusai plugin "
+                "does), or use an ordinary key.",
+            )
+
+    @staticmethod
+    def _bounds(actor: Actor, owner: str) -> Bounds | None:
+        """The acting key's bounds when attenuation applies to a change of ``owner``'s keys:
+        a key acting on its owner's keys (an admin acting on another user's is a root)."""
+        if actor.key is None or (actor.is_admin and owner != actor.name):
+            return None
+        return actor.key
 
     def _limits_for(self, owner: str, limits: ResourceLimits, make_admin: bool = False) -> None:
         """Resource limits are for keys of non-admin users: MLflow's engine skips every
@@ -346,14 +378,37 @@ class KeyManager:
         owner = actor.name if username is None else parse_username(username)
         name, scope = parse_name(name), parse_scope(scope)
         limits = parse_limits(experiments, registered_models, workspace, can_create, scope=scope)
+        ips_given = allowed_ips is not None
         allowed_ips = parse_allowed_ips(allowed_ips)
-        rate_limit = self.rate_limit_for(actor, parse_key_rate_limit(rate_limit))
-        expires_in_days = self.rules.expiry_days(parse_expiry(expires_in_days))
+        asked_rate = parse_key_rate_limit(rate_limit)
+        rate_limit = self.rate_limit_for(actor, asked_rate)
+        asked_days = parse_expiry(expires_in_days)
+        expires_in_days = self.rules.expiry_days(asked_days)
+        expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
         if make_admin and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
-        self._within_creator_lifetime(actor, expires_in_days)
+        bounds = self._bounds(actor, owner)
+        if bounds is not None:
+            # What the request left out is narrowed to the acting key; what it asked is checked.
+            late = expires_at is None or (
+                bounds.expires_at is not None and expires_at > bounds.expires_at
+            )
+            if asked_days is None and bounds.expires_at is not None and late:
+                expires_at = bounds.expires_at
+            if asked_rate is None and not rate_within(rate_limit, bounds.rate_limit):
+                rate_limit = bounds.rate_limit
+            if not ips_given:
+                allowed_ips = bounds.allowed_ips
+            bounds.check(
+                what="the new key",
+                expires_at=expires_at,
+                scope=scope,
+                rate_limit=rate_limit,
+                allowed_ips=allowed_ips,
+                limits=limits,
+            )
         self._limits_for(owner, limits, make_admin)
         if actor.is_admin:
             self.ensure_user(actor, owner, make_admin)
@@ -363,7 +418,7 @@ class KeyManager:
             environment=self.environment,
             name=name,
             scope=scope,
-            expires_in_days=expires_in_days,
+            expires_at=expires_at,
             allowed_ips=allowed_ips,
             rate_limit=rate_limit,
             limits=limits,
@@ -424,6 +479,17 @@ class KeyManager:
                 limited=current.limited or given.limited,
             )
         self._limits_for(record.username, limits)
+        bounds = self._bounds(actor, record.username)
+        if bounds is not None:
+            self._within(bounds, record, f"API key {record.id!r}")
+            bounds.check(
+                what=f"API key {record.id!r} with these limits",
+                expires_at=record.expires_at,
+                scope=record.scope,
+                rate_limit=record.rate_limit,
+                allowed_ips=record.allowed_ips,
+                limits=limits,
+            )
         record = self.store.set_limits(record.id, limits.to_json())
         self._on_change()
         self.audit.record(
@@ -506,25 +572,16 @@ class KeyManager:
         )
         return key, record
 
-    def _within_creator_lifetime(self, actor: Actor, expires_in_days: int | None) -> None:
-        """A key made with an expiring key expires no later than it (a leaked 1-day key must
-        not mint a key that never expires)."""
-        latest = actor.key_expires_at
-        if latest is None:
-            return
-        now = utcnow()
-        if expires_in_days is not None and now + timedelta(days=expires_in_days) <= latest:
-            return
-        days = (latest - now).days
-        allowed = (
-            f"pass 'expires_in_days' of at most {days}"
-            if days >= 1
-            else "it expires in less than a day, so it cannot create keys"
-        )
-        raise invalid_parameter(
-            f"The API key making this request expires at {latest.isoformat()}Z and a key it "
-            f"creates may not outlive it: {allowed} (or create the key with a password login "
-            "or the mlflow-hokusai CLI)."
+    @staticmethod
+    def _within(bounds: Bounds, record: KeyRecord, what: str) -> None:
+        """A key broader than the acting key can be neither rotated nor changed by it."""
+        bounds.check(
+            what=what,
+            expires_at=record.expires_at,
+            scope=record.scope,
+            rate_limit=record.rate_limit,
+            allowed_ips=record.allowed_ips,
+            limits=from_json(record.resource_limits),
         )
 
     def describe(self, record: KeyRecord) -> dict:
@@ -576,6 +633,23 @@ class KeyManager:
             )
         return revoked
 
+    def revoke_federated(self, actor: Actor, policy_id: str) -> list[KeyRecord]:
+        """Federation policy ``policy_id`` was deleted: revoke every live key it issued
+        (audited; this worker refuses them at once, the others within the staleness bound)."""
+        revoked = self.store.revoke_federated(policy_id)
+        if revoked:
+            self._on_change()
+        for record in revoked:
+            self.audit.record(
+                "revoked",
+                actor=actor.name,
+                key_id=record.id,
+                username=record.username,
+                source=actor.source,
+                detail=f"policy deleted: {policy_id}",
+            )
+        return revoked
+
     def rotate(self, actor: Actor, key_id, grace_seconds=None) -> tuple[str, KeyRecord, KeyRecord]:
         """Issue the replacement of ``key_id`` and end the old key, at once or after the
         overlap window (``grace_seconds``, else the server default): (new key, new record,
@@ -590,6 +664,11 @@ class KeyManager:
                 f"API key {old.id!r} was already rotated (its replacement is "
                 f"{old.replaced_by!r}); rotate or revoke that one instead."
             )
+        bounds = self._bounds(actor, old.username)
+        if bounds is not None:
+            self._within(bounds, old, f"API key {old.id!r}")
+            if grace:
+                bounds.check_grace(utcnow() + grace)
         key = keyformat.generate_key(self.environment)
         parsed = keyformat.parse_key(key)
         try:
@@ -599,6 +678,8 @@ class KeyManager:
                 parsed.display_prefix,
                 self.rules.rotated_lifetime(old),
                 grace,
+                # the replacement outlives neither the acting key nor the server's rules
+                expires_by=bounds.expires_at if bounds is not None else None,
             )
         except KeyRevoked:  # revoked (or rotated) by someone else a moment ago
             raise invalid_parameter(

@@ -264,11 +264,11 @@ class AsgiGate(_Gate):
         loop when it can, else from the store in a worker thread."""
         if identity.rate_limit is None:
             return self.over_limit(identity, None, peer)
-        verdict = self.rate_limits.peek(identity.key_id, identity.rate_limit)
+        verdict = self.rate_limits.peek(identity.counter_id, identity.rate_limit)
         if verdict is None:
             try:
                 verdict = await anyio.to_thread.run_sync(
-                    self.rate_limits.check, identity.key_id, identity.rate_limit
+                    self.rate_limits.check, identity.counter_id, identity.rate_limit
                 )
             except HokusaiError as error:  # the store is down and the server fails closed
                 self.metrics.request("unavailable")
@@ -391,7 +391,7 @@ class WsgiGate(_Gate):
             verdict = None
             if result.rate_limit is not None:
                 try:
-                    verdict = self.rate_limits.check(result.key_id, result.rate_limit)
+                    verdict = self.rate_limits.check(result.counter_id, result.rate_limit)
                 except HokusaiError as failure:  # the store is down and we fail closed
                     self.metrics.request("unavailable")
                     return _wsgi_send(start_response, parts_of(failure))

@@ -49,6 +49,13 @@ class KeyRecord:
     rate_limit: str | None = None  # "N/second|minute|hour"; None: no limit
     federated_by: str | None = None  # the federation policy it was exchanged under
     resource_limits: str | None = None  # JSON (keys/limits.py); None: unlimited
+    lineage: str | None = None  # the first key of its rotation chain (None: itself)
+
+    @property
+    def counter_id(self) -> str:
+        """The id its rate limit is counted under: one counter for a key and its
+        replacements, so rotating never starts a fresh allowance."""
+        return self.lineage or self.id
 
     def status(self, now: datetime | None = None) -> KeyStatus:
         now = now or utcnow()
@@ -109,6 +116,7 @@ _COLUMNS = (
     ApiKey.rate_limit,
     ApiKey.federated_by,
     ApiKey.resource_limits,
+    ApiKey.lineage,
 )
 
 
@@ -180,14 +188,17 @@ class KeyStore:
         rate_limit: str | None = None,
         federated_by: str | None = None,
         resource_limits: str | None = None,
+        lineage: str | None = None,
         conn=None,
     ) -> KeyRecord:
-        """Store a key by its digest; return its record."""
+        """Store a key by its digest; return its record. ``lineage``: the first key of the
+        rotation chain it continues (None: it starts one)."""
         owner_id = (
             sa.select(mlflow_users.c.id).where(mlflow_users.c.username == username)
         ).scalar_subquery()
+        key_id = secrets.token_hex(8)
         values = {
-            "id": secrets.token_hex(8),
+            "id": key_id,
             "user_id": owner_id,
             "digest": digest,
             "display_prefix": display_prefix,
@@ -200,6 +211,7 @@ class KeyStore:
             "rate_limit": rate_limit,
             "federated_by": federated_by,
             "resource_limits": resource_limits,
+            "lineage": lineage or key_id,
         }
         if conn is None:
             with self.engine.begin() as conn:
@@ -216,6 +228,7 @@ class KeyStore:
             rate_limit=rate_limit,
             federated_by=federated_by,
             resource_limits=resource_limits,
+            lineage=values["lineage"],
         )
 
     def set_limits(self, key_id: str, resource_limits: str | None) -> KeyRecord:
@@ -266,26 +279,33 @@ class KeyStore:
         display_prefix: str,
         lifetime=KEEP_LIFETIME,
         grace: timedelta | None = None,
+        expires_by: datetime | None = None,
     ) -> KeyRecord:
-        """Store the replacement of ``key_id`` (by digest) with the same owner, name, scope and
-        lifetime (or ``lifetime``, a timedelta or None), and end the old key: at once, or
-        after ``grace``. One transaction. Raises KeyRevoked when the old key is already
-        revoked or being rotated."""
+        """Store the replacement of ``key_id`` (by digest) with the same owner, name, scope,
+        policies, lineage and lifetime (or ``lifetime``, a timedelta or None; expiring by
+        ``expires_by`` at the latest), and end the old key: at once, or after ``grace``. One
+        transaction. Raises KeyRevoked when the old key is already revoked or being
+        rotated."""
         old = self.get(key_id)
         if lifetime is KEEP_LIFETIME:
             lifetime = old.expires_at - old.created_at if old.expires_at else None
         with self.engine.begin() as conn:
             now = utcnow()
+            expires_at = now + lifetime if lifetime else None
+            if expires_by is not None and (expires_at is None or expires_at > expires_by):
+                expires_at = expires_by
             record = self.insert(
                 digest,
                 display_prefix,
                 old.username,
                 name=old.name,
                 scope=old.scope,
-                expires_at=now + lifetime if lifetime else None,
+                expires_at=expires_at,
                 allowed_ips=old.allowed_ips,
                 rate_limit=old.rate_limit,
+                federated_by=old.federated_by,
                 resource_limits=old.resource_limits,
+                lineage=old.counter_id,
                 conn=conn,
             )
             ends = {"rotation_ends_at": now + grace} if grace else {"revoked_at": now}
@@ -301,6 +321,31 @@ class KeyStore:
             if result.rowcount == 0:
                 raise KeyRevoked(key_id)  # rolls the replacement back
             return record
+
+    def revoke_federated(self, policy_id: str) -> list[KeyRecord]:
+        """Revoke every live key issued under federation policy ``policy_id`` (rotating ones
+        included); return the keys this call revoked."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(ApiKey.id).where(
+                        ApiKey.federated_by == policy_id,
+                        ApiKey.revoked_at.is_(None),
+                        sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+                        sa.or_(ApiKey.rotation_ends_at.is_(None), ApiKey.rotation_ends_at > now),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                conn.execute(
+                    sa.update(ApiKey)
+                    .where(ApiKey.id.in_(ids), ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        return [self.get(key_id) for key_id in ids]
 
     def revoke_all(self, username: str) -> list[KeyRecord]:
         """Revoke every unrevoked key of ``username``; return the keys this call revoked."""

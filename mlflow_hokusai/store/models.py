@@ -50,6 +50,9 @@ class ApiKey(Base):
     # The experiments and registered models the key is limited to, as JSON written by
     # ``keys/limits.py`` (migration 0009); NULL: all of its owner's.
     resource_limits: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The first key of its rotation chain (migration 0010): a key and its replacements share
+    # it, and with it one rate-limit counter. NULL only on rows no code of ours wrote.
+    lineage: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class FederationPolicy(Base):
