@@ -363,7 +363,7 @@ def redis_replicas(replicas, redis_server, tmp_path_factory):
 @pytest.mark.parametrize("store", ["postgresql", "redis"])
 def test_a_rate_limit_holds_across_two_replicas_of_two_workers(request, store):
     """Eight clients, four on each replica, hammer one 40/second key for 4.5 s: no interval of
-    a second admits more than the limit + 5 %, and at least 95 % of it is usable."""
+    a second surely admits more than the limit, and at least 95 % of it is usable."""
     from tests.rate_load import analyse, hammer
 
     a, b = request.getfixturevalue("replicas" if store == "postgresql" else "redis_replicas")[:2]
@@ -372,7 +372,7 @@ def test_a_rate_limit_holds_across_two_replicas_of_two_workers(request, store):
     assert made.status_code == 200, made.text
     figures = analyse(hammer([a.url, b.url], made.json()["key"], 8, 4.5), 40, 1.0)
     assert figures["statuses"] == [200, 429], figures
-    assert figures["max_in_any_window"] <= 42, figures
+    assert figures["surely_in_window"] <= 40, figures  # what the server surely decided
     assert figures["usable"] >= 0.95, figures
 
 
