@@ -177,6 +177,23 @@ def _none(issuer) -> str:
     return jwt.encode(issuer.claims(), None, algorithm="none")
 
 
+def _crossed(algorithm: str):
+    """A token whose header names ``algorithm`` with the kid of the issuer's key of the other
+    type, and a garbage signature (PyJWT raised TypeError on this: a 500 before the fix)."""
+
+    def make(issuer) -> str:
+        kid = issuer.rsa_kid if algorithm == "ES256" else issuer.ec_kid
+
+        def part(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        header = part(json.dumps({"alg": algorithm, "kid": kid, "typ": "JWT"}).encode())
+        payload = part(json.dumps(issuer.claims()).encode())
+        return f"{header}.{payload}.{part(b'garbage' * 10)}"
+
+    return make
+
+
 def _from_another_issuer(issuer, **claims) -> str:
     other = OidcIssuer()
     try:
@@ -204,6 +221,8 @@ CORPUS = {
     "alg none": (_none, "algorithm 'none' is not accepted"),
     "HS256 with the public key": (_hs256_with_the_public_key, "algorithm 'HS256'"),
     "unknown kid": (lambda i: i.token(kid="made-up"), "does not publish"),
+    "ES256 header, RSA key": (_crossed("ES256"), "says ES256 but the issuer's key"),
+    "RS256 header, EC key": (_crossed("RS256"), "says RS256 but the issuer's key"),
     "tampered payload": (_tampered, "signature does not verify"),
     "subject outside the policy": (
         lambda i: i.token(sub="repo:evil-org/octo-repo:ref:refs/heads/main"),
@@ -604,3 +623,49 @@ def test_deleting_a_policy_revokes_every_key_it_issued(server, issuer):
             assert refused.status_code == 401, refused.text
     events = [e for e in _audit(server, "revoked") if made["id"] in (e.get("detail") or "")]
     assert len(events) == 3 and all("policy deleted" in e["detail"] for e in events)
+
+
+# -- the exchange's own limits --------------------------------------------------------------------
+def test_a_replayed_token_is_refused_on_every_worker(server, issuer, policy):
+    token = issuer.token()
+    first = exchange(server, token)
+    assert first[0] == 200, first[1]
+    for _ in range(3):  # each from another address (and, by chance, worker)
+        status, body, _ = exchange(server, token)
+        assert status == 401, body
+        assert "exchanged a moment ago" in body["message"]
+    # without a jti the token itself is what counts
+    no_jti = issuer.token(jti=None)
+    assert exchange(server, no_jti)[0] == 200
+    assert exchange(server, no_jti)[0] == 401
+
+
+def test_a_token_over_16_kib_is_a_400(server, issuer, policy):
+    huge = issuer.token(padding="x" * 20000)
+    status, body, _ = exchange(server, huge)
+    assert status == 400, body
+    assert "at most 16,384" in body["message"]
+
+
+def test_a_subject_glob_never_spans_a_colon(server, issuer, policy):
+    # The module's policy is repo:octo-org/*:ref:refs/heads/main.
+    sneaky = "repo:octo-org/x:environment:prod:ref:refs/heads/main"
+    status, body, _ = exchange(server, issuer.token(sub=sneaky))
+    assert status == 401 and "no federation policy matches subject" in body["message"], body
+    newline = "repo:octo-org/x\n:ref:refs/heads/main"
+    status, body, _ = exchange(server, issuer.token(sub=newline))
+    assert status == 401, body
+    assert exchange(server, issuer.token(sub="repo:octo-org/x:ref:refs/heads/main"))[0] == 200
+
+
+def test_subject_globs():
+    from mlflow_hokusai.keys.federation import subject_matches
+
+    glob = "repo:octo-org/*:ref:refs/heads/main"
+    assert subject_matches("repo:octo-org/app:ref:refs/heads/main", glob)
+    assert subject_matches("repo:octo-org/:ref:refs/heads/main", glob)
+    assert not subject_matches("repo:octo-org/a:environment:prod:ref:refs/heads/main", glob)
+    assert not subject_matches("repo:octo-org/a\u200b:ref:refs/heads/main", glob)
+    assert subject_matches("repo:o/a:ref:refs/tags/v1.2", "repo:o/a:ref:refs/tags/v?.*")
+    assert not subject_matches("repo:o/a:ref:refs/tags/v1:x", "repo:o/a:ref:refs/tags/v?*")
+    assert subject_matches("a[1].b", "a[1].b") and not subject_matches("a1xb", "a[1].b")

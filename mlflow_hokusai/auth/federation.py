@@ -12,21 +12,27 @@ audited (at most once a minute per reason and address); no key is issued.
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import logging
+from datetime import datetime, timedelta, timezone
 
 from mlflow_hokusai.auth.oidc import IssuerUnreachable, OidcVerifier, TokenRejected
 from mlflow_hokusai.config import DEFAULT_TOKEN_EXCHANGE_LIMIT
 from mlflow_hokusai.errors import ISSUER_DOWN, HokusaiError, Unavailable, invalid_parameter
 from mlflow_hokusai.keys.audit import AuditLog
-from mlflow_hokusai.keys.federation import claim_matches
+from mlflow_hokusai.keys.federation import claim_matches, subject_matches
 from mlflow_hokusai.keys.management import KeyManager
+from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.federation import FederationStore, Policy
 
 _logger = logging.getLogger(__name__)
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+MAX_TOKEN_LENGTH = 16 * 1024  # real workload tokens are 1-2 KiB
+# A token may be exchanged again once this share of its key's lifetime has passed: the plugin
+# renews at half of it at the earliest (client/auth_provider.py), a stolen token mints no more.
+REUSE_AFTER_SHARE = 0.45
 
 
 def _audiences(claims: dict) -> list[str]:
@@ -40,13 +46,14 @@ def matching_policy(policies: list[Policy], claims: dict) -> Policy:
     audiences = set(_audiences(claims))
     subject = claims["sub"]
     for_audience = [p for p in policies if p.audience in audiences]
-    by_subject = [p for p in for_audience if fnmatch.fnmatchcase(subject, p.subject)]
+    by_subject = [p for p in for_audience if subject_matches(subject, p.subject)]
     for policy in by_subject:
         if all(claim_matches(claims, name, value) for name, value in policy.claims.items()):
             return policy
     if not by_subject:
         raise TokenRejected(
-            f"no federation policy matches subject {subject!r} for this issuer and audience"
+            f"no federation policy matches subject {subject!r} for this issuer and audience "
+            "(a '*' in a policy's subject does not span ':')"
         )
     unmet = sorted(
         {
@@ -88,6 +95,12 @@ class TokenExchange:
         token_type = form.get("subject_token_type", JWT_TOKEN_TYPE)
         if token_type not in (JWT_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:id_token"):
             raise invalid_parameter(f"'subject_token_type' must be {JWT_TOKEN_TYPE!r}.")
+        token = form.get("subject_token")
+        if isinstance(token, str) and len(token) > MAX_TOKEN_LENGTH:
+            raise invalid_parameter(
+                f"'subject_token' is {len(token):,} characters long; at most "
+                f"{MAX_TOKEN_LENGTH:,} are accepted (a workload's OIDC token is far shorter)."
+            )
         try:
             claims = self.verifier.verify(form.get("subject_token"), self._audiences)
             policy = matching_policy(self.policies.list(claims["iss"]), claims)
@@ -96,6 +109,7 @@ class TokenExchange:
                     f"federation policy {policy.id} acts as user {policy.username!r}, who no "
                     "longer exists"
                 )
+            self._once(claims, token, policy)
         except TokenRejected as rejected:
             self._refused(rejected.reason, source)
             raise HokusaiError(
@@ -113,6 +127,25 @@ class TokenExchange:
             "key_id": record.id,
             "policy_id": policy.id,
         }
+
+    def _once(self, claims: dict, token: str, policy: Policy) -> None:
+        """Refuse a token exchanged a moment ago (by issuer and ``jti``, else its digest)
+        until part of its key's lifetime has passed (``REUSE_AFTER_SHARE``)."""
+        jti = claims.get("jti")
+        seed = f"{claims['iss']}\0jti\0{jti}" if isinstance(jti, str) and jti else token
+        token_id = hashlib.sha256(seed.encode()).hexdigest()
+        now = utcnow()
+        reuse_after = now + timedelta(seconds=policy.lifetime_seconds * REUSE_AFTER_SHARE)
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), timezone.utc).replace(
+            tzinfo=None
+        )
+        wait_until = self.policies.claim_token(token_id, reuse_after, max(expires_at, now))
+        if wait_until is not None:
+            raise TokenRejected(
+                "this token was exchanged a moment ago and may be exchanged again after "
+                f"{wait_until.replace(microsecond=0).isoformat()}Z (each token once per key "
+                "lifetime: use the key you got, or a new token)"
+            )
 
     def _audiences(self, issuer: str) -> list[str]:
         return sorted({p.audience for p in self.policies.list(issuer)})

@@ -24,6 +24,7 @@ import jwt
 import requests
 
 ALGORITHMS = ("RS256", "ES256")
+_KEY_TYPE = {"RS256": "RSA", "ES256": "EC"}  # the key type each algorithm verifies with
 LEEWAY_SECONDS = 60
 DEFAULT_MAX_TOKEN_AGE_SECONDS = 60 * 60
 REFETCH_INTERVAL_SECONDS = 60.0
@@ -97,6 +98,12 @@ class OidcVerifier:
         if not audiences:
             raise TokenRejected(f"no federation policy trusts tokens from issuer {issuer!r}")
         key = self._signing_key(issuer, header.get("kid"))
+        kid = header.get("kid")
+        if key.key_type != _KEY_TYPE[algorithm] or key.algorithm_name != algorithm:
+            raise TokenRejected(
+                f"the token's header says {algorithm} but the issuer's key {kid!r} is an "
+                f"{key.key_type} key for {key.algorithm_name}"
+            )
         try:
             claims = jwt.decode(
                 token,
@@ -120,7 +127,7 @@ class OidcVerifier:
             raise TokenRejected(f"the token has no {error.claim!r} claim") from None
         except jwt.InvalidSignatureError:
             raise TokenRejected("the token's signature does not verify") from None
-        except jwt.PyJWTError as error:
+        except (jwt.PyJWTError, TypeError, ValueError) as error:  # e.g. a key of another curve
             raise TokenRejected(f"the token is not valid ({type(error).__name__})") from None
         age = self._clock() - float(claims["iat"])
         if age > self.max_token_age + LEEWAY_SECONDS:

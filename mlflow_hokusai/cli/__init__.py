@@ -512,7 +512,8 @@ def _claims(ctx, param, values):
     "--subject",
     required=True,
     help="The token's sub, exact or a glob, e.g. 'repo:org/repo:ref:refs/heads/main' or "
-    "'repo:org/*:ref:refs/heads/main', or 'system:serviceaccount:ns:name'.",
+    "'repo:org/*:ref:refs/heads/main', or 'system:serviceaccount:ns:name'. In a glob '*' is "
+    "any run of characters but ':' and '?' one character but ':'.",
 )
 @click.option(
     "--user",

@@ -3,7 +3,9 @@ exchanged for a short-lived key, and what that key may do. One implementation fo
 endpoints and the offline CLI; admins only; every change audited.
 
 A policy names the token's issuer (exact), audience, subject (exact or a glob such as
-``repo:org/*:ref:refs/heads/main``) and optional claim conditions (``repository_owner=org``), and
+``repo:org/*:ref:refs/heads/main``: ``*`` is any run of characters but ``:``, ``?`` one
+character but ``:``, everything else is itself, so a ``*`` never spans a field of the subject)
+and optional claim conditions (``repository_owner=org``), and
 the key it yields: the MLflow user it acts as, its scope, lifetime (default 15 minutes, at most
 one hour), and optionally a rate limit and an IP allowlist. Checking a token is the exchange's
 (``auth/federation.py``).
@@ -11,7 +13,9 @@ one hour), and optionally a rate limit and an IP allowlist. Checking a token is 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from mlflow_hokusai.errors import HokusaiError, invalid_parameter
@@ -111,6 +115,30 @@ def parse_policy_id(value) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         raise invalid_parameter("'policy_id' is required: the id shown by policies/list.")
     return value.strip()
+
+
+@functools.lru_cache(maxsize=1024)
+def _subject_pattern(glob: str) -> re.Pattern:
+    parts = []
+    for char in glob:
+        if char == "*":
+            parts.append("[^:]*")
+        elif char == "?":
+            parts.append("[^:]")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts))
+
+
+def subject_matches(subject: str, glob: str) -> bool:
+    """Whether a token's ``sub`` matches a policy's subject glob: ``*`` any run of characters
+    but ``:``, ``?`` any one but ``:``, all else literal. GitHub's subjects are fields joined by
+    ``:`` (``repo:ORG/REPO:environment:ENV``), so ``repo:org/*:ref:refs/heads/main`` cannot
+    admit ``repo:org/x:environment:prod:ref:refs/heads/main``. A subject with control or
+    invisible characters matches nothing."""
+    if has_unsafe_chars(subject):
+        return False
+    return _subject_pattern(glob).fullmatch(subject) is not None
 
 
 def claim_matches(claims: dict, name: str, required: str) -> bool:

@@ -1,5 +1,6 @@
-"""Keys never reach the server's logs: a key sent by mistake in a URL (``?api_key=hk_live_…``)
-is refused by the gate, and the access log line that records the request shows it redacted.
+"""Keys never reach the server's logs: a key sent by mistake in a URL (``?api_key=hk_live_…``,
+also percent-encoded) is refused by the gate, and the access log line that records the
+request shows it redacted.
 
 A ``logging.Filter`` on the access loggers of uvicorn and gunicorn rewrites the record's
 arguments (the request line) before any handler formats them.
@@ -8,10 +9,25 @@ arguments (the request line) before any handler formats them.
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote
 
-from mlflow_hokusai.keys.format import redact
+from mlflow_hokusai.keys.format import redact as redact_plain
 
 ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "waitress")
+
+
+def redact(text: str) -> str:
+    """``text`` with every key redacted, also a percent-encoded one (``hk%5Flive%5F…``,
+    ``hk_live_%43…``, encoded twice): a line holding one is logged decoded, then redacted."""
+    redacted = redact_plain(text)
+    decoded = text
+    for _ in range(3):  # %255F -> %5F -> _
+        if "%" not in decoded:
+            break
+        decoded = unquote(decoded)
+        if redact_plain(decoded) != decoded:
+            return redact_plain(decoded)
+    return redacted
 
 
 def _redacted(value):

@@ -7,6 +7,7 @@ the URL prefix). MLflow's engine has already authenticated the caller; the views
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ from flask import Flask, jsonify, request
 
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.flask_auth import current_identity
+from mlflow_hokusai.auth.origins import cross_origin_refusal
 from mlflow_hokusai.errors import HokusaiError
 from mlflow_hokusai.keys.management import Actor
 from mlflow_hokusai.routes.services import Services
@@ -46,14 +48,37 @@ def whoami():
 ROUTES = [Route("/mlflow/hokusai/whoami", "GET", whoami)]
 
 
+def _same_origin_only(view):
+    """Refuse a state-changing call a page on another origin makes a browser send
+    (``auth/origins.py``)."""
+
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        from mlflow.environment_variables import MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
+
+        listed = MLFLOW_SERVER_CORS_ALLOWED_ORIGINS.get()
+        refusal = cross_origin_refusal(
+            request.headers.get("Origin"),
+            request.headers.get("Referer"),
+            request.host,
+            [o.strip() for o in listed.split(",")] if listed else None,
+        )
+        if refusal is not None:
+            raise HokusaiError("PERMISSION_DENIED", refusal)
+        return view(*args, **kwargs)
+
+    return checked
+
+
 def register(app: Flask, services: Services, routes: list[Route]) -> None:
     """Add routes under both API roots; MLflow's engine lets any authenticated caller reach
-    them and the views authorize."""
+    them and the views authorize. Routes that change state accept no other origin's page."""
     rules = []
     for route in routes:
+        view = route.view if route.method in ("GET", "HEAD") else _same_origin_only(route.view)
         for path in services.api_paths(route.base):
             app.add_url_rule(
-                path, endpoint=f"hokusai:{path}", view_func=route.view, methods=[route.method]
+                path, endpoint=f"hokusai:{path}", view_func=view, methods=[route.method]
             )
             rules.append((path, route.method))
     _mlflow.patches.allow_authenticated(rules)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mlflow_hokusai.store.clock import utcnow
-from mlflow_hokusai.store.models import FederationPolicy
+from mlflow_hokusai.store.models import ExchangedToken, FederationPolicy
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Policy:
     id: str
     issuer: str
     audience: str
-    subject: str  # exact, or a glob (fnmatch: *, ?, [...])
+    subject: str  # exact, or a glob (keys/federation.py: * and ? never span ':')
     username: str
     scope: str
     lifetime_seconds: int
@@ -57,6 +57,7 @@ class PolicyNotFound(LookupError):
 
 
 _TABLE = FederationPolicy.__table__
+_TOKENS = ExchangedToken.__table__
 
 
 def _policy(row) -> Policy:
@@ -121,3 +122,34 @@ class FederationStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(_TABLE).where(_TABLE.c.id == policy_id))
         return policy
+
+    def claim_token(
+        self, token_id: str, reuse_after: datetime, expires_at: datetime
+    ) -> datetime | None:
+        """Record an exchange of the token ``token_id`` (a digest): None when it may be
+        exchanged now (it may next at ``reuse_after``), else when it may be. One atomic step
+        on every worker and replica; rows of expired tokens are deleted as it goes."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(_TOKENS).where(_TOKENS.c.expires_at < now))
+            added = conn.execute(
+                insert(_TOKENS)
+                .values(id=token_id, reuse_after=reuse_after, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=[_TOKENS.c.id])
+            )
+            if added.rowcount == 1:
+                return None
+            renewed = conn.execute(
+                sa.update(_TOKENS)
+                .where(_TOKENS.c.id == token_id, _TOKENS.c.reuse_after <= now)
+                .values(reuse_after=reuse_after, expires_at=expires_at)
+            )
+            if renewed.rowcount == 1:
+                return None
+            return conn.execute(
+                sa.select(_TOKENS.c.reuse_after).where(_TOKENS.c.id == token_id)
+            ).scalar_one_or_none() or now

@@ -76,6 +76,18 @@ class FederationPolicy(Base):
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
 
 
+class ExchangedToken(Base):
+    """A workload token exchanged lately (``store/federation.py``, migration 0010): its digest
+    (of issuer and ``jti``, else of the token), when it may be exchanged again, and when it
+    expires (the row may go then)."""
+
+    __tablename__ = "hokusai_exchanged_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reuse_after: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
+
+
 class RateCounter(Base):
     """One rate-limit counter (``store/rate_counters.py``), when the limits live in this
     database (no ``HOKUSAI_RATE_LIMIT_STORAGE``): the row every taker of the counter locks."""

@@ -1,7 +1,10 @@
-"""Key lineage: a key and its replacements share one id (their rate-limit counter).
+"""Key lineage, and the workload tokens exchanged lately.
 
-Every key gets the id of the first key of its rotation chain (its own id for a key that
-replaced none); keys made before this revision get theirs from the ``replaced_by`` links.
+- A key and its replacements share one id (their rate-limit counter): every key gets the id of
+  the first key of its rotation chain (its own id for a key that replaced none); keys made
+  before this revision get theirs from the ``replaced_by`` links.
+- ``hokusai_exchanged_tokens``: a digest per exchanged OIDC token and when it may be exchanged
+  again, so a replayed token is refused on every worker and replica.
 
 Revision ID: 0010
 Revises: 0009
@@ -38,9 +41,20 @@ def upgrade():
             seen.add(root)
         conn.execute(sa.update(keys).where(keys.c.id == key_id).values(lineage=root))
     op.create_index("ix_hokusai_api_keys_lineage", "hokusai_api_keys", ["lineage"])
+    op.create_table(
+        "hokusai_exchanged_tokens",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("reuse_after", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+    )
+    op.create_index(
+        "ix_hokusai_exchanged_tokens_expires_at", "hokusai_exchanged_tokens", ["expires_at"]
+    )
 
 
 def downgrade():
+    op.drop_index("ix_hokusai_exchanged_tokens_expires_at", "hokusai_exchanged_tokens")
+    op.drop_table("hokusai_exchanged_tokens")
     op.drop_index("ix_hokusai_api_keys_lineage", "hokusai_api_keys")
     with op.batch_alter_table("hokusai_api_keys") as batch:
         batch.drop_column("lineage")

@@ -1,0 +1,109 @@
+"""Regression tests for the adversarial review of issue 22 (items 4 and 5): each reproduces the
+attack against a real server. Attenuation has its own walk (``test_attenuation.py``); stale
+refusals, ``tests/test_fresh_refusals.py``; federated keys and tokens, ``tests/test_federation.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.helpers import api_key_for
+
+KEYS = "/api/2.0/mlflow/hokusai/api-keys"
+POLICIES = "/api/2.0/mlflow/hokusai/federation/policies"
+
+
+def _keys_of(server, username: str) -> list[str]:
+    listed = server.get(f"{KEYS}/list", server.admin_key, params={"username": username})
+    return sorted(k["id"] for k in listed.json()["api_keys"])
+
+
+# -- 4. cross-origin writes ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://localhost:9999"},
+        {"Origin": "http://127.0.0.1:1"},
+        {"Origin": "https://localhost"},
+        {"Origin": "http://[::1]:8080"},
+        {"Origin": "null"},
+        {"Referer": "http://localhost:9999/attack.html"},
+        {"Referer": "https://evil.example/page"},
+    ],
+    ids=lambda h: f"{next(iter(h))}={next(iter(h.values()))}",
+)
+def test_another_origin_cannot_change_keys_through_a_browser(server, headers):
+    user = f"xorigin-{uuid.uuid4().hex[:8]}"
+    key = api_key_for(server, user)
+    before = _keys_of(server, user)
+    for path, body in (
+        (f"{KEYS}/create", {"name": "from-attacker"}),
+        (f"{KEYS}/rotate", {"key_id": before[0]}),
+        (f"{KEYS}/revoke", {"key_id": before[0]}),
+    ):
+        answer = server.post(path, key, json=body, headers=dict(headers))
+        assert answer.status_code == 403, (path, answer.text)
+        assert answer.json()["error_code"] == "PERMISSION_DENIED"
+        message = answer.json()["message"]  # ours, or MLflow's own check (e.g. "null")
+        assert "may not change keys" in message or "Cross-origin" in message, message
+    made = server.post(
+        f"{POLICIES}/create",
+        server.admin_key,
+        json={"issuer": "https://issuer.example", "subject": "x", "username": user},
+        headers=dict(headers),
+    )
+    assert made.status_code == 403, made.text
+    assert _keys_of(server, user) == before  # nothing written
+
+
+def test_the_servers_own_pages_and_api_clients_still_change_keys(server):
+    user = f"xorigin-ok-{uuid.uuid4().hex[:8]}"
+    key = api_key_for(server, user)
+    for headers in (
+        {},  # an API client: neither header
+        {"Origin": server.url},
+        {"Referer": server.url + "/hokusai/keys"},
+    ):
+        made = server.post(f"{KEYS}/create", key, json={}, headers=dict(headers))
+        assert made.status_code == 200, (headers, made.text)
+
+
+def test_listed_origins_may(tmp_path_factory):
+    from tests.server import Server
+
+    with Server(
+        str(tmp_path_factory.mktemp("listed-origins")),
+        workers=1,
+        env={"MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": "https://ml.example.com"},
+    ) as server:
+        key = api_key_for(server, "listed")
+        ok = server.post(
+            f"{KEYS}/create", key, json={}, headers={"Origin": "https://ml.example.com"}
+        )
+        assert ok.status_code == 200, ok.text
+        other = server.post(
+            f"{KEYS}/create", key, json={}, headers={"Origin": "http://localhost:3000"}
+        )
+        assert other.status_code == 403, other.text
+
+
+# -- 4. keys in logged URLs, percent-encoded ------------------------------------------------------
+def test_a_percent_encoded_key_in_the_url_is_redacted_from_the_access_log(server):
+    key = api_key_for(server, f"url-enc-{uuid.uuid4().hex[:6]}")
+    body = key[len("hk_live_") :]
+    encoded_c = "".join(f"%{ord(c):02X}" if i % 3 == 0 else c for i, c in enumerate(body))
+    for query in (
+        "api_key=" + key.replace("_", "%5F"),
+        "token=hk_live_" + encoded_c,
+        "k=" + key.replace("_", "%255F"),  # encoded twice
+    ):
+        answer = requests.get(f"{server.url}/api/2.0/mlflow/experiments/search?{query}", timeout=30)
+        assert answer.status_code == 401
+    time.sleep(0.5)
+    log = server.log_text()
+    assert body[:12] not in log and body[-12:] not in log
+    assert log.count("hk_live_[REDACTED]") >= 3
