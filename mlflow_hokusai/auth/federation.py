@@ -136,9 +136,7 @@ class TokenExchange:
         token_id = hashlib.sha256(seed.encode()).hexdigest()
         now = utcnow()
         reuse_after = now + timedelta(seconds=policy.lifetime_seconds * REUSE_AFTER_SHARE)
-        expires_at = datetime.fromtimestamp(float(claims["exp"]), timezone.utc).replace(
-            tzinfo=None
-        )
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), timezone.utc).replace(tzinfo=None)
         wait_until = self.policies.claim_token(token_id, reuse_after, max(expires_at, now))
         if wait_until is not None:
             raise TokenRejected(

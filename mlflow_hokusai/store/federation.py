@@ -150,6 +150,9 @@ class FederationStore:
             )
             if renewed.rowcount == 1:
                 return None
-            return conn.execute(
-                sa.select(_TOKENS.c.reuse_after).where(_TOKENS.c.id == token_id)
-            ).scalar_one_or_none() or now
+            return (
+                conn.execute(
+                    sa.select(_TOKENS.c.reuse_after).where(_TOKENS.c.id == token_id)
+                ).scalar_one_or_none()
+                or now
+            )
