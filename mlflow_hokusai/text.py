@@ -2,8 +2,10 @@
 how table output shows the ones that are in data we did not write (request paths, old names).
 
 Control characters (C0 and C1, so ESC and CSI sequences), format characters (bidi overrides
-such as U+202E, zero-width characters) and line/paragraph separators can make a table print
-something other than what is stored. Names refuse them; table cells show them escaped
+such as U+202E, zero-width characters), line/paragraph separators and the other code points
+Unicode says are "default ignorable" (they render as nothing: U+034F, the Hangul fillers U+115F
+and U+3164, variation selectors …) can make a table print something other than what is stored,
+or two names look the same. Names refuse them; table cells show them escaped
 (``\\x1b``, ``\\u202e``). JSON output stays exact: JSON escapes them itself.
 """
 
@@ -12,10 +14,29 @@ from __future__ import annotations
 import unicodedata
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt) beyond the categories
+# above: a stable property, which Python's unicodedata does not expose.
+_IGNORABLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 
 
 def is_unsafe(char: str) -> bool:
-    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+    if unicodedata.category(char) in _UNSAFE_CATEGORIES:
+        return True
+    code = ord(char)
+    return code >= 0x034F and any(low <= code <= high for low, high in _IGNORABLE_RANGES)
 
 
 def has_unsafe_chars(value: str) -> bool:

@@ -22,10 +22,15 @@ PROXY = "127.0.0.3"
 
 # -- parsing and the client address ------------------------------------------------------------
 def test_entries_are_normalised():
-    assert parse_allowed_ips(["127.0.0.2", "10.1.2.3/8", "2001:db8::1", "10.0.0.0/8"]) == (
+    assert parse_allowed_ips(["127.0.0.2", "10.0.0.0/8", "2001:db8::1", "10.0.0.0/8"]) == (
         "127.0.0.2/32",
         "10.0.0.0/8",
         "2001:db8::1/128",
+    )
+    # IPv4-mapped entries mean the IPv4 addresses (peers are compared as IPv4)
+    assert parse_allowed_ips(["::ffff:127.0.0.2", "::ffff:10.0.0.0/104"]) == (
+        "127.0.0.2/32",
+        "10.0.0.0/8",
     )
     assert parse_allowed_ips(None) == () and parse_allowed_ips([]) == ()
 
@@ -39,6 +44,8 @@ def test_entries_are_normalised():
         ([7], "'allowed_ips' entry 'int' is not"),
         ("10.0.0.1", "'allowed_ips' must be a list"),
         ([f"10.0.0.{i}" for i in range(21)], "at most 20 entries, not 21"),
+        (["10.1.2.3/0"], "'allowed_ips' entry '10.1.2.3/0' has host bits set"),
+        (["10.1.2.3/8"], "(10.0.0.0/8 is the range it is in)"),
     ],
 )
 def test_bad_entries_are_a_400_naming_them(value, message):
@@ -158,6 +165,8 @@ def test_cidr_ranges_and_rotation_keep_the_list(server):
     [
         (["127.0.0.1", "no.such.address"], "'allowed_ips' entry 'no.such.address' is not"),
         ([f"10.0.0.{i}" for i in range(21)], "at most 20 entries, not 21"),
+        (["10.1.2.3/0"], "'allowed_ips' entry '10.1.2.3/0' has host bits set"),
+        (["10.1.2.3/8"], "(10.0.0.0/8 is the range it is in)"),
         ("127.0.0.1", "must be a list"),
     ],
 )

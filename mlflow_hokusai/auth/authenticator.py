@@ -35,6 +35,7 @@ from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unav
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.lifetime import LifetimeRules
 from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json
+from mlflow_hokusai.keys.management import ipv4_of_mapped
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
@@ -242,7 +243,10 @@ class Authenticator:
     @staticmethod
     @functools.lru_cache(maxsize=4096)
     def _networks(allowed: tuple[str, ...]):
-        return tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
+        # Entries stored before IPv4-mapped ones were normalised are compared as IPv4 too.
+        return tuple(
+            ipv4_of_mapped(ipaddress.ip_network(entry, strict=False)) for entry in allowed
+        )
 
     def _password(
         self, username: str, password: str, fetch: _Fetch, peer: str | None

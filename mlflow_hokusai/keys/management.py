@@ -119,9 +119,23 @@ def parse_expiry(value) -> int | None:
 MAX_ALLOWED_IPS = 20
 
 
+def ipv4_of_mapped(network):
+    """``::ffff:10.0.0.0/104`` -> ``10.0.0.0/8``: peers are compared as IPv4 addresses, so an
+    IPv4-mapped entry is stored as the IPv4 network it means."""
+    import ipaddress
+
+    mapped = ipaddress.ip_network("::ffff:0:0/96")
+    if network.version == 6 and network.subnet_of(mapped):
+        address = network.network_address.ipv4_mapped
+        return ipaddress.ip_network(f"{address}/{max(network.prefixlen - 96, 0)}")
+    return network
+
+
 def parse_allowed_ips(value) -> tuple[str, ...]:
     """Up to 20 IPv4/IPv6 addresses or CIDR ranges, normalised (``10.0.0.1`` ->
-    ``10.0.0.1/32``; host bits cleared); None or empty: the key works from anywhere."""
+    ``10.0.0.1/32``, ``::ffff:10.0.0.1`` -> ``10.0.0.1/32``); an entry with host bits set
+    (``10.1.2.3/8``) is refused: it would silently mean its whole network. None or empty: the
+    key works from anywhere."""
     import ipaddress
 
     if value is None:
@@ -144,6 +158,15 @@ def parse_allowed_ips(value) -> tuple[str, ...]:
                 f"'allowed_ips' entry {shown!r} is not an IPv4 or IPv6 address or CIDR range "
                 "(e.g. 203.0.113.7, 10.0.0.0/8, 2001:db8::/32)."
             ) from None
+        if "/" in entry and str(network.network_address) != str(
+            ipaddress.ip_address(entry.split("/", 1)[0])
+        ):
+            raise invalid_parameter(
+                f"'allowed_ips' entry {entry!r} has host bits set: a range is written with its "
+                f"network address ({network} is the range it is in); for one address, drop "
+                "the '/…'."
+            )
+        network = ipv4_of_mapped(network)
         if str(network) not in networks:
             networks.append(str(network))
     return tuple(networks)

@@ -107,3 +107,35 @@ def test_a_percent_encoded_key_in_the_url_is_redacted_from_the_access_log(server
     log = server.log_text()
     assert body[:12] not in log and body[-12:] not in log
     assert log.count("hk_live_[REDACTED]") >= 3
+
+
+# -- 5. allowlists and names --------------------------------------------------------------------
+def test_an_ipv4_mapped_entry_admits_the_ipv4_peer(server):
+    from tests.security.raw import send
+
+    user = f"mapped-{uuid.uuid4().hex[:6]}"
+    api_key_for(server, user)
+    made = server.post(
+        f"{KEYS}/create",
+        server.admin_key,
+        json={"username": user, "allowed_ips": ["::ffff:127.0.0.2"]},
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["api_key"]["allowed_ips"] == ["127.0.0.2/32"]
+    headers = [("Authorization", f"Bearer {made.json()['key']}")]
+    whoami = "/api/2.0/mlflow/hokusai/whoami"
+    assert send(server.url, "GET", whoami, headers, source="127.0.0.2").status == 200
+    assert send(server.url, "GET", whoami, headers, source="127.0.0.1").status == 403
+    refused = server.post(
+        f"{KEYS}/create", server.admin_key, json={"username": user, "allowed_ips": ["10.1.2.3/0"]}
+    )
+    assert refused.status_code == 400 and "host bits set" in refused.json()["message"]
+
+
+@pytest.mark.parametrize("char", ["\u3164", "\u115f", "\u034f", "\u00ad", "\ufe0f"])
+def test_names_with_invisible_characters_are_refused(server, char):
+    user = f"invisible-{uuid.uuid4().hex[:6]}"
+    for body in ({"username": user, "name": f"ci{char}"}, {"username": f"{user}{char}"}):
+        refused = server.post(f"{KEYS}/create", server.admin_key, json=body)
+        assert refused.status_code == 400, (body, refused.text)
+        assert refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
