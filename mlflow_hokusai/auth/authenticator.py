@@ -244,9 +244,7 @@ class Authenticator:
     @functools.lru_cache(maxsize=4096)
     def _networks(allowed: tuple[str, ...]):
         # Entries stored before IPv4-mapped ones were normalised are compared as IPv4 too.
-        return tuple(
-            ipv4_of_mapped(ipaddress.ip_network(entry, strict=False)) for entry in allowed
-        )
+        return tuple(ipv4_of_mapped(ipaddress.ip_network(entry, strict=False)) for entry in allowed)
 
     def _password(
         self, username: str, password: str, fetch: _Fetch, peer: str | None
