@@ -29,6 +29,7 @@ def create_app():
         LookupCache,
         decided_on_fresh_data,
         decided_on_fresh_data_async,
+        fresh_lookups,
     )
     from mlflow_hokusai.auth.federation import TokenExchange
     from mlflow_hokusai.auth.login_limits import LoginLimits
@@ -125,14 +126,18 @@ def create_app():
     _mlflow.patches.make_server_info_public()
     _mlflow.patches.check_api_routes_like_their_ajax_twins()
     _mlflow.patches.skip_redundant_request_work()
+    _mlflow.patches.serve_head_as_get(flask_app)  # a HEAD is authorized and answered as its GET
     _mlflow.patches.admin_flag_from_identity(flask_auth.caller_identity)
     limiter = resource_limits.ResourceLimiter(
         flask_auth.caller_identity,
         _mlflow.experiment_name,
         lambda key_id: started.key_store.get(key_id).resource_limits,
         ttl=max(settings.auth_cache_ttl_seconds, 0.0),
+        experiment_id=_mlflow.experiment_id_by_name,
     )
-    _mlflow.limit_patches.cap_permissions(limiter.ceiling, resource_limits.note_lowered)
+    _mlflow.limit_patches.cap_permissions(
+        limiter.ceiling, resource_limits.note_lowered, limiter.named_experiment_ids
+    )
     # --expose-prometheus: MLflow's /metrics is for admins (a read-only admin key scrapes it).
     _mlflow.patches.admins_only([("/metrics", "GET"), ("/metrics", "HEAD")])
     if settings.auth_cache_ttl_seconds > 0:
@@ -140,7 +145,7 @@ def create_app():
         # What another worker just granted is not yet in this worker's cache: a refusal is
         # decided again on fresh data.
         wrapped = _mlflow.patches.decide_refusals_on_fresh_data(
-            flask_app, decided_on_fresh_data, decided_on_fresh_data_async
+            flask_app, decided_on_fresh_data, decided_on_fresh_data_async, fresh_lookups
         )
         if "before_request" not in wrapped:
             logging.getLogger("mlflow_hokusai").warning(

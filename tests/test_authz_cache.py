@@ -248,22 +248,31 @@ def test_a_refusal_from_a_cached_answer_is_decided_again_on_fresh_data():
     assert load("alice") == ("old", "new")  # and the fresh answer is what is cached now
 
 
-def test_an_allowed_answer_or_an_uncached_refusal_is_not_decided_again():
+def test_a_refusal_is_decided_again_only_when_what_it_used_has_changed():
     cache = LookupCache(ttl=60)
-    calls = []
+    calls, loads, stored = [], [], {"v": "a"}
+
+    def load():
+        loads.append(True)
+        return stored["v"]
 
     def decide(result):
         def run():
-            calls.append(cache.get("k", lambda: "v"))
+            calls.append(cache.get("k", load))
             return result
 
         return run
 
     assert decided_on_fresh_data(decide(True), lambda ok: not ok) is True
-    assert len(calls) == 1  # allowed: once, even from the cache
+    assert len(calls) == 1  # allowed: once (and now cached)
     calls.clear()
+    loads.clear()
     assert decided_on_fresh_data(decide(False), lambda ok: not ok) is False
-    assert len(calls) == 2  # refused with a cached answer: once more, fresh
+    assert (len(calls), len(loads)) == (1, 1)  # refused from the cache: re-read, unchanged
+    calls.clear()
+    stored["v"] = "b"  # another worker changed it
+    assert decided_on_fresh_data(decide(False), lambda ok: not ok) is False
+    assert calls == ["a", "b"]  # changed: decided again, on the fresh answer
     cache.clear()
     calls.clear()
     assert decided_on_fresh_data(decide(False), lambda ok: not ok) is False

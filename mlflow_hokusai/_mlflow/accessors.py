@@ -189,6 +189,15 @@ def experiment_name(experiment_id: str) -> str:
     return _get_tracking_store().get_experiment(experiment_id).name
 
 
+def experiment_id_by_name(name: str) -> str | None:
+    """The id of the live experiment called ``name`` in the server's tracking store, or
+    None."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    experiment = _get_tracking_store().get_experiment_by_name(name)
+    return None if experiment is None else str(experiment.experiment_id)
+
+
 def list_run_artifacts():
     """MLflow's ``GET /api/2.0/mlflow/artifacts/list`` handler, run on the current request
     (``run_id``, ``path``, ``page_token`` query parameters): MLflow's own response and errors."""

@@ -14,7 +14,11 @@ answer to the key's ceiling for that resource (none for a resource the key does 
   capped by the resource it concerns (its own key, else the nearest experiment, registered
   model or prompt among its fallbacks, else the anchor);
 - ``_role_based_read_predicate`` and ``RetentionGate.retains``: the filters of searches and
-  listings, so a search returns only what the key may read, with MLflow's own pagination.
+  listings, so a search returns only what the key may read, with MLflow's own pagination;
+- ``_get_readable_resource_ids`` (MLflow 3.18 scopes experiment, trace and logged-model
+  searches in SQL to a set of readable ids): for a limited key, the experiments its limits
+  name that it may read (``named_ids``), never "no filter"; other resource types are filtered
+  by the capped predicate, and "no filter" becomes none.
 
 ``ceiling(resource_type, resource_id)`` (``auth/resource_limits.py``) answers for the
 request's key: ``NOT_LIMITED``, None (not named) or a permission name. Which routes a limited
@@ -33,9 +37,10 @@ LIMITED_TYPES = ("experiment", "registered_model", "prompt")
 _NOT_DENIED = "not_denied"
 
 
-def cap_permissions(ceiling, on_lowered) -> None:
+def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> None:
     """Install the caps. ``on_lowered()`` is called when a cap took away a permission the
-    owner has (the refusal is then the key's limits, and says so)."""
+    owner has (the refusal is then the key's limits, and says so); ``named_experiment_ids()``
+    the ids of the experiments the request's key names (None: not a limited key)."""
     from mlflow.server import auth
     from mlflow.server.auth.permissions import (
         NO_PERMISSIONS,
@@ -127,6 +132,22 @@ def cap_permissions(ceiling, on_lowered) -> None:
             return capped(get_permission("READ"), resource_type, resource_id).can_read
 
         gate_class.retains = capped_retains
+
+    readable_of = _find(targets.AUTH, "_get_readable_resource_ids")
+    if readable_of is not None:  # MLflow >= 3.18
+
+        @functools.wraps(readable_of)
+        def capped_readable(username, resource_type, *args, **kwargs):
+            if ceiling(None, None) is NOT_LIMITED:
+                return readable_of(username, resource_type, *args, **kwargs)
+            can_read = auth._role_based_read_predicate(username, resource_type)  # capped
+            if resource_type == "experiment":
+                candidates = named_experiment_ids() or set()
+            else:
+                candidates = readable_of(username, resource_type, *args, **kwargs) or set()
+            return {resource_id for resource_id in candidates if can_read(resource_id)}
+
+        auth._get_readable_resource_ids = capped_readable
 
 
 def _container(requirement, anchor) -> tuple[str | None, str | None]:

@@ -297,7 +297,7 @@ def _forbidden(response) -> bool:
     return getattr(response, "status_code", None) == 403
 
 
-def decide_refusals_on_fresh_data(flask_app, decided, decided_async) -> list[str]:
+def decide_refusals_on_fresh_data(flask_app, decided, decided_async, fresh=None) -> list[str]:
     """Where MLflow's engine refuses a request (403) or leaves a resource out of an answer,
     have it decide again on fresh data when the first decision used a cached lookup:
     ``decided(decide, refused)`` / ``decided_async`` (``auth/cache.py``) do that. Wrapped:
@@ -307,7 +307,10 @@ def decide_refusals_on_fresh_data(flask_app, decided, decided_async) -> list[str
     - its Flask ``after_request`` hook (response filters and redactions): when it changed the
       response, it runs again on the original response; the same for FastAPI response filters;
     - ``filter_experiment_ids`` (``runs/search`` drops unreadable experiments inside its
-      handler): a shorter list is decided again.
+      handler): a shorter list is decided again;
+    - MLflow 3.18's request scopes (a search's SQL filter of readable ids, built before the
+      handler): built under ``fresh()`` (every lookup loaded anew), since what they leave out
+      cannot be seen afterwards.
     Nothing is run twice that wrote anything: validators, filters and redactions only read, and
     the after-request handlers that write (the creator's grant) leave the response unchanged.
     (The handler tables are left as they are: MLflow tells filters apart by identity.)
@@ -360,6 +363,21 @@ def decide_refusals_on_fresh_data(flask_app, decided, decided_async) -> list[str
         auth.filter_experiment_ids = filter_experiment_ids
         wrapped.append("filter_experiment_ids")
 
+    scopes = _find(targets.AUTH, "REQUEST_SCOPE_HANDLERS")
+    if scopes is not None and fresh is not None:
+
+        def on_fresh_data(scoper):
+            @functools.wraps(scoper)
+            def scope(*args, **kwargs):
+                with fresh():
+                    return scoper(*args, **kwargs)
+
+            return scope
+
+        for rule, scoper in list(scopes.items()):
+            scopes[rule] = on_fresh_data(scoper)
+        wrapped.append("REQUEST_SCOPE_HANDLERS")
+
     find_validator = _find(targets.AUTH, "_find_fastapi_validator")
     if find_validator is not None:
 
@@ -398,3 +416,37 @@ def decide_refusals_on_fresh_data(flask_app, decided, decided_async) -> list[str
         auth._find_fastapi_response_filter = find_fastapi_response_filter
         wrapped.append("_find_fastapi_response_filter")
     return wrapped
+
+
+def serve_head_as_get(flask_app) -> None:
+    """Have MLflow's Flask app, its auth engine included, answer a ``HEAD`` exactly as the
+    ``GET`` of the same URL: same status and headers, no body.
+
+    MLflow's engine keys its validator tables on (path, method) with no ``HEAD`` entries, so
+    its fail-closed rule refused every non-admin ``HEAD`` (403); and its parameter readers and
+    handlers take a non-``GET`` for a request with a JSON body (400 ``Unsupported HTTP method
+    'HEAD'``, even for admins). Authorizing ``HEAD`` by the ``GET`` validators alone would
+    still hit the second. So the app sees a ``GET``: validators, handler and response filters
+    are the GET's, and a ``HEAD`` gets nothing its ``GET`` would not. The body is closed unread.
+    (The gate's read-scope and resource-limit tables already take ``HEAD`` as ``GET``.)"""
+    inner = flask_app.wsgi_app
+
+    def wsgi_app(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return inner(environ, start_response)
+        started = []
+
+        def start(status, headers, exc_info=None):
+            started.append(status)
+            return start_response(status, headers, exc_info)
+
+        body = inner({**environ, "REQUEST_METHOD": "GET"}, start)
+        try:
+            if not started:  # a WSGI app may call start_response with its first chunk
+                next(iter(body), None)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        return []
+
+    flask_app.wsgi_app = wsgi_app

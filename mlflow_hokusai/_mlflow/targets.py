@@ -69,6 +69,18 @@ TARGETS: tuple[Target, ...] = (
         since="3.17",
     ),
     Target(AUTH, "RetentionGate.retains", "filter listings (resource limits)", since="3.17"),
+    Target(
+        AUTH,
+        "_get_readable_resource_ids",
+        "scope SQL searches to what a limited key names (resource limits)",
+        since="3.18",
+    ),
+    Target(
+        AUTH,
+        "REQUEST_SCOPE_HANDLERS",
+        "build a search's SQL scope on fresh grants",
+        since="3.18",
+    ),
     # refusals decided on fresh data (patches.decide_refusals_on_fresh_data)
     Target(AUTH, "_before_request", "decide a 403 again on fresh data"),
     Target(AUTH, "_after_request", "decide response filters again on fresh data"),
@@ -253,7 +265,7 @@ def check(targets=TARGETS) -> None:
         if not target.required:
             _logger.warning(
                 "MLflow %s has no %s (%s): that optimisation is off. mlflow-hokusai was "
-                "tested with MLflow 3.15 to 3.17.",
+                "tested with MLflow 3.15 to 3.18.",
                 mlflow.__version__,
                 target.name,
                 target.purpose,

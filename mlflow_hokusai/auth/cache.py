@@ -45,7 +45,7 @@ _served: ContextVar[list | None] = ContextVar("hokusai_cached_answers", default=
 
 @contextlib.contextmanager
 def tracking_cached_answers() -> Iterator[list]:
-    """A list that is non-empty after the block if any lookup in it came from a cache."""
+    """A list of the lookups in the block answered from a cache: (cache, key, value, load)."""
     served: list = []
     token = _served.set(served)
     try:
@@ -64,12 +64,30 @@ def fresh_lookups() -> Iterator[None]:
         _fresh.reset(token)
 
 
+def _same(a, b) -> bool:
+    if a == b:
+        return True
+    # entities without __eq__ (MLflow's User): the same type with the same attributes
+    return type(a) is type(b) and hasattr(a, "__dict__") and vars(a) == vars(b)
+
+
+def _all_still_true(served: list) -> bool:
+    """Load every cached answer ``served`` held anew (refreshing the cache): True when none
+    changed, so a decision taken on them stands."""
+    unchanged = True
+    for cache, key, value, load in served:
+        if not _same(cache.refresh(key, load), value):
+            unchanged = False
+    return unchanged
+
+
 def decided_on_fresh_data(decide: Callable[[], object], refused: Callable[[object], bool]):
-    """``decide()``; when ``refused(result)`` and the decision used a cached answer, the
-    result of ``decide()`` again with fresh lookups."""
+    """``decide()``; when ``refused(result)`` and the decision used a cached answer that has
+    changed since, the result of ``decide()`` again with fresh lookups. (Re-reading the
+    answers is one query each; deciding again, e.g. filtering a long listing, may cost more.)"""
     with tracking_cached_answers() as served:
         result = decide()
-    if not served or not refused(result):
+    if not served or not refused(result) or _all_still_true(served):
         return result
     with fresh_lookups():
         return decide()
@@ -79,7 +97,7 @@ async def decided_on_fresh_data_async(decide, refused: Callable[[object], bool])
     """``decided_on_fresh_data`` for a coroutine function ``decide``."""
     with tracking_cached_answers() as served:
         result = await decide()
-    if not served or not refused(result):
+    if not served or not refused(result) or _all_still_true(served):
         return result
     with fresh_lookups():
         return await decide()
@@ -117,10 +135,21 @@ class LookupCache:
         if value is not MISS:
             served = _served.get()
             if served is not None:
-                served.append(key)
+                served.append((self, key, value, load))
             return value
         value = load()
         if keep is None or keep(value):
+            with self._lock:
+                if generation == self._generation:
+                    self._entries[key] = value
+        return value
+
+    def refresh(self, key: Hashable, load: Callable[[], object]):
+        """``load()``, stored under ``key`` (unless a clear happened while it ran)."""
+        with self._lock:
+            generation = self._generation
+        value = load()
+        if self._entries is not None:
             with self._lock:
                 if generation == self._generation:
                     self._entries[key] = value

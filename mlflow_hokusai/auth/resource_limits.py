@@ -196,9 +196,10 @@ class ResourceLimiter:
     key meets a resource it does not name (it may have created it a moment ago on another
     worker)."""
 
-    def __init__(self, identity_of, experiment_name, reload, ttl: float = 1.0):
+    def __init__(self, identity_of, experiment_name, reload, ttl: float = 1.0, experiment_id=None):
         self.identity_of = identity_of
         self._experiment_name = experiment_name
+        self._experiment_id = experiment_id  # name -> id or None (MLflow 3.18's scoped search)
         self._reload = reload
         self.ttl = ttl
         self._names: dict[str, tuple[float, str | None]] = {}
@@ -233,6 +234,29 @@ class ResourceLimiter:
                 notes.reloaded = from_json(self._reload(identity.key_id))
             found = self._ceiling(notes.reloaded, resource_type, resource_id)
         return found
+
+    def named_experiment_ids(self) -> set[str] | None:
+        """For a limited key: the ids of the experiments its limits name (by id, or by name
+        resolved now; with ``can_create``, as stored now); None for a key that is not
+        limited. MLflow 3.18 scopes experiment searches in SQL to such a set."""
+        identity = self.identity_of()
+        if identity is None or not identity.limits.limited:
+            return None
+        limits = identity.limits
+        if limits.can_create:
+            limits = from_json(self._reload(identity.key_id))
+        ids = set()
+        for limit in limits.experiments:
+            if limit.kind == "id":
+                ids.add(limit.value)
+            elif self._experiment_id is not None:
+                try:
+                    found = self._experiment_id(limit.value)
+                except Exception:  # a name no experiment has: nothing to add
+                    found = None
+                if found is not None:
+                    ids.add(found)
+        return ids
 
     def _ceiling(self, limits, resource_type, resource_id) -> str | None:
         if resource_id is None:
