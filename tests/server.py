@@ -55,9 +55,11 @@ class Server:
         app_name: str | None = "hokusai",
         backend_store_uri: str | None = None,
         health_path: str = "/health",
+        python: str | None = None,
     ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hokusai-test-"))
         self.workers = workers
+        self.python = python or sys.executable  # another environment's, e.g. another MLflow
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app_name = app_name
@@ -98,7 +100,7 @@ class Server:
         """Start the process without waiting for it (``wait_ready`` does), e.g. to start several
         servers at once — from a long-lived thread (see ``_die_with_parent``)."""
         cmd = [
-            sys.executable,
+            self.python,
             "-m",
             "mlflow",
             "server",

@@ -44,6 +44,10 @@ CASES = {
             "hokusai server, RSS growth during one 4 MiB upload:",
         ],
     ),
+    "search_scale.py": (
+        ["--sizes", "10,12", "--calls", "1"],
+        ["| MLflow", "| experiments/search", "experiments/search: worst non-admin / admin ratio"],
+    ),
     "artifact_memory.py": (
         ["--size-mib", "8", "--workers", "1"],
         ["peak growth", "worst peak growth:"],

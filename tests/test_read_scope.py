@@ -304,3 +304,16 @@ def test_every_route_is_classified_and_unknown_routes_are_writes(route_table):
         ("GET", "/api/2.0/mlflow/hokusai/whoami"),
         ("GET", "/api/2.0/mlflow/hokusai/api-keys/list"),
     } <= served_routes
+
+
+@pytest.mark.skipif(
+    Version(mlflow.__version__) < Version("3.18"),
+    reason="MLflow before 3.18 has no skills registry (.ci/newest runs this on 3.18)",
+)
+def test_a_read_key_lists_skills_and_registers_none(server, world):
+    skills = "/ajax-api/3.0/mlflow/skills"
+    listed = server.get(skills, world["read"])
+    assert listed.status_code == 200, listed.text
+    made = server.post(skills, world["read"], json={"name": f"skill-{time.time_ns()}"})
+    assert made.status_code == 403 and "read-only" in made.json()["message"]
+    assert server.get(skills, world["read"]).json() == listed.json()  # nothing registered

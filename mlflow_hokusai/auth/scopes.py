@@ -145,6 +145,16 @@ READ_ROUTES = frozenset(
         ("GET", "/api/3.0/mlflow/mcp-servers/<path:name>/endpoints"),
         ("GET", "/api/3.0/mlflow/mcp-servers/<path:name>/endpoints/<endpoint_id>"),
         ("GET", "/api/3.0/mlflow/mcp-servers/<path:name>/aliases/<path:alias>"),
+        # skills registry (FastAPI, MLflow 3.18)
+        ("GET", "/api/3.0/mlflow/skills"),
+        ("GET", "/api/3.0/mlflow/skills/<name>"),
+        ("GET", "/api/3.0/mlflow/skills/<name>/versions"),
+        ("GET", "/api/3.0/mlflow/skills/<name>/versions/<version>"),
+        ("GET", "/api/3.0/mlflow/skills/<name>/aliases/<alias>"),
+        ("GET", "/api/3.0/mlflow/skills/@<organization>/<name>"),
+        ("GET", "/api/3.0/mlflow/skills/@<organization>/<name>/versions"),
+        ("GET", "/api/3.0/mlflow/skills/@<organization>/<name>/versions/<version>"),
+        ("GET", "/api/3.0/mlflow/skills/@<organization>/<name>/aliases/<alias>"),
         # MLflow users, permissions and roles (reading them)
         ("GET", "/api/2.0/mlflow/users/current"),
         ("GET", "/api/2.0/mlflow/users/get"),

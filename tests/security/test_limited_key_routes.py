@@ -33,6 +33,9 @@ SEARCHES = {
     ("POST", "/api/2.0/mlflow/logged-models/search"),
     ("GET", "/api/2.0/mlflow/traces"),
     ("POST", "/api/3.0/mlflow/traces/search"),
+    # MLflow 3.18 scopes these in SQL to the readable experiments (3.17: 403 outside)
+    ("GET", "/api/3.0/mlflow/traces/batchGet"),
+    ("POST", "/api/3.0/mlflow/traces/batchGetInfos"),
     ("GET", "/api/2.0/mlflow-artifacts/artifacts"),
 }
 # Routes a limited key may call that touch no experiment, run, model or trace, and why.
@@ -64,6 +67,7 @@ REFUSED = {
     r"/api/[23]\.0/mlflow/(scorer|scorers)(/.*)?": "scorers",
     r"/api/3\.0/(mlflow/)?jobs(/.*)?": "background jobs",
     r"/api/3\.0/mlflow/mcp-servers(/.*)?": "MCP server registry",
+    r"/api/3\.0/mlflow/skills(/.*)?": "skills registry (MLflow 3.18)",
     r"/api/[23]\.0/mlflow/(users|roles)/.*|/signup": "user and permission administration",
     r"/api/[23]\.0/mlflow/(webhooks|workspaces)(/.*)?": "webhooks and workspaces",
     r"/api/3\.0/mlflow/(issues|label-schemas|review-queues)(/.*)?": "GenAI review features",
