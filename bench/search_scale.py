@@ -37,7 +37,14 @@ from tests.server import Server
 
 API = "/api/2.0/mlflow"
 KEYS = "/api/2.0/mlflow/hokusai/api-keys/create"
-NEWEST = Path(os.environ.get("TMPDIR", "/tmp")) / "mlflow-hokusai-newest-venv" / "bin" / "python"
+NEWEST = (
+    Path(
+        os.environ.get("HOKUSAI_NEWEST_VENV")
+        or Path(os.environ.get("TMPDIR", "/tmp")) / "mlflow-hokusai-newest-venv"
+    )
+    / "bin"
+    / "python"
+)  # where .ci/newest puts MLflow 3.18
 OWNED = 10
 
 POPULATE = r"""
