@@ -81,6 +81,19 @@ def _all_still_true(served: list) -> bool:
     return unchanged
 
 
+@contextlib.contextmanager
+def clean_request() -> Iterator[None]:
+    """A request starts tracking nothing and loading nothing afresh, whatever an earlier
+    request left in the context (under uvicorn a kept-alive connection's later requests can
+    inherit an earlier request's context values)."""
+    served, fresh = _served.set(None), _fresh.set(False)
+    try:
+        yield
+    finally:
+        _fresh.reset(fresh)
+        _served.reset(served)
+
+
 def decided_on_fresh_data(decide: Callable[[], object], refused: Callable[[object], bool]):
     """``decide()``; when ``refused(result)`` and the decision used a cached answer that has
     changed since, the result of ``decide()`` again with fresh lookups. (Re-reading the

@@ -172,7 +172,7 @@ class LimitNotes:
 _notes: ContextVar[LimitNotes | None] = ContextVar("hokusai_limit_notes", default=None)
 
 
-def enter(notes: LimitNotes) -> Token:
+def enter(notes: LimitNotes | None) -> Token:
     """Make ``notes`` the current request's (the gate, around the call into the app)."""
     return _notes.set(notes)
 

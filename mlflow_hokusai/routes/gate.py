@@ -29,6 +29,7 @@ import mlflow
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.addresses import ClientAddress
 from mlflow_hokusai.auth.authenticator import AuthFailure
+from mlflow_hokusai.auth.cache import clean_request
 from mlflow_hokusai.auth.context import ENVIRON_KEY, reset_identity, set_identity
 from mlflow_hokusai.auth.credentials import from_headers
 from mlflow_hokusai.errors import (
@@ -241,13 +242,16 @@ class AsgiGate(_Gate):
             def forbidden():
                 return self.forbidden_by_limits(result, notes, request_line, peer)
 
+        # Both are set for every request, None included: a value must never come from an
+        # earlier request (the context MLflow's Flask app runs in can outlive a request on a
+        # kept-alive connection; tests/security/test_findings_22.py shows it).
         token = set_identity(result)
-        notes_token = resource_limits.enter(notes) if notes is not None else None
+        notes_token = resource_limits.enter(notes)
         try:
-            await self.app(scope, receive, _json_errors(send, forbidden))
+            with clean_request():
+                await self.app(scope, receive, _json_errors(send, forbidden))
         finally:
-            if notes_token is not None:
-                resource_limits.leave(notes_token)
+            resource_limits.leave(notes_token)
             reset_identity(token)
 
     def _canonical(self, scope, seen: str, method: str):

@@ -139,3 +139,32 @@ def test_names_with_invisible_characters_are_refused(server, char):
         refused = server.post(f"{KEYS}/create", server.admin_key, json=body)
         assert refused.status_code == 400, (body, refused.text)
         assert refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+# -- found while fixing: a request's limits must not reach the next one on the connection ------
+def test_a_limited_keys_refusal_never_reaches_the_next_request_on_the_connection(server):
+    """Under uvicorn a kept-alive connection's later requests could inherit an earlier
+    request's context: after a resource-limited key was refused a create, every request on
+    the same connection (the stock client reuses one) was refused as that create, whatever
+    key it carried."""
+    owner = api_key_for(server, f"conn-{uuid.uuid4().hex[:6]}")
+    model = f"conn-model-{uuid.uuid4().hex[:6]}"
+    made = server.post("/api/2.0/mlflow/registered-models/create", owner, json={"name": model})
+    assert made.status_code == 200, made.text
+    limited = server.post(f"{KEYS}/create", owner, json={"experiments": ["0"]}).json()["key"]
+    session = requests.Session()
+    for i in range(10):
+        refused = session.post(
+            f"{server.url}/api/2.0/mlflow/experiments/create",
+            json={"name": f"conn-{uuid.uuid4().hex[:8]}"},
+            headers={"Authorization": f"Bearer {limited}"},
+            timeout=30,
+        )
+        assert refused.status_code == 403, refused.text
+        mine = session.get(
+            f"{server.url}/api/2.0/mlflow/registered-models/get",
+            params={"name": model},
+            headers={"Authorization": f"Bearer {owner}"},
+            timeout=30,
+        )
+        assert mine.status_code == 200, (i, mine.text)
