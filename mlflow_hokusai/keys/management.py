@@ -638,28 +638,9 @@ class KeyManager:
         )
         return record
 
-    def revoke_user_keys(self, actor: Actor, username: str, why: str) -> list[KeyRecord]:
-        """The user ``username`` was deleted, or a new user took the name: revoke every key
-        under that name (audited), so that ``keys list`` tells the truth and a new user of an
-        old name never inherits the old user's keys. A new user has no keys yet."""
-        revoked = self.store.revoke_all(username)
-        if revoked:
-            self._on_change()
-        for record in revoked:
-            self.audit.record(
-                "revoked",
-                actor=actor.name,
-                key_id=record.id,
-                username=username,
-                source=actor.source,
-                detail=f"owner deleted name={record.name!r}",
-            )
-        return revoked
-
-    def revoke_federated(self, actor: Actor, policy_id: str) -> list[KeyRecord]:
-        """Federation policy ``policy_id`` was deleted: revoke every live key it issued
-        (audited; this worker refuses them at once, the others within the staleness bound)."""
-        revoked = self.store.revoke_federated(policy_id)
+    def _audit_revoked(self, actor: Actor, revoked: list[KeyRecord], detail) -> list[KeyRecord]:
+        """After a bulk revoke: clear this worker's cache and audit each key revoked
+        (``detail(record)``)."""
         if revoked:
             self._on_change()
         for record in revoked:
@@ -669,9 +650,28 @@ class KeyManager:
                 key_id=record.id,
                 username=record.username,
                 source=actor.source,
-                detail=f"policy deleted: {policy_id}",
+                detail=detail(record),
             )
         return revoked
+
+    def revoke_user_keys(self, actor: Actor, username: str, why: str) -> list[KeyRecord]:
+        """The user ``username`` was deleted, or a new user took the name: revoke every key
+        under that name (audited), so that ``keys list`` tells the truth and a new user of an
+        old name never inherits the old user's keys. A new user has no keys yet."""
+        return self._audit_revoked(
+            actor,
+            self.store.revoke_all(username),
+            lambda record: f"owner deleted name={record.name!r}",
+        )
+
+    def revoke_federated(self, actor: Actor, policy_id: str) -> list[KeyRecord]:
+        """Federation policy ``policy_id`` was deleted: revoke every live key it issued
+        (audited; this worker refuses them at once, the others within the staleness bound)."""
+        return self._audit_revoked(
+            actor,
+            self.store.revoke_federated(policy_id),
+            lambda record: f"policy deleted: {policy_id}",
+        )
 
     def rotate(self, actor: Actor, key_id, grace_seconds=None) -> tuple[str, KeyRecord, KeyRecord]:
         """Issue the replacement of ``key_id`` and end the old key, at once or after the

@@ -322,40 +322,12 @@ class KeyStore:
                 raise KeyRevoked(key_id)  # rolls the replacement back
             return record
 
-    def revoke_federated(self, policy_id: str) -> list[KeyRecord]:
-        """Revoke every live key issued under federation policy ``policy_id`` (rotating ones
-        included); return the keys this call revoked."""
-        now = utcnow()
+    def _revoke_where(self, *conditions) -> list[KeyRecord]:
+        """Revoke every unrevoked key matching ``conditions`` in one transaction; return the
+        keys this call revoked."""
         with self.engine.begin() as conn:
             ids = (
-                conn.execute(
-                    sa.select(ApiKey.id).where(
-                        ApiKey.federated_by == policy_id,
-                        ApiKey.revoked_at.is_(None),
-                        sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
-                        sa.or_(ApiKey.rotation_ends_at.is_(None), ApiKey.rotation_ends_at > now),
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if ids:
-                conn.execute(
-                    sa.update(ApiKey)
-                    .where(ApiKey.id.in_(ids), ApiKey.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
-        return [self.get(key_id) for key_id in ids]
-
-    def revoke_all(self, username: str) -> list[KeyRecord]:
-        """Revoke every unrevoked key of ``username``; return the keys this call revoked."""
-        with self.engine.begin() as conn:
-            ids = (
-                conn.execute(
-                    sa.select(ApiKey.id).where(
-                        ApiKey.username == username, ApiKey.revoked_at.is_(None)
-                    )
-                )
+                conn.execute(sa.select(ApiKey.id).where(ApiKey.revoked_at.is_(None), *conditions))
                 .scalars()
                 .all()
             )
@@ -366,6 +338,20 @@ class KeyStore:
                     .values(revoked_at=utcnow())
                 )
         return [self.get(key_id) for key_id in ids]
+
+    def revoke_federated(self, policy_id: str) -> list[KeyRecord]:
+        """Revoke every live key issued under federation policy ``policy_id`` (rotating ones
+        included); return the keys this call revoked."""
+        now = utcnow()
+        return self._revoke_where(
+            ApiKey.federated_by == policy_id,
+            sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+            sa.or_(ApiKey.rotation_ends_at.is_(None), ApiKey.rotation_ends_at > now),
+        )
+
+    def revoke_all(self, username: str) -> list[KeyRecord]:
+        """Revoke every unrevoked key of ``username``; return the keys this call revoked."""
+        return self._revoke_where(ApiKey.username == username)
 
     def touch(self, key_id: str, when: datetime) -> None:
         with self.engine.begin() as conn:
