@@ -15,7 +15,7 @@ import os
 # uvicorn, which `mlflow server` starts with this module already imported (it inspects
 # create_app first), would take the client address from X-Forwarded-For for any peer in
 # FORWARDED_ALLOW_IPS (127.0.0.1 unless set), so a local process could claim any address. The
-# gate decides that itself, from HOKUSAI_TRUSTED_PROXIES (see routes/gate.py); an operator who
+# gate decides that itself, from HOKUSAI_TRUSTED_PROXIES (see gate/decision.py); an operator who
 # sets FORWARDED_ALLOW_IPS (or uvicorn's --forwarded-allow-ips) keeps uvicorn's rule.
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
@@ -38,6 +38,7 @@ def create_app():
     from mlflow_hokusai.auth.scopes import ReadScope
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.errors import HokusaiError
+    from mlflow_hokusai.gate import AsgiGate, WsgiGate
     from mlflow_hokusai.keys.audit import AuditLog
     from mlflow_hokusai.keys.federation import FederationManager
     from mlflow_hokusai.keys.lifetime import lifetime_rules
@@ -50,7 +51,6 @@ def create_app():
         audit_api,
         errors,
         federation_api,
-        gate,
         key_page,
         keys_api,
         limited_keys,
@@ -183,5 +183,5 @@ def create_app():
         _mlflow.asgi_patches.stream_artifact_downloads(
             runner_app, s3_downloads.open_stream, answers=(HokusaiError,)
         )
-    gate_class = gate.AsgiGate if _mlflow.server_runner() == "uvicorn" else gate.WsgiGate
+    gate_class = AsgiGate if _mlflow.server_runner() == "uvicorn" else WsgiGate
     return gate_class(runner_app, services)

@@ -19,9 +19,9 @@ from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.errors import DATABASE_DOWN, STORE_DOWN
+from mlflow_hokusai.gate import AsgiGate, WsgiGate
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.management import issue_key
-from mlflow_hokusai.routes.gate import AsgiGate, WsgiGate
 from mlflow_hokusai.routes.services import Services
 from mlflow_hokusai.store.audit import AuditStore
 from mlflow_hokusai.store.keys import KeyStore

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_hokusai.routes.gate import is_public, route_prefix, strip_prefix, swap_prefix
+from mlflow_hokusai.gate.paths import is_public, route_prefix, strip_prefix, swap_prefix
 
 P = "/api/mlflow"
 

@@ -29,6 +29,7 @@ LAYERS = {
     "routes": 4,
     "client": 4,
     "bootstrap": 5,
+    "gate": 5,
     "cli": 6,
     "app": 6,
 }

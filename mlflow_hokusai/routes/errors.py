@@ -11,7 +11,7 @@ was still cached gets that far and then meets the outage inside MLflow: in its a
 ``before_request`` (user and permission lookups, which Flask would turn into a bare 500) or in
 its stores (which answer 503 ``TEMPORARILY_UNAVAILABLE`` with the driver's text). This module
 maps what reaches Flask; whatever 503 still is not ours (MLflow's FastAPI middleware answers
-some itself) the gate replaces by ours on the way out (``routes/gate.py``). An unreachable
+some itself) the gate replaces by ours on the way out (``gate/json_errors.py``). An unreachable
 artifact store (S3) is mapped the same way, in the Flask handlers and in MLflow's
 FastAPI-native artifact routes; tracking calls do not need it. Only
 errors that mean "unreachable" are mapped; anything else keeps its own status, so genuine bugs

@@ -21,7 +21,7 @@ import uuid
 import pytest
 import requests
 
-from mlflow_hokusai.routes import gate
+from mlflow_hokusai.gate import json_errors as gate
 from tests.helpers import api_key_for
 from tests.server import Server
 

@@ -9,7 +9,7 @@ route (the gate) and, being a read, open to read-only keys.
 
 The answers forbid framing, inline script and every other origin (``Content-Security-Policy``)
 and caching of the page. MLflow's security middleware sets ``X-Frame-Options: SAMEORIGIN`` on
-every response after the view; the gate's response rewriting (``routes/gate.py``
+every response after the view; the gate's response rewriting (``gate/json_errors.py``
 ``_deny_framing``) puts back ``DENY`` wherever the policy says ``frame-ancestors 'none'``, so
 the two headers agree. Cross-origin writes through a signed-in browser are refused before
 they reach the REST endpoints, by MLflow's cross-origin check (an ``Origin`` the server does

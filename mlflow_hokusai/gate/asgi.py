@@ -1,0 +1,109 @@
+"""The gate under uvicorn: an ASGI middleware around the whole app (``decision.py`` decides).
+
+A step's answer that is already in memory comes on the event loop (a thread hop costs more
+than the check); a lookup goes to a worker thread. The identity and the request's resource-limit
+notes are set for every request, None included: a value must never come from an earlier request
+(the context MLflow's Flask app runs in can outlive a request on a kept-alive connection;
+tests/security/test_findings_22.py shows it).
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from mlflow_hokusai.auth import resource_limits
+from mlflow_hokusai.auth.cache import clean_request
+from mlflow_hokusai.auth.context import reset_identity, set_identity
+from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request
+from mlflow_hokusai.gate.json_errors import asgi_send, send_parts
+from mlflow_hokusai.gate.paths import swapped
+
+
+class AsgiGate(Gatekeeper):
+    def __init__(self, app, services):
+        super().__init__(services)
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        decision = await self._decide(_request(scope))
+        self.record(decision)
+        if decision.response is not None:
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await send_parts(send, *decision.response)
+        scope = _rewritten_scope(scope, decision)
+        if decision.headers:
+            send = _with_headers(send, decision.headers)
+        identity_token = set_identity(decision.identity)
+        notes_token = resource_limits.enter(decision.notes)
+        try:
+            with clean_request():
+                await self.app(scope, receive, asgi_send(send, self.forbidden(decision)))
+        finally:
+            resource_limits.leave(notes_token)
+            reset_identity(identity_token)
+
+    async def _decide(self, request: Request) -> Decision:
+        steps = self.decide(request)
+        reply, error = None, None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply, error = self.peek(step), None
+            if reply is None:
+                try:
+                    reply = await anyio.to_thread.run_sync(self.answer, step)
+                except HokusaiError as failure:
+                    error = failure
+
+
+def _request(scope) -> Request:
+    headers = scope.get("headers") or []
+
+    def get_all(name: str) -> list[str]:
+        wanted = name.lower().encode()
+        return [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
+
+    raw = scope.get("raw_path")
+    client = scope.get("client")
+    return Request(
+        method=scope.get("method", "GET"),
+        # Match the bytes the client sent: a percent-encoded prefix is not the prefix.
+        seen=raw.decode("latin-1") if raw else scope["path"],
+        path=scope["path"],
+        headers=get_all,
+        client=client[0] if client else None,
+        query=(scope.get("query_string") or b"").decode("latin-1"),
+        websocket=scope["type"] == "websocket",
+    )
+
+
+def _rewritten_scope(scope, decision: Decision):
+    """The scope the app sees: the canonical path, and MLflow's view of Basic credentials."""
+    if decision.path != scope["path"]:
+        scope = dict(scope, path=decision.path)
+        if scope.get("raw_path"):
+            raw = scope["raw_path"].decode("latin-1")
+            scope["raw_path"] = swapped(raw, decision.swap).encode("latin-1")
+    if decision.authorization is not None:
+        value = decision.authorization.encode("latin-1")
+        headers = [(k, value if k.lower() == b"authorization" else v) for k, v in scope["headers"]]
+        scope = dict(scope, headers=headers)
+    return scope
+
+
+def _with_headers(send, extra):
+    """Wrap ``send`` so the response carries ``extra`` headers (str pairs)."""
+    encoded = [(name.lower().encode(), value.encode()) for name, value in extra]
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), *encoded])
+        return await send(message)
+
+    return wrapped
