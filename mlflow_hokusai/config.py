@@ -2,6 +2,10 @@
 
 The ini file (``HOKUSAI_CONFIG``) has a ``[hokusai]`` section for our settings and an optional
 ``[mlflow]`` section that is passed through to MLflow's auth engine (e.g. ``default_permission``).
+
+Each setting is one ``SettingSpec`` in ``SETTINGS``: its variable, its parser and bounds, its
+default and its line in ``docs/configuration.md`` (``settings_table_markdown``). ``load_settings``
+walks that table, then checks the rules between settings (``_CROSS_CHECKS``).
 """
 
 from __future__ import annotations
@@ -9,40 +13,13 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
 DEFAULT_DATABASE_URI = "sqlite:///hokusai_auth.db"
 DEFAULT_URL_PREFIX = "/api/mlflow"
 
-# setting name -> environment variable
-_ENV = {
-    "database_uri": "HOKUSAI_DATABASE_URI",
-    "admin_api_key": "HOKUSAI_ADMIN_API_KEY",
-    "url_prefix": "HOKUSAI_URL_PREFIX",
-    "key_environment": "HOKUSAI_KEY_ENVIRONMENT",
-    "admin_username": "MLFLOW_AUTH_ADMIN_USERNAME",
-    "admin_password": "MLFLOW_AUTH_ADMIN_PASSWORD",
-    "auth_cache_ttl_seconds": "HOKUSAI_AUTH_CACHE_TTL_SECONDS",
-    "bootstrap_dir": "HOKUSAI_BOOTSTRAP_DIR",
-    "login_failure_limit": "HOKUSAI_LOGIN_FAILURE_LIMIT",
-    "max_key_lifetime_days": "HOKUSAI_MAX_KEY_LIFETIME_DAYS",
-    "default_key_lifetime_days": "HOKUSAI_DEFAULT_KEY_LIFETIME_DAYS",
-    "expire_unused_after_days": "HOKUSAI_EXPIRE_UNUSED_AFTER_DAYS",
-    "rotation_grace": "HOKUSAI_ROTATION_GRACE",
-    "max_rotation_grace": "HOKUSAI_MAX_ROTATION_GRACE",
-    "trusted_proxies": "HOKUSAI_TRUSTED_PROXIES",
-    "default_rate_limit": "HOKUSAI_DEFAULT_RATE_LIMIT",
-    "rate_limit_storage": "HOKUSAI_RATE_LIMIT_STORAGE",
-    "rate_limit_unavailable": "HOKUSAI_RATE_LIMIT_UNAVAILABLE",
-    "token_exchange_limit": "HOKUSAI_TOKEN_EXCHANGE_LIMIT",
-    "oidc_max_token_age": "HOKUSAI_OIDC_MAX_TOKEN_AGE",
-}
-_LIFETIME_SETTINGS = (
-    "max_key_lifetime_days",
-    "default_key_lifetime_days",
-    "expire_unused_after_days",
-)
 MAX_LIFETIME_DAYS = 3650
 DEFAULT_MAX_ROTATION_GRACE = 7 * 86400  # seconds
 DEFAULT_TOKEN_EXCHANGE_LIMIT = "30/minute"  # per client address
@@ -124,31 +101,7 @@ def _read_ini(path: str | None) -> configparser.ConfigParser:
     return parser
 
 
-def _normalise_prefix(prefix: str) -> str:
-    prefix = prefix.strip()
-    if not prefix or prefix == "/":
-        return ""
-    if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%;\\"):
-        raise ConfigError(
-            f"HOKUSAI_URL_PREFIX must be a plain absolute path such as /api/mlflow, not {prefix!r}"
-        )
-    return prefix.rstrip("/")
-
-
-def _rate(value: str, name: str) -> str:
-    """A rate such as ``10/minute``, checked with the ``limits`` library that enforces it."""
-    from limits import parse
-
-    value = value.strip()
-    try:
-        item = parse(value)
-    except ValueError:
-        item = None
-    if item is None or item.amount < 1:
-        raise ConfigError(f"{name} must be a rate such as 10/minute, not {value!r}")
-    return value
-
-
+# -- value parsers: raw text -> value, or ValueError -------------------------------------------
 MAX_RATE = 1_000_000
 _KEY_RATE = re.compile(r"(\d+)\s*/\s*(second|minute|hour)")
 
@@ -163,24 +116,6 @@ def parse_rate_limit(value) -> str:
             f"such as 1000/hour, not {value!r}"
         )
     return f"{int(match.group(1))}/{match.group(2)}"
-
-
-def _days(value: str, name: str) -> int | None:
-    """A whole number of days (1 to 3650), or None for an empty value (the rule is off)."""
-    value = value.strip()
-    if not value:
-        return None
-    env_name = _ENV[name]
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if not 1 <= days <= MAX_LIFETIME_DAYS:
-        raise ConfigError(
-            f"{name} ({env_name}) must be a whole number of days from 1 to "
-            f"{MAX_LIFETIME_DAYS}, or empty for no rule, not {value!r}"
-        )
-    return days
 
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
@@ -198,17 +133,76 @@ def parse_duration(value: str) -> int:
     return int(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def _duration(value: str, name: str) -> int:
+class _Fault(ValueError):
+    """A value's own fault, said after the setting's rule (a plain ValueError says only the
+    rule and the value)."""
+
+
+def _or_none(value: str) -> str | None:
+    """Any text; empty means unset."""
+    return value or None
+
+
+def _stripped_or_none(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _required(value: str) -> str:
+    if not value:
+        raise ValueError
+    return value
+
+
+def _url_prefix(value: str) -> str:
+    prefix = value.strip()
+    if not prefix or prefix == "/":
+        return ""
+    if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%;\\"):
+        raise ValueError
+    return prefix.rstrip("/")
+
+
+def _key_environment(value: str) -> str:
+    if value not in ("live", "test"):
+        raise ValueError
+    return value
+
+
+def _login_rate(value: str) -> str:
+    """A rate such as ``10/minute``, checked with the ``limits`` library that enforces it."""
+    from limits import parse
+
+    value = value.strip()
+    item = parse(value)  # ValueError if it is not a rate
+    if item is None or item.amount < 1:
+        raise ValueError
+    return value
+
+
+def _days(value: str) -> int | None:
+    """A whole number of days, or None for an empty value (the rule is off)."""
+    return int(value) if value.strip() else None
+
+
+def _duration(value: str) -> int:
     try:
-        seconds = parse_duration(value)
+        return parse_duration(value)
     except ValueError as e:
-        raise ConfigError(f"{name} ({_ENV[name]}): {e}") from None
-    if seconds > MAX_ROTATION_GRACE_SECONDS:
-        raise ConfigError(f"{name} ({_ENV[name]}) must be at most 365 days, not {value!r}")
-    return seconds
+        raise _Fault(str(e)) from None
 
 
-def _networks(value: str, name: str) -> tuple[str, ...]:
+def _key_rate_or_none(value: str) -> str | None:
+    return parse_rate_limit(value) if value.strip() else None
+
+
+def _when_unavailable(value: str) -> str:
+    word = value.strip().lower() or "open"
+    if word not in ("open", "closed"):
+        raise ValueError
+    return word
+
+
+def _networks(value: str) -> tuple[str, ...]:
     """Comma- or space-separated IPv4/IPv6 addresses or CIDR ranges."""
     import ipaddress
 
@@ -219,90 +213,313 @@ def _networks(value: str, name: str) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(entry, strict=False)))
         except ValueError:
-            raise ConfigError(
-                f"{name} ({_ENV[name]}): {entry!r} is not an IP address or CIDR range"
-            ) from None
+            raise _Fault(f"{entry!r} is not an IP address or CIDR range") from None
     return tuple(networks)
+
+
+# -- the settings ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: where it is read from, how it is parsed and checked, what a refusal says
+    and how ``docs/configuration.md`` describes it."""
+
+    name: str  # the Settings field
+    env: str  # its environment variable
+    parse: Callable[[str], object]  # raw text -> value; ValueError when unusable
+    default: object  # when neither the environment nor the config file sets it
+    description: str  # one line: the docs table's first column (Markdown)
+    rule: str = "any text"  # what a good value is: "<env> must be <rule>, not <value>"
+    bounds: tuple[float, float] | None = None  # inclusive range of a parsed value (None passes)
+    ini: str = ""  # its key in the config file's [hokusai] section (default: the name)
+    shown_default: str | None = None  # the docs' default column (default: `default`)
+
+    def __post_init__(self):
+        if not self.ini:
+            object.__setattr__(self, "ini", self.name)
+
+    def read(self, raw: str, source: str):
+        """``raw`` (from ``source``: the environment or the config file) -> the value, or a
+        ConfigError naming the setting, its variable and the rule."""
+        try:
+            value = self.parse(raw)
+            if self.bounds and value is not None and not self.bounds[0] <= value <= self.bounds[1]:
+                raise ValueError
+        except _Fault as e:
+            raise ConfigError(
+                f"{self.env} must be {self.rule} (the {self.name} setting, from {source}): {e}"
+            ) from None
+        except ValueError:
+            raise ConfigError(
+                f"{self.env} must be {self.rule}, not {raw!r} (the {self.name} setting, "
+                f"from {source})"
+            ) from None
+        return value
+
+    def doc_row(self) -> tuple[str, str, str, str]:
+        if self.shown_default is not None:
+            default = self.shown_default
+        elif self.default in (None, ()):
+            default = "none"
+        else:
+            default = f"`{self.default}`"
+        return self.description, self.env, self.ini, default
+
+
+_DAYS_RULE = f"a whole number of days from 1 to {MAX_LIFETIME_DAYS}, or empty for no rule"
+_GRACE_RULE = "a duration from 0 to 365 days such as 0, 3600, 30m, 24h or 7d"
+_KEY_RATE_RULE = f"a number of requests from 1 to {MAX_RATE:,} per second, minute or hour"
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "database_uri",
+        "HOKUSAI_DATABASE_URI",
+        _required,
+        DEFAULT_DATABASE_URI,
+        "key + auth database",
+        rule="a database URI (not empty)",
+    ),
+    SettingSpec(
+        "admin_api_key",
+        "HOKUSAI_ADMIN_API_KEY",
+        _or_none,
+        None,
+        "bootstrap admin key",
+        shown_default="generated on first start into `hokusai_admin_key`",
+    ),
+    SettingSpec(
+        "admin_username",
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        _required,
+        "admin",
+        "admin username",
+        rule="a user name (not empty)",
+    ),
+    SettingSpec(
+        "admin_password",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        _or_none,
+        None,
+        "admin password (first start only)",
+        shown_default="generated into `hokusai_admin_password`",
+    ),
+    SettingSpec(
+        "bootstrap_dir",
+        "HOKUSAI_BOOTSTRAP_DIR",
+        _or_none,
+        None,
+        "where generated files go",
+        shown_default="next to a SQLite key database, else the working directory",
+    ),
+    SettingSpec(
+        "url_prefix",
+        "HOKUSAI_URL_PREFIX",
+        _url_prefix,
+        DEFAULT_URL_PREFIX,
+        "URL prefix served besides `/`",
+        rule="a plain absolute path such as /api/mlflow, or empty for none",
+        shown_default="`/api/mlflow` (empty = off)",
+    ),
+    SettingSpec(
+        "key_environment",
+        "HOKUSAI_KEY_ENVIRONMENT",
+        _key_environment,
+        "live",
+        "environment word in new keys",
+        rule="'live' or 'test'",
+    ),
+    SettingSpec(
+        "auth_cache_ttl_seconds",
+        "HOKUSAI_AUTH_CACHE_TTL_SECONDS",
+        float,
+        1.0,
+        "per-worker cache of key and MLflow user/permission lookups, seconds (0–1; the "
+        "staleness bound, see [Production](production.md#staleness-guarantee))",
+        rule="a number of seconds between 0 and 1",
+        bounds=(0, 1),
+        shown_default="`1`",
+    ),
+    SettingSpec(
+        "login_failure_limit",
+        "HOKUSAI_LOGIN_FAILURE_LIMIT",
+        _login_rate,
+        "10/minute",
+        "failed password logins allowed per source address and per user name, per worker, "
+        "before `429` (`N/second`, `N/minute`, `N/hour`; a moving window)",
+        rule="a rate such as 10/minute",
+    ),
+    SettingSpec(
+        "max_key_lifetime_days",
+        "HOKUSAI_MAX_KEY_LIFETIME_DAYS",
+        _days,
+        None,
+        "longest lifetime of a new or rotated key, days (1–3650; empty = no maximum; see "
+        "[Key management](key-management.md#lifetime-rules))",
+        rule=_DAYS_RULE,
+        bounds=(1, MAX_LIFETIME_DAYS),
+    ),
+    SettingSpec(
+        "default_key_lifetime_days",
+        "HOKUSAI_DEFAULT_KEY_LIFETIME_DAYS",
+        _days,
+        None,
+        "lifetime of a new key whose creator gives none, days (≤ the maximum)",
+        rule=_DAYS_RULE,
+        bounds=(1, MAX_LIFETIME_DAYS),
+        shown_default="none (never expires)",
+    ),
+    SettingSpec(
+        "expire_unused_after_days",
+        "HOKUSAI_EXPIRE_UNUSED_AFTER_DAYS",
+        _days,
+        None,
+        "refuse keys unused for this many days (dormant)",
+        rule=_DAYS_RULE,
+        bounds=(1, MAX_LIFETIME_DAYS),
+    ),
+    SettingSpec(
+        "rotation_grace",
+        "HOKUSAI_ROTATION_GRACE",
+        _duration,
+        0,
+        "overlap window of a rotation that names none (`0`, `3600`, `30m`, `24h`, `7d`; see "
+        "[Key management](key-management.md#rotation-with-an-overlap-window))",
+        rule=_GRACE_RULE,
+        bounds=(0, MAX_ROTATION_GRACE_SECONDS),
+        shown_default="`0` (immediate)",
+    ),
+    SettingSpec(
+        "max_rotation_grace",
+        "HOKUSAI_MAX_ROTATION_GRACE",
+        _duration,
+        DEFAULT_MAX_ROTATION_GRACE,
+        "longest overlap window a rotation may ask for (at most 365 days)",
+        rule=_GRACE_RULE,
+        bounds=(0, MAX_ROTATION_GRACE_SECONDS),
+        shown_default="`7d`",
+    ),
+    SettingSpec(
+        "default_rate_limit",
+        "HOKUSAI_DEFAULT_RATE_LIMIT",
+        _key_rate_or_none,
+        None,
+        "rate limit of a new key that names none (`N/second`, `N/minute`, `N/hour`; only "
+        "admins may then make keys without a limit; see "
+        "[Key management](key-management.md#rate-limits))",
+        rule=f"{_KEY_RATE_RULE}, such as 1000/hour, or empty for none",
+    ),
+    SettingSpec(
+        "rate_limit_storage",
+        "HOKUSAI_RATE_LIMIT_STORAGE",
+        _stripped_or_none,
+        None,
+        "where rate limits are counted: empty = the key database; or a "
+        "[`limits`](https://limits.readthedocs.io/) storage URI such as `redis://host:6379/0` "
+        '(`pip install "mlflow-hokusai[redis]"`)',
+        shown_default="the key database",
+    ),
+    SettingSpec(
+        "rate_limit_unavailable",
+        "HOKUSAI_RATE_LIMIT_UNAVAILABLE",
+        _when_unavailable,
+        "open",
+        "when that store is unreachable: `open` (serve limited keys without a limit, log a "
+        "warning) or `closed` (`503`)",
+        rule="'open' (serve requests and log a warning) or 'closed' (answer 503)",
+    ),
+    SettingSpec(
+        "token_exchange_limit",
+        "HOKUSAI_TOKEN_EXCHANGE_LIMIT",
+        parse_rate_limit,
+        DEFAULT_TOKEN_EXCHANGE_LIMIT,
+        "token exchanges allowed per client address ([Keyless CI](keyless-ci.md); "
+        "`N/second`, `N/minute`, `N/hour`)",
+        rule=f"{_KEY_RATE_RULE}, such as 30/minute",
+    ),
+    SettingSpec(
+        "oidc_max_token_age",
+        "HOKUSAI_OIDC_MAX_TOKEN_AGE",
+        _duration,
+        3600,
+        "oldest workload OIDC token accepted, by its `iat` (`600`, `30m`, `1h`; 60 s to 24 h)",
+        rule="a duration from 60 s to 24 h such as 600, 30m or 1h",
+        bounds=(60, 86400),
+        shown_default="`1h`",
+    ),
+    SettingSpec(
+        "trusted_proxies",
+        "HOKUSAI_TRUSTED_PROXIES",
+        _networks,
+        (),
+        "proxies whose `X-Forwarded-For` names the client (addresses or CIDRs, "
+        "comma-separated; see [Key management](key-management.md#ip-allowlists))",
+        rule="IP addresses or CIDR ranges separated by commas or spaces",
+    ),
+)
+
+
+def _check_lifetimes(values: dict) -> None:
+    try:
+        check_lifetime_rules(
+            values["max_key_lifetime_days"],
+            values["default_key_lifetime_days"],
+            values["expire_unused_after_days"],
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_grace(values: dict) -> None:
+    if values["rotation_grace"] > values["max_rotation_grace"]:
+        raise ConfigError(
+            "rotation_grace (HOKUSAI_ROTATION_GRACE) must not exceed max_rotation_grace "
+            f"(HOKUSAI_MAX_ROTATION_GRACE): {values['rotation_grace']} s > "
+            f"{values['max_rotation_grace']} s"
+        )
+
+
+# Rules between settings, checked once each setting is valid on its own.
+_CROSS_CHECKS: tuple[Callable[[dict], None], ...] = (_check_lifetimes, _check_grace)
 
 
 def load_settings(environ: dict | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = _read_ini(environ.get("HOKUSAI_CONFIG"))
     section = dict(parser["hokusai"]) if parser.has_section("hokusai") else {}
-    values: dict = {}
-    for name, env_name in _ENV.items():
-        if env_name in environ:
-            values[name] = environ[env_name]
-        elif name in section:
-            values[name] = section[name]
-    if "url_prefix" in values:
-        values["url_prefix"] = _normalise_prefix(values["url_prefix"])
-    if values.get("key_environment", "live") not in ("live", "test"):
-        raise ConfigError("HOKUSAI_KEY_ENVIRONMENT must be 'live' or 'test'")
-    if "auth_cache_ttl_seconds" in values:
-        try:
-            ttl = float(values["auth_cache_ttl_seconds"])
-        except ValueError:
-            ttl = -1.0
-        if not 0 <= ttl <= 1:
-            raise ConfigError("HOKUSAI_AUTH_CACHE_TTL_SECONDS must be a number between 0 and 1")
-        values["auth_cache_ttl_seconds"] = ttl
-    if "login_failure_limit" in values:
-        values["login_failure_limit"] = _rate(
-            values["login_failure_limit"], "HOKUSAI_LOGIN_FAILURE_LIMIT"
-        )
-    for name in _LIFETIME_SETTINGS:
-        if name in values:
-            values[name] = _days(values[name], name)
-    try:
-        check_lifetime_rules(*(values.get(name) for name in _LIFETIME_SETTINGS))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for name in ("rotation_grace", "max_rotation_grace"):
-        if name in values:
-            values[name] = _duration(values[name], name)
-    grace = values.get("rotation_grace", 0)
-    if grace > values.get("max_rotation_grace", Settings.max_rotation_grace):
-        raise ConfigError("rotation_grace must not exceed max_rotation_grace")
-    if values.get("default_rate_limit", "").strip():
-        try:
-            values["default_rate_limit"] = parse_rate_limit(values["default_rate_limit"])
-        except ValueError as e:
-            raise ConfigError(f"default_rate_limit (HOKUSAI_DEFAULT_RATE_LIMIT) {e}") from None
-    else:
-        values["default_rate_limit"] = None
-    values["rate_limit_storage"] = values.get("rate_limit_storage", "").strip() or None
-    unavailable = values.get("rate_limit_unavailable", "open").strip().lower() or "open"
-    if unavailable not in ("open", "closed"):
-        raise ConfigError(
-            "rate_limit_unavailable (HOKUSAI_RATE_LIMIT_UNAVAILABLE) must be 'open' (serve "
-            f"requests and log a warning) or 'closed' (answer 503), not {unavailable!r}"
-        )
-    values["rate_limit_unavailable"] = unavailable
-    if "token_exchange_limit" in values:
-        try:
-            values["token_exchange_limit"] = parse_rate_limit(values["token_exchange_limit"])
-        except ValueError as e:
-            raise ConfigError(f"token_exchange_limit (HOKUSAI_TOKEN_EXCHANGE_LIMIT) {e}") from None
-    if "oidc_max_token_age" in values:
-        try:
-            age = parse_duration(values["oidc_max_token_age"])
-        except ValueError as e:
-            raise ConfigError(f"oidc_max_token_age (HOKUSAI_OIDC_MAX_TOKEN_AGE): {e}") from None
-        if not 60 <= age <= 86400:
-            raise ConfigError(
-                "oidc_max_token_age (HOKUSAI_OIDC_MAX_TOKEN_AGE) must be from 60 s to 24 h, not "
-                f"{values['oidc_max_token_age']!r}"
-            )
-        values["oidc_max_token_age"] = age
-    if "trusted_proxies" in values:
-        values["trusted_proxies"] = _networks(values["trusted_proxies"], "trusted_proxies")
-    for optional in ("admin_api_key", "admin_password", "bootstrap_dir"):
-        if optional in values and not values[optional]:
-            values[optional] = None
-    if not values.get("admin_username", "admin"):
-        raise ConfigError("the admin username must not be empty")
-    if not values.get("database_uri", DEFAULT_DATABASE_URI):
-        raise ConfigError("HOKUSAI_DATABASE_URI must not be empty")
+    values = {}
+    for spec in SETTINGS:
+        if spec.env in environ:
+            values[spec.name] = spec.read(environ[spec.env], "the environment")
+        elif spec.ini in section:
+            values[spec.name] = spec.read(section[spec.ini], "the config file")
+        else:
+            values[spec.name] = spec.default
+    for check in _CROSS_CHECKS:
+        check(values)
     mlflow_section = dict(parser["mlflow"]) if parser.has_section("mlflow") else {}
     return Settings(**values, mlflow_section=mlflow_section, hokusai_section=section)
+
+
+# -- the docs' table ---------------------------------------------------------------------------
+# Rows of docs/configuration.md's table that are not [hokusai] settings.
+_DOC_ROWS_BEFORE = (("config file", "HOKUSAI_CONFIG", "", "packaged defaults"),)
+_DOC_ROWS_AFTER = (
+    (
+        "Flask secret key (CSRF)",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "",
+        "generated once, stored in the key database, shared by all workers",
+    ),
+)
+
+
+def settings_table_markdown() -> str:
+    """The settings table of ``docs/configuration.md`` (a test checks the page has it)."""
+    rows = [*_DOC_ROWS_BEFORE, *(spec.doc_row() for spec in SETTINGS), *_DOC_ROWS_AFTER]
+    lines = [
+        "| setting | environment | config (`[hokusai]`) | default |",
+        "| --- | --- | --- | --- |",
+    ]
+    for description, env, ini, default in rows:
+        ini_cell = f"`{ini}`" if ini else "–"
+        lines.append(f"| {description} | `{env}` | {ini_cell} | {default} |")
+    return "\n".join(lines) + "\n"

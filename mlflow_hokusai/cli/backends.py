@@ -34,29 +34,10 @@ class Offline:
             FederationStore(key_store.engine), self.manager, self.manager.audit
         )
 
-    def create(
-        self,
-        *,
-        username,
-        name,
-        scope,
-        expires_in_days,
-        make_admin,
-        allowed_ips=None,
-        rate_limit=None,
-        **limits,
-    ) -> tuple[str, dict]:
-        key, record = self.manager.create(
-            self.actor,
-            username=username,
-            name=name,
-            scope=scope,
-            expires_in_days=expires_in_days,
-            make_admin=make_admin,
-            allowed_ips=allowed_ips,
-            rate_limit=rate_limit,
-            **limits,
-        )
+    def create(self, **fields) -> tuple[str, dict]:
+        """``fields``: ``KeyManager.create``'s (username, name, scope, expires_in_days,
+        make_admin, allowed_ips, rate_limit and the resource limits)."""
+        key, record = self.manager.create(self.actor, **fields)
         return key, self.manager.describe(record)
 
     def update_limits(self, key_id, **limits) -> dict:
@@ -95,27 +76,10 @@ class Online:
 
         self.client = RestKeys(tracking_uri, api_key)
 
-    def create(
-        self,
-        *,
-        username,
-        name,
-        scope,
-        expires_in_days,
-        make_admin,
-        allowed_ips=None,
-        rate_limit=None,
-        **limits,
-    ) -> tuple[str, dict]:
-        created = self.client.create_api_key(
-            name=name or None,
-            scope=scope,
-            expires_in_days=expires_in_days,
-            username=username,
-            allowed_ips=allowed_ips,
-            rate_limit=rate_limit,
-            **limits,
-        )
+    def create(self, *, name, make_admin=False, **fields) -> tuple[str, dict]:
+        """The same fields as offline; ``make_admin`` is offline only (the CLI refuses
+        ``--admin`` online)."""
+        created = self.client.create_api_key(name=name or None, **fields)
         return created.key, created.to_dict()
 
     def update_limits(self, key_id, **limits) -> dict:
