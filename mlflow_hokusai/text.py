@@ -12,6 +12,7 @@ or two names look the same. Names refuse them; table cells show them escaped
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt) beyond the categories
@@ -56,3 +57,40 @@ def printable(value: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+# -- names we store ---------------------------------------------------------------------------
+# Names Hokusai stores itself (key names, usernames, policy audiences): its columns are
+# String(255), as are MLflow's user names.
+MAX_NAME_LENGTH = 255
+# Names of MLflow's own resources (experiments, registered models), which resource limits name:
+# MLflow stores them in String(256) columns, and limits stored with a 256-character name are
+# read back on every request.
+MLFLOW_NAME_LENGTH = 256
+
+
+def check_name(
+    value,
+    longest: int = MAX_NAME_LENGTH,
+    *,
+    empty: str,
+    too_long: str,
+    not_text: str | None = None,
+    strip: bool = True,
+    error: Callable[[str], Exception] = ValueError,
+) -> str:
+    """``value`` if it is a non-empty string of at most ``longest`` characters with no unsafe
+    character. Else ``error(message)`` is raised (the caller's own error: its 400), with the
+    caller's message: ``not_text`` (default ``empty``) for a value that is not a string,
+    ``empty`` for a blank one, ``too_long`` for one too long or with an unsafe character.
+    ``strip``: surrounding white space is dropped first (without it, only a blank value counts
+    as empty, and the value is measured and returned as given)."""
+    if not isinstance(value, str):
+        raise error(empty if not_text is None else not_text)
+    if not value.strip():
+        raise error(empty)
+    if strip:
+        value = value.strip()
+    if len(value) > longest or has_unsafe_chars(value):
+        raise error(too_long)
+    return value

@@ -177,49 +177,10 @@ class Authenticator:
     def _judge(self, record: KeyRecord | None, peer: str | None = None) -> Result:
         if record is None:
             return AuthFailure("Invalid API key: no such key.", "unknown-key")
-        # From outside its allowlist a key learns nothing else (not even that it was revoked).
-        if record.allowed_ips and not in_networks(peer, self._networks(record.allowed_ips)):
-            return AuthFailure(
-                f"This API key ({record.display_prefix}…) may not be used from this address.",
-                "ip-not-allowed",
-                record.id,
-                record.username,
-            )
-        status = record.status()
-        if status == "revoked" and record.replaced_by_prefix:
-            return AuthFailure(
-                f"This API key ({record.display_prefix}…) was rotated; use its replacement "
-                f"({record.replaced_by_prefix}…).",
-                "revoked",
-                record.id,
-                record.username,
-            )
-        if status == "revoked":
-            return AuthFailure(
-                f"This API key ({record.display_prefix}…) has been revoked.",
-                "revoked",
-                record.id,
-                record.username,
-            )
-        if status == "expired":
-            return AuthFailure(
-                f"This API key ({record.display_prefix}…) expired at "
-                f"{record.expires_at.isoformat()}Z; create a new one.",
-                "expired",
-                record.id,
-                record.username,
-            )
-        dormant_since = self.rules.dormant_since(record)
-        if dormant_since is not None:
-            return AuthFailure(
-                f"This API key ({record.display_prefix}…) is dormant: it was not used since "
-                f"{dormant_since.isoformat()}Z and this server refuses keys unused for "
-                f"{self.rules.unused_after_days} days (expire_unused_after_days); "
-                "create a new one.",
-                "dormant",
-                record.id,
-                record.username,
-            )
+        refused = self._refusal(record, peer)
+        if refused is not None:
+            message, reason = refused
+            return AuthFailure(message, reason, record.id, record.username)
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")
         self._maybe_touch(record.id)
@@ -239,6 +200,35 @@ class Authenticator:
             record.federated_by is not None,
             record.counter_id,
         )
+
+    def _refusal(self, record: KeyRecord, peer: str | None) -> tuple[str, str] | None:
+        """Why the key is refused (message, audit reason), if it is."""
+        this = f"This API key ({record.display_prefix}…)"
+        # From outside its allowlist a key learns nothing else (not even that it was revoked).
+        if record.allowed_ips and not in_networks(peer, self._networks(record.allowed_ips)):
+            return f"{this} may not be used from this address.", "ip-not-allowed"
+        status = record.status()
+        if status == "revoked" and record.replaced_by_prefix:
+            return (
+                f"{this} was rotated; use its replacement ({record.replaced_by_prefix}…).",
+                "revoked",
+            )
+        if status == "revoked":
+            return f"{this} has been revoked.", "revoked"
+        if status == "expired":
+            return (
+                f"{this} expired at {record.expires_at.isoformat()}Z; create a new one.",
+                "expired",
+            )
+        dormant_since = self.rules.dormant_since(record)
+        if dormant_since is not None:
+            return (
+                f"{this} is dormant: it was not used since {dormant_since.isoformat()}Z and "
+                f"this server refuses keys unused for {self.rules.unused_after_days} days "
+                "(expire_unused_after_days); create a new one.",
+                "dormant",
+            )
+        return None
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)

@@ -60,6 +60,53 @@ class _IssuerKeys:
         self.lock = threading.Lock()
 
 
+def _unverified(token) -> tuple[dict, dict]:
+    """The token's header and claims, not verified yet; its algorithm is one we accept."""
+    if not isinstance(token, str) or not token.strip():
+        raise TokenRejected("'subject_token' is required: the workload's OIDC token (a JWT)")
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise TokenRejected("the subject token is not a well-formed JWT") from None
+    algorithm = header.get("alg")
+    if algorithm not in ALGORITHMS:
+        raise TokenRejected(
+            f"the token's algorithm {algorithm!r} is not accepted (only {', '.join(ALGORITHMS)})"
+        )
+    return header, unverified
+
+
+def _decoded(token: str, key, algorithm: str, audiences, issuer: str, audience) -> dict:
+    """The token's claims, its signature, audience, issuer and times verified (``audience``:
+    the one it claims, for the refusal)."""
+    try:
+        return jwt.decode(
+            token,
+            key=key.key,  # the cryptography public key (every PyJWT 2.x takes it)
+            algorithms=[algorithm],
+            audience=audiences,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["iss", "aud", "sub", "exp", "iat"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenRejected("the token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise TokenRejected("the token is not valid yet (nbf or iat in the future)") from None
+    except jwt.InvalidAudienceError:
+        raise TokenRejected(
+            f"wrong audience: no federation policy for issuer {issuer!r} accepts the "
+            f"token's audience {audience!r}"
+        ) from None
+    except jwt.MissingRequiredClaimError as error:
+        raise TokenRejected(f"the token has no {error.claim!r} claim") from None
+    except jwt.InvalidSignatureError:
+        raise TokenRejected("the token's signature does not verify") from None
+    except (jwt.PyJWTError, TypeError, ValueError) as error:  # e.g. a key of another curve
+        raise TokenRejected(f"the token is not valid ({type(error).__name__})") from None
+
+
 class OidcVerifier:
     def __init__(
         self,
@@ -78,19 +125,8 @@ class OidcVerifier:
         """The token's verified claims. ``audiences_of(issuer)``: the audiences the server's
         policies accept from that issuer (none: the issuer is not trusted). Raises
         ``TokenRejected`` or ``IssuerUnreachable``."""
-        if not isinstance(token, str) or not token.strip():
-            raise TokenRejected("'subject_token' is required: the workload's OIDC token (a JWT)")
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise TokenRejected("the subject token is not a well-formed JWT") from None
+        header, unverified = _unverified(token)
         algorithm = header.get("alg")
-        if algorithm not in ALGORITHMS:
-            raise TokenRejected(
-                f"the token's algorithm {algorithm!r} is not accepted (only "
-                f"{', '.join(ALGORITHMS)})"
-            )
         issuer = unverified.get("iss")
         if not isinstance(issuer, str):
             raise TokenRejected("the token names no issuer ('iss')")
@@ -104,31 +140,7 @@ class OidcVerifier:
                 f"the token's header says {algorithm} but the issuer's key {kid!r} is an "
                 f"{key.key_type} key for {key.algorithm_name}"
             )
-        try:
-            claims = jwt.decode(
-                token,
-                key=key.key,  # the cryptography public key (every PyJWT 2.x takes it)
-                algorithms=[algorithm],
-                audience=audiences,
-                issuer=issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["iss", "aud", "sub", "exp", "iat"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenRejected("the token is not valid yet (nbf or iat in the future)") from None
-        except jwt.InvalidAudienceError:
-            raise TokenRejected(
-                f"wrong audience: no federation policy for issuer {issuer!r} accepts the "
-                f"token's audience {unverified.get('aud')!r}"
-            ) from None
-        except jwt.MissingRequiredClaimError as error:
-            raise TokenRejected(f"the token has no {error.claim!r} claim") from None
-        except jwt.InvalidSignatureError:
-            raise TokenRejected("the token's signature does not verify") from None
-        except (jwt.PyJWTError, TypeError, ValueError) as error:  # e.g. a key of another curve
-            raise TokenRejected(f"the token is not valid ({type(error).__name__})") from None
+        claims = _decoded(token, key, algorithm, audiences, issuer, unverified.get("aud"))
         age = self._clock() - float(claims["iat"])
         if age > self.max_token_age + LEEWAY_SECONDS:
             raise TokenRejected(

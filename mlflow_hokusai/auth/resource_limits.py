@@ -24,7 +24,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from mlflow_hokusai._mlflow.limit_patches import NOT_LIMITED
-from mlflow_hokusai.auth.scopes import canonical
+from mlflow_hokusai.auth.scopes import ARTIFACT_ROUTES, canonical
 from mlflow_hokusai.keys.limits import from_json
 
 # MLflow RPCs a limited key may call: each one's validator resolves the experiment, registered
@@ -128,15 +128,8 @@ CREATE_RPCS = {
     "mlflow.CreateRegisteredModel": "registered_model",
 }
 # Routes without an RPC that a limited key may call, decided per resource by MLflow's engine.
-LIMITED_ROUTES = frozenset(
+LIMITED_ROUTES = ARTIFACT_ROUTES | frozenset(
     {
-        ("GET", "/get-artifact"),
-        ("GET", "/model-versions/get-artifact"),
-        ("GET", "/api/2.0/mlflow/get-trace-artifact"),
-        ("GET", "/api/3.0/mlflow/get-trace-artifact"),
-        ("GET", "/api/2.0/mlflow/logged-models/<model_id>/artifacts/files"),
-        ("GET", "/api/2.0/mlflow/metrics/get-history-bulk"),
-        ("GET", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"),
         ("PUT", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"),
         ("GET", "/api/2.0/mlflow/hokusai/run-artifacts"),  # authorized like GetRun
     }

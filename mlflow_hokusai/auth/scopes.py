@@ -105,8 +105,23 @@ READ_RPCS = frozenset(
     }
 )
 
+# Routes without an RPC that read a run's, logged model's, model version's or trace's files
+# (and a run's metric histories in bulk), decided per resource by MLflow's engine: reads for
+# read keys, and callable by resource-limited keys (``resource_limits.py``).
+ARTIFACT_ROUTES = frozenset(
+    {
+        ("GET", "/get-artifact"),
+        ("GET", "/model-versions/get-artifact"),
+        ("GET", "/api/2.0/mlflow/get-trace-artifact"),
+        ("GET", "/api/3.0/mlflow/get-trace-artifact"),
+        ("GET", "/api/2.0/mlflow/logged-models/<model_id>/artifacts/files"),
+        ("GET", "/api/2.0/mlflow/metrics/get-history-bulk"),
+        # proxied artifact download (FastAPI's own route)
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"),
+    }
+)
 # Routes without an RPC that only read: (method, canonical path).
-READ_ROUTES = frozenset(
+READ_ROUTES = ARTIFACT_ROUTES | frozenset(
     {
         # the UI and its files
         ("GET", "/"),
@@ -116,12 +131,6 @@ READ_ROUTES = frozenset(
         ("GET", "/metrics"),  # with --expose-prometheus (admins only, by MLflow's rules)
         ("GET", "/version"),
         ("GET", "/api/3.0/mlflow/server-info"),
-        ("GET", "/get-artifact"),
-        ("GET", "/model-versions/get-artifact"),
-        ("GET", "/api/2.0/mlflow/get-trace-artifact"),
-        ("GET", "/api/3.0/mlflow/get-trace-artifact"),
-        ("GET", "/api/2.0/mlflow/logged-models/<model_id>/artifacts/files"),
-        ("GET", "/api/2.0/mlflow/metrics/get-history-bulk"),
         ("POST", "/api/2.0/mlflow/experiments/search-datasets"),
         ("GET", "/api/3.0/mlflow/ui-telemetry"),
         ("GET", "/api/3.0/mlflow/scorers/online-configs"),
@@ -130,8 +139,6 @@ READ_ROUTES = frozenset(
         ("GET", "/api/3.0/mlflow/gateway/provider-config"),
         ("GET", "/api/3.0/mlflow/gateway/secrets/config"),
         ("GET", "/gateway/mlflow/v1/models"),
-        # proxied artifact download (FastAPI's own route)
-        ("GET", "/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>"),
         # jobs (FastAPI and Flask)
         ("POST", "/api/3.0/jobs/search"),
         ("GET", "/api/3.0/jobs/<job_id>"),

@@ -20,6 +20,11 @@ AUDIT_EVENTS = f"{BASE}/audit/list"
 TOKEN_EXCHANGE = f"{BASE}/token-exchange"
 
 
+def _given(fields: dict) -> dict:
+    """The fields a call gave (None: left out, so the server's default applies)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """A key's metadata; ``key`` holds the plaintext only right after create or rotate."""
@@ -97,9 +102,7 @@ class KeyManagementMixin:
             "workspace": workspace,
             "can_create": can_create,
         }
-        resp = self._request(
-            CREATE_API_KEY, "POST", json={k: v for k, v in body.items() if v is not None}
-        )
+        resp = self._request(CREATE_API_KEY, "POST", json=_given(body))
         return ApiKey.from_json(resp["api_key"], key=resp["key"])
 
     def list_api_keys(self, username: str | None = None, all_users: bool = False) -> list[ApiKey]:
@@ -130,7 +133,7 @@ class KeyManagementMixin:
             "workspace": workspace,
             "can_create": can_create,
         }
-        body = {k: v for k, v in body.items() if v is not None}
+        body = _given(body)
         if unlimited:
             body["unlimited"] = True
         resp = self._request(UPDATE_API_KEY, "POST", json=body)
@@ -182,9 +185,7 @@ class KeyManagementMixin:
             "max_results": max_results,
             "page_token": page_token,
         }
-        resp = self._request(
-            AUDIT_EVENTS, "GET", params={k: v for k, v in params.items() if v is not None}
-        )
+        resp = self._request(AUDIT_EVENTS, "GET", params=_given(params))
         return resp.get("events", []), resp.get("next_page_token")
 
     def iter_audit_events(self, **filters):
@@ -224,11 +225,7 @@ class KeyManagementMixin:
             "rate_limit": rate_limit,
             "allowed_ips": allowed_ips,
         }
-        resp = self._request(
-            f"{FEDERATION_POLICIES}/create",
-            "POST",
-            json={k: v for k, v in body.items() if v is not None},
-        )
+        resp = self._request(f"{FEDERATION_POLICIES}/create", "POST", json=_given(body))
         return resp["policy"]
 
     def list_federation_policies(self) -> list[dict]:

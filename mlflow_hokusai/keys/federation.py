@@ -29,7 +29,7 @@ from mlflow_hokusai.keys.management import (
     parse_username,
 )
 from mlflow_hokusai.store.federation import FederationStore, Policy, PolicyNotFound
-from mlflow_hokusai.text import has_unsafe_chars
+from mlflow_hokusai.text import MAX_NAME_LENGTH, check_name, has_unsafe_chars
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60
 MIN_LIFETIME_SECONDS = 60
@@ -40,15 +40,14 @@ RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "exp", "nbf", "iat", "jti"})
 
 
 def _text(value, field: str, longest: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise invalid_parameter(f"'{field}' is required: a non-empty string.")
-    value = value.strip()
-    if len(value) > longest or has_unsafe_chars(value):
-        raise invalid_parameter(
-            f"'{field}' must be at most {longest} characters without control or invisible "
-            "formatting characters."
-        )
-    return value
+    return check_name(
+        value,
+        longest,
+        error=invalid_parameter,
+        empty=f"'{field}' is required: a non-empty string.",
+        too_long=f"'{field}' must be at most {longest} characters without control or invisible "
+        "formatting characters.",
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -171,6 +170,11 @@ class FederationManager:
                 f"{what} federation policies. Use an ordinary admin key.",
             )
 
+    def _audit(self, event: str, actor: Actor, policy: Policy, detail: str) -> None:
+        """An audit event about ``policy``: its id, issuer and subject, then ``detail``."""
+        detail = f"policy {policy.id} issuer={policy.issuer} subject={policy.subject} {detail}"
+        self.audit.record(event, username=policy.username, detail=detail, **actor.audited())
+
     def create(
         self,
         actor: Actor,
@@ -188,7 +192,7 @@ class FederationManager:
         self._admin(actor, "create")
         fields = {
             "issuer": parse_issuer(issuer),
-            "audience": _text(audience, "audience", 255),
+            "audience": _text(audience, "audience", MAX_NAME_LENGTH),
             "subject": _text(subject, "subject", 512),
             "username": parse_username(username),
             "scope": parse_scope(scope),
@@ -199,12 +203,10 @@ class FederationManager:
         fields["rate_limit"] = self.keys.rate_limit_for(actor, parse_key_rate_limit(rate_limit))
         self.keys.ensure_user(actor, fields["username"])
         policy = self.store.add(**fields, created_by=actor.name)
-        self.audit.record(
+        self._audit(
             "policy-created",
-            actor=actor.name,
-            username=policy.username,
-            source=actor.source,
-            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject} "
+            actor,
+            policy,
             f"scope={policy.scope} lifetime={policy.lifetime_seconds}s",
         )
         return policy
@@ -232,12 +234,5 @@ class FederationManager:
         policy = self._existing(parse_policy_id(policy_id))
         self.store.delete(policy.id)
         revoked = self.keys.revoke_federated(actor, policy.id)
-        self.audit.record(
-            "policy-deleted",
-            actor=actor.name,
-            username=policy.username,
-            source=actor.source,
-            detail=f"policy {policy.id} issuer={policy.issuer} subject={policy.subject} "
-            f"keys revoked={len(revoked)}",
-        )
+        self._audit("policy-deleted", actor, policy, f"keys revoked={len(revoked)}")
         return policy

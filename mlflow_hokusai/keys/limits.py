@@ -22,12 +22,11 @@ import json
 from dataclasses import dataclass, field, replace
 
 from mlflow_hokusai.errors import invalid_parameter
-from mlflow_hokusai.text import has_unsafe_chars
+from mlflow_hokusai.text import MLFLOW_NAME_LENGTH, check_name
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE")
 _RANK = {"NO_PERMISSIONS": 0, "READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
 MAX_ENTRIES = 100
-MAX_NAME_LENGTH = 256
 
 
 def default_ceiling(scope: str) -> str:
@@ -177,14 +176,16 @@ def _permission(value, field_name: str, default: str) -> str:
 
 
 def _text(value, field_name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise invalid_parameter(f"'{field_name}' entries must be non-empty names.")
-    if len(value) > MAX_NAME_LENGTH or has_unsafe_chars(value):
-        raise invalid_parameter(
-            f"'{field_name}' entry {value[:40]!r} must be at most {MAX_NAME_LENGTH} characters "
-            "without control or invisible formatting characters."
-        )
-    return value
+    """An entry naming an MLflow resource (kept as given: names may have surrounding spaces)."""
+    return check_name(
+        value,
+        MLFLOW_NAME_LENGTH,
+        strip=False,
+        error=invalid_parameter,
+        empty=f"'{field_name}' entries must be non-empty names.",
+        too_long=f"'{field_name}' entry {str(value)[:40]!r} must be at most {MLFLOW_NAME_LENGTH} "
+        "characters without control or invisible formatting characters.",
+    )
 
 
 def _split_cli(entry: str, default: str) -> tuple[str, str]:
@@ -227,43 +228,50 @@ def _entries(values, field_name: str, default: str):
     return out
 
 
+def _experiment(value: str, permission: str, kind: str | None) -> Limit:
+    """An ``experiments`` entry: an id, a name, or (as a string) ``id:12`` / ``name:12``."""
+    if kind is None:
+        if value.startswith("name:"):
+            return Limit("name", _text(value[5:], "experiments"), permission)
+        if value.startswith("id:"):
+            kind, value = "id", value[3:]
+        else:
+            kind = "id" if value.isdigit() else "name"
+    if kind == "id" and not value.isdigit():
+        raise invalid_parameter(f"'experiments' id {value!r} must be a number.")
+    return Limit(kind, value, permission)
+
+
+def _model(value: str, permission: str, kind: str | None) -> Limit:
+    """A ``registered_models`` entry: a name or a ``prefix*`` pattern."""
+    if kind == "id":
+        raise invalid_parameter("'registered_models' are named by 'name', not 'id'.")
+    if value.endswith("*"):
+        prefix = value[:-1]
+        if not prefix or "*" in prefix:
+            raise invalid_parameter(
+                f"'registered_models' pattern {value!r}: only a trailing '*' after a "
+                "non-empty prefix is allowed (e.g. 'ci-*')."
+            )
+        return Limit("prefix", prefix, permission)
+    if "*" in value:
+        raise invalid_parameter(
+            f"'registered_models' pattern {value!r}: '*' may only end a prefix (e.g. 'ci-*')."
+        )
+    return Limit("name", value, permission)
+
+
 def parse_limits(
     experiments=None, registered_models=None, workspace=None, can_create=None, *, scope="write"
 ) -> ResourceLimits:
     """Validate limits given over REST or on the command line (``400`` naming the field)."""
     default = default_ceiling(scope)
-    parsed_experiments = []
-    for value, permission, kind in _entries(experiments, "experiments", default):
-        if kind == "id" and not value.isdigit():
-            raise invalid_parameter(f"'experiments' id {value!r} must be a number.")
-        if kind is None:
-            if value.startswith("name:"):
-                kind, value = "name", _text(value[5:], "experiments")
-            elif value.startswith("id:"):
-                kind, value = "id", value[3:]
-                if not value.isdigit():
-                    raise invalid_parameter(f"'experiments' id {value!r} must be a number.")
-            else:
-                kind = "id" if value.isdigit() else "name"
-        parsed_experiments.append(Limit(kind, value, permission))
-    parsed_models = []
-    for value, permission, kind in _entries(registered_models, "registered_models", default):
-        if kind == "id":
-            raise invalid_parameter("'registered_models' are named by 'name', not 'id'.")
-        if value.endswith("*"):
-            prefix = value[:-1]
-            if not prefix or "*" in prefix:
-                raise invalid_parameter(
-                    f"'registered_models' pattern {value!r}: only a trailing '*' after a "
-                    "non-empty prefix is allowed (e.g. 'ci-*')."
-                )
-            parsed_models.append(Limit("prefix", prefix, permission))
-        elif "*" in value:
-            raise invalid_parameter(
-                f"'registered_models' pattern {value!r}: '*' may only end a prefix (e.g. 'ci-*')."
-            )
-        else:
-            parsed_models.append(Limit("name", value, permission))
+    parsed_experiments = [
+        _experiment(*entry) for entry in _entries(experiments, "experiments", default)
+    ]
+    parsed_models = [
+        _model(*entry) for entry in _entries(registered_models, "registered_models", default)
+    ]
     if workspace is not None:
         workspace = _text(workspace, "workspace")
     if can_create is not None and not isinstance(can_create, bool):

@@ -37,16 +37,9 @@ from mlflow_hokusai.store.keys import (
     KeyStore,
     Scope,
 )
-from mlflow_hokusai.text import has_unsafe_chars
+from mlflow_hokusai.text import MAX_NAME_LENGTH, check_name, has_unsafe_chars
 
 MAX_EXPIRY_DAYS = MAX_LIFETIME_DAYS  # the longest lifetime any key may be given
-MAX_NAME_LENGTH = 255
-MAX_USERNAME_LENGTH = 255
-
-
-def _has_control_chars(value: str) -> bool:
-    """Control, format (bidi, zero-width) and separator characters: see ``text.py``."""
-    return has_unsafe_chars(value)
 
 
 # -- storing keys -----------------------------------------------------------------------------
@@ -197,7 +190,7 @@ def parse_name(value) -> str:
         raise invalid_parameter(
             f"'name' must be at most {MAX_NAME_LENGTH} characters, not {len(value)}."
         )
-    if _has_control_chars(value):
+    if has_unsafe_chars(value):
         raise invalid_parameter(
             "'name' must not contain control, bidi or other invisible formatting characters."
         )
@@ -205,17 +198,14 @@ def parse_name(value) -> str:
 
 
 def parse_username(value, field: str = "username") -> str:
-    if not isinstance(value, str):
-        raise invalid_parameter(f"'{field}' must be a string, not {type(value).__name__}.")
-    value = value.strip()
-    if not value:
-        raise invalid_parameter(f"'{field}' must not be empty.")
-    if len(value) > MAX_USERNAME_LENGTH or _has_control_chars(value):
-        raise invalid_parameter(
-            f"'{field}' must be at most {MAX_USERNAME_LENGTH} characters without control, "
-            "bidi or other invisible formatting characters."
-        )
-    return value
+    return check_name(
+        value,
+        error=invalid_parameter,
+        not_text=f"'{field}' must be a string, not {type(value).__name__}.",
+        empty=f"'{field}' must not be empty.",
+        too_long=f"'{field}' must be at most {MAX_NAME_LENGTH} characters without control, "
+        "bidi or other invisible formatting characters.",
+    )
 
 
 def parse_key_id(value) -> str:
@@ -223,9 +213,51 @@ def parse_key_id(value) -> str:
         raise invalid_parameter(
             "'key_id' is required: the id shown by api-keys/list (not the key itself)."
         )
-    if len(value) > 64 or _has_control_chars(value):
+    if len(value) > 64 or has_unsafe_chars(value):
         raise invalid_parameter("'key_id' is not a valid key id.")
     return value.strip()
+
+
+def _narrowed(bounds: Bounds, fields: dict, *, days_given, rate_given, ips_given) -> dict:
+    """A new key's ``fields`` (scope, expires_at, rate_limit, allowed_ips, limits) made by a key
+    acting on its owner's keys: what the request left out is narrowed to the acting key; what
+    it asked is checked."""
+    fields = dict(fields)
+    expires_at = fields["expires_at"]
+    late = expires_at is None or (bounds.expires_at is not None and expires_at > bounds.expires_at)
+    if not days_given and bounds.expires_at is not None and late:
+        fields["expires_at"] = bounds.expires_at
+    if not rate_given and not rate_within(fields["rate_limit"], bounds.rate_limit):
+        fields["rate_limit"] = bounds.rate_limit
+    if not ips_given:
+        fields["allowed_ips"] = bounds.allowed_ips
+    bounds.check(what="the new key", **fields)
+    return fields
+
+
+def _settings(record: KeyRecord, fields: dict) -> str:
+    """A new key's lifetime, allowlist, rate limit and limits, as its audit event shows them."""
+    shown = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
+    if fields["allowed_ips"]:
+        shown += f" allowed_ips={','.join(fields['allowed_ips'])}"
+    if fields["rate_limit"]:
+        shown += f" rate_limit={fields['rate_limit']}"
+    if fields["limits"].to_json():
+        shown += f" {fields['limits'].summary()}"
+    return shown
+
+
+def _replaced(record: KeyRecord, experiments, registered_models, workspace, can_create):
+    """The key's limits with the fields given replaced (validated for the key's scope)."""
+    current = from_json(record.resource_limits)
+    given = parse_limits(experiments, registered_models, workspace, can_create, scope=record.scope)
+    return ResourceLimits.build(
+        given.experiments if experiments is not None else current.experiments,
+        given.registered_models if registered_models is not None else current.registered_models,
+        given.workspace if workspace is not None else current.workspace,
+        given.can_create if can_create is not None else current.can_create,
+        limited=current.limited or given.limited,
+    )
 
 
 # -- who is asking ----------------------------------------------------------------------------
@@ -265,6 +297,10 @@ class Actor:
             identity.key_prefix if limits.limited else None,
             identity.key_prefix if getattr(identity, "federated", False) else None,
         )
+
+    def audited(self) -> dict:
+        """The audit trail's ``actor`` and ``source`` of what this actor does."""
+        return {"actor": self.name, "source": self.source}
 
     @classmethod
     def operator(cls) -> Actor:
@@ -407,59 +443,34 @@ class KeyManager:
         rate_limit = self.rate_limit_for(actor, asked_rate)
         asked_days = parse_expiry(expires_in_days)
         expires_in_days = self.rules.expiry_days(asked_days)
-        expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
         if owner != actor.name and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may create keys for other users.")
         if make_admin and not actor.is_admin:
             raise HokusaiError("PERMISSION_DENIED", "Only admins may make users admins.")
+        fields = {
+            "scope": scope,
+            "expires_at": utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+            "rate_limit": rate_limit,
+            "allowed_ips": allowed_ips,
+            "limits": limits,
+        }
         bounds = self._bounds(actor, owner)
         if bounds is not None:
-            # What the request left out is narrowed to the acting key; what it asked is checked.
-            late = expires_at is None or (
-                bounds.expires_at is not None and expires_at > bounds.expires_at
-            )
-            if asked_days is None and bounds.expires_at is not None and late:
-                expires_at = bounds.expires_at
-            if asked_rate is None and not rate_within(rate_limit, bounds.rate_limit):
-                rate_limit = bounds.rate_limit
-            if not ips_given:
-                allowed_ips = bounds.allowed_ips
-            bounds.check(
-                what="the new key",
-                expires_at=expires_at,
-                scope=scope,
-                rate_limit=rate_limit,
-                allowed_ips=allowed_ips,
-                limits=limits,
+            fields = _narrowed(
+                bounds,
+                fields,
+                days_given=asked_days is not None,
+                rate_given=asked_rate is not None,
+                ips_given=ips_given,
             )
         self._limits_for(owner, limits, make_admin)
         if actor.is_admin:
             self.ensure_user(actor, owner, make_admin)
         key, record = issue_key(
-            self.store,
-            owner,
-            environment=self.environment,
-            name=name,
-            scope=scope,
-            expires_at=expires_at,
-            allowed_ips=allowed_ips,
-            rate_limit=rate_limit,
-            limits=limits,
+            self.store, owner, environment=self.environment, name=name, **fields
         )
-        expiry = f" expires={record.expires_at.isoformat()}Z" if record.expires_at else ""
-        if allowed_ips:
-            expiry += f" allowed_ips={','.join(allowed_ips)}"
-        if rate_limit:
-            expiry += f" rate_limit={rate_limit}"
-        if limits.to_json():
-            expiry += f" {limits.summary()}"
-        self.audit.record(
-            "created",
-            actor=actor.name,
-            key_id=record.id,
-            username=owner,
-            source=actor.source,
-            detail=f"scope={scope} name={name!r}{expiry}",
+        self._audit(
+            "created", actor, record, f"scope={scope} name={name!r}{_settings(record, fields)}"
         )
         return key, record
 
@@ -481,48 +492,18 @@ class KeyManager:
         record = self._owned(actor, key_id)
         if record.revoked_at is not None:
             raise invalid_parameter(f"API key {record.id!r} is revoked; its limits cannot change.")
-        if unlimited and any(
-            v is not None for v in (experiments, registered_models, workspace, can_create)
-        ):
+        given = (experiments, registered_models, workspace, can_create)
+        if unlimited and any(v is not None for v in given):
             raise invalid_parameter("'unlimited' removes every limit: give no other field with it.")
-        current = from_json(record.resource_limits)
-        if unlimited:
-            limits = UNLIMITED
-        else:
-            given = parse_limits(
-                experiments, registered_models, workspace, can_create, scope=record.scope
-            )
-            limits = ResourceLimits.build(
-                given.experiments if experiments is not None else current.experiments,
-                given.registered_models
-                if registered_models is not None
-                else current.registered_models,
-                given.workspace if workspace is not None else current.workspace,
-                given.can_create if can_create is not None else current.can_create,
-                limited=current.limited or given.limited,
-            )
+        limits = UNLIMITED if unlimited else _replaced(record, *given)
         self._limits_for(record.username, limits)
         bounds = self._bounds(actor, record.username)
         if bounds is not None:
             self._within(bounds, record, f"API key {record.id!r}")
-            bounds.check(
-                what=f"API key {record.id!r} with these limits",
-                expires_at=record.expires_at,
-                scope=record.scope,
-                rate_limit=record.rate_limit,
-                allowed_ips=record.allowed_ips,
-                limits=limits,
-            )
+            self._within(bounds, record, f"API key {record.id!r} with these limits", limits)
         record = self.store.set_limits(record.id, limits.to_json())
         self._on_change()
-        self.audit.record(
-            "limited",
-            actor=actor.name,
-            key_id=record.id,
-            username=record.username,
-            source=actor.source,
-            detail=limits.summary() or "unlimited",
-        )
+        self._audit("limited", actor, record, limits.summary() or "unlimited")
         return record
 
     def add_created(self, key_id: str, kind: str, value: str) -> None:
@@ -544,13 +525,12 @@ class KeyManager:
 
         self.store.update_limits(key_id, change)
         self._on_change()
-        for record in added:
-            self.audit.record(
+        for record in added:  # the key's owner acted, through the key
+            self._audit(
                 "limited",
-                actor=record.username,
-                key_id=key_id,
-                username=record.username,
-                detail=f"created {kind.replace('_', ' ')} {value!r}: added to the key's limits",
+                Actor(record.username, False),
+                record,
+                f"created {kind.replace('_', ' ')} {value!r}: added to the key's limits",
             )
 
     def rate_limit_for(self, actor: Actor, asked: str | None) -> str | None:
@@ -584,27 +564,33 @@ class KeyManager:
             rate_limit=policy.rate_limit,
             federated_by=policy.id,
         )
-        self.audit.record(
+        self._audit(
             "exchanged",
-            actor=f"federation:{policy.id}",
-            key_id=record.id,
-            username=policy.username,
-            source=source,
-            detail=f"subject={subject} scope={policy.scope} "
-            f"expires={record.expires_at.isoformat()}Z",
+            Actor(f"federation:{policy.id}", False, source=source),
+            record,
+            f"subject={subject} scope={policy.scope} expires={record.expires_at.isoformat()}Z",
         )
         return key, record
 
     @staticmethod
-    def _within(bounds: Bounds, record: KeyRecord, what: str) -> None:
-        """A key broader than the acting key can be neither rotated nor changed by it."""
+    def _within(
+        bounds: Bounds, record: KeyRecord, what: str, limits: ResourceLimits | None = None
+    ) -> None:
+        """A key broader than the acting key can be neither rotated nor changed by it
+        (``limits``: the key's limits as they would be, instead of its stored ones)."""
         bounds.check(
             what=what,
             expires_at=record.expires_at,
             scope=record.scope,
             rate_limit=record.rate_limit,
             allowed_ips=record.allowed_ips,
-            limits=from_json(record.resource_limits),
+            limits=from_json(record.resource_limits) if limits is None else limits,
+        )
+
+    def _audit(self, event: str, actor: Actor, record: KeyRecord, detail: str) -> None:
+        """An audit event about the key ``record``, by ``actor`` (its name and address)."""
+        self.audit.record(
+            event, key_id=record.id, username=record.username, detail=detail, **actor.audited()
         )
 
     def describe(self, record: KeyRecord) -> dict:
@@ -628,14 +614,7 @@ class KeyManager:
             return record  # idempotent: nothing changed, nothing to audit
         record = self.store.revoke(record.id)
         self._on_change()
-        self.audit.record(
-            "revoked",
-            actor=actor.name,
-            key_id=record.id,
-            username=record.username,
-            source=actor.source,
-            detail=f"name={record.name!r}",
-        )
+        self._audit("revoked", actor, record, f"name={record.name!r}")
         return record
 
     def _audit_revoked(self, actor: Actor, revoked: list[KeyRecord], detail) -> list[KeyRecord]:
@@ -644,14 +623,7 @@ class KeyManager:
         if revoked:
             self._on_change()
         for record in revoked:
-            self.audit.record(
-                "revoked",
-                actor=actor.name,
-                key_id=record.id,
-                username=record.username,
-                source=actor.source,
-                detail=detail(record),
-            )
+            self._audit("revoked", actor, record, detail(record))
         return revoked
 
     def revoke_user_keys(self, actor: Actor, username: str, why: str) -> list[KeyRecord]:
@@ -713,12 +685,5 @@ class KeyManager:
         overlap = (
             f" works until {old.rotation_ends_at.isoformat()}Z" if old.rotation_ends_at else ""
         )
-        self.audit.record(
-            "rotated",
-            actor=actor.name,
-            key_id=old.id,
-            username=old.username,
-            source=actor.source,
-            detail=f"replaced by {record.id}{overlap} name={old.name!r}",
-        )
+        self._audit("rotated", actor, old, f"replaced by {record.id}{overlap} name={old.name!r}")
         return key, record, old

@@ -72,14 +72,18 @@ class SqlCounterStorage(Storage, MovingWindowSupport):
         return self._clock()  # after the wait for the lock
 
     @staticmethod
-    def _used(conn, key: str, since: float) -> tuple[int, float | None]:
-        """(entries after ``since``, the oldest such entry's time)."""
-        total, oldest = conn.execute(
-            sa.select(
-                sa.func.coalesce(sa.func.sum(_HITS.c.amount), 0), sa.func.min(_HITS.c.at)
-            ).where(_HITS.c.name == key, _HITS.c.at > since)
+    def _sum(conn, key: str, where, also) -> tuple[int, float | None]:
+        """(the amounts of ``key``'s entries ``where``, the aggregate ``also`` of them)."""
+        total, other = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(_HITS.c.amount), 0), also).where(
+                _HITS.c.name == key, where
+            )
         ).one()
-        return int(total), oldest
+        return int(total), other
+
+    def _used(self, conn, key: str, since: float) -> tuple[int, float | None]:
+        """(entries after ``since``, the oldest such entry's time)."""
+        return self._sum(conn, key, _HITS.c.at > since, sa.func.min(_HITS.c.at))
 
     def _add(self, conn, key: str, now: float, expiry: int, amount: int) -> None:
         conn.execute(sa.delete(_HITS).where(_HITS.c.name == key, _HITS.c.at <= now - expiry))
@@ -114,14 +118,9 @@ class SqlCounterStorage(Storage, MovingWindowSupport):
             self._add(conn, key, now, expiry, amount)
             return self._live(conn, key, now)[0]
 
-    @staticmethod
-    def _live(conn, key: str, now: float) -> tuple[int, float | None]:
-        total, latest = conn.execute(
-            sa.select(
-                sa.func.coalesce(sa.func.sum(_HITS.c.amount), 0), sa.func.max(_HITS.c.expires_at)
-            ).where(_HITS.c.name == key, _HITS.c.expires_at > now)
-        ).one()
-        return int(total), latest
+    def _live(self, conn, key: str, now: float) -> tuple[int, float | None]:
+        """(entries not expired at ``now``, the latest expiry among them)."""
+        return self._sum(conn, key, _HITS.c.expires_at > now, sa.func.max(_HITS.c.expires_at))
 
     def get(self, key: str) -> int:
         with self.engine.connect() as conn:
