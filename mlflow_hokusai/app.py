@@ -31,18 +31,18 @@ def create_app():
         decided_on_fresh_data_async,
         fresh_lookups,
     )
-    from mlflow_hokusai.auth.federation import TokenExchange
     from mlflow_hokusai.auth.login_limits import LoginLimits
-    from mlflow_hokusai.auth.oidc import OidcVerifier
     from mlflow_hokusai.auth.rate_limits import rate_limits
     from mlflow_hokusai.auth.scopes import ReadScope
+    from mlflow_hokusai.auth.token_exchange import TokenExchange
+    from mlflow_hokusai.auth.workload_tokens import WorkloadTokenVerifier
     from mlflow_hokusai.config import load_settings
     from mlflow_hokusai.errors import HokusaiError
     from mlflow_hokusai.gate import AsgiGate, WsgiGate
     from mlflow_hokusai.keys.audit import AuditLog
-    from mlflow_hokusai.keys.federation import FederationManager
     from mlflow_hokusai.keys.lifetime import lifetime_rules
     from mlflow_hokusai.keys.management import KeyManager
+    from mlflow_hokusai.keys.trust_policies import TrustPolicyManager
     from mlflow_hokusai.metrics import AuthMetrics, enabled_by_environment
     from mlflow_hokusai.routes import (
         access_log,
@@ -50,17 +50,17 @@ def create_app():
         artifacts,
         audit_api,
         errors,
-        federation_api,
         key_page,
+        keyless_ci_api,
         keys_api,
-        limited_keys,
         model_sources,
         token_tags,
     )
+    from mlflow_hokusai.routes import resource_limits as resource_limit_routes
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
     from mlflow_hokusai.store.clock import utcnow
-    from mlflow_hokusai.store.federation import FederationStore
+    from mlflow_hokusai.store.trust_policies import TrustPolicyStore
 
     logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
     access_log.install()
@@ -96,7 +96,7 @@ def create_app():
         default_rate_limit=settings.default_rate_limit,
     )
     limits = rate_limits(settings, started.key_store.engine)
-    policies = FederationStore(started.key_store.engine)
+    policies = TrustPolicyStore(started.key_store.engine)
     services = Services(
         settings=settings,
         key_store=started.key_store,
@@ -108,12 +108,12 @@ def create_app():
         read_scope=ReadScope(flask_app, native, static_prefix),
         static_prefix=static_prefix,
         rate_limits=limits,
-        federation=FederationManager(policies, keys, audit),
+        trust_policies=TrustPolicyManager(policies, keys, audit),
         token_exchange=TokenExchange(
             policies,
             keys,
             audit,
-            OidcVerifier(max_token_age=settings.oidc_max_token_age),
+            WorkloadTokenVerifier(max_token_age=settings.oidc_max_token_age),
             limits,
             settings.token_exchange_limit,
         ),
@@ -135,7 +135,7 @@ def create_app():
         ttl=max(settings.auth_cache_ttl_seconds, 0.0),
         experiment_id=_mlflow.experiment_id_by_name,
     )
-    _mlflow.limit_patches.cap_permissions(
+    _mlflow.resource_limit_patches.cap_permissions(
         limiter.ceiling, resource_limits.note_lowered, limiter.named_experiment_ids
     )
     # --expose-prometheus: MLflow's /metrics is for admins (a read-only admin key scrapes it).
@@ -163,8 +163,8 @@ def create_app():
     keys_api.install(flask_app, services)
     audit_api.install(flask_app, services)
     key_page.install(flask_app, services)
-    limited_keys.install(flask_app, services)
-    federation_api.install(flask_app, services)
+    resource_limit_routes.install(flask_app, services)
+    keyless_ci_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)
     artifacts.install(flask_app, services)

@@ -80,7 +80,7 @@ class Settings:
     default_rate_limit: str | None = None
     rate_limit_storage: str | None = None
     rate_limit_unavailable: str = "open"
-    # Keyless CI (auth/federation.py): token exchanges allowed per source address, and the
+    # Keyless CI (auth/token_exchange.py): token exchanges allowed per source address, and the
     # oldest workload token (by its iat) accepted, seconds.
     token_exchange_limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT
     oidc_max_token_age: int = 3600

@@ -659,7 +659,7 @@ def test_a_subject_glob_never_spans_a_colon(server, issuer, policy):
 
 
 def test_subject_globs():
-    from mlflow_hokusai.keys.federation import subject_matches
+    from mlflow_hokusai.keys.trust_policies import subject_matches
 
     glob = "repo:octo-org/*:ref:refs/heads/main"
     assert subject_matches("repo:octo-org/app:ref:refs/heads/main", glob)

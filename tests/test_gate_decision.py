@@ -24,7 +24,7 @@ from mlflow_hokusai.gate.decision import (
     Request,
     run_steps,
 )
-from mlflow_hokusai.keys.limits import parse_limits
+from mlflow_hokusai.keys.resource_limits import parse_limits
 from mlflow_hokusai.routes.services import Services
 
 KEY = "hk_live_" + "A" * 40

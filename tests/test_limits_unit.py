@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_hokusai._mlflow.limit_patches import _container
+from mlflow_hokusai._mlflow.resource_limit_patches import _container
 from mlflow_hokusai.errors import HokusaiError
-from mlflow_hokusai.keys.limits import UNLIMITED, from_json, lower, parse_limits
+from mlflow_hokusai.keys.resource_limits import UNLIMITED, from_json, lower, parse_limits
 
 
 def test_cli_strings_and_rest_objects_mean_the_same():

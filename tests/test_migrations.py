@@ -102,8 +102,8 @@ def test_upgrade_from_0006_adds_rate_limits(tmp_path):
 def test_upgrade_from_0007_adds_federation(tmp_path):
     """A database made by the previous main (0007) keeps its keys (none federated) and gets
     the federation policies table."""
-    from mlflow_hokusai.store.federation import FederationStore
     from mlflow_hokusai.store.keys import KeyStore
+    from mlflow_hokusai.store.trust_policies import TrustPolicyStore
 
     engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
     with engine.begin() as conn:
@@ -121,7 +121,7 @@ def test_upgrade_from_0007_adds_federation(tmp_path):
     upgrade(engine)
     record = KeyStore(engine).get("k-hal")
     assert record.federated_by is None and record.rate_limit == "10/minute"
-    policies = FederationStore(engine)
+    policies = TrustPolicyStore(engine)
     made = policies.add(
         issuer="https://issuer.example",
         audience="a",
@@ -142,7 +142,7 @@ def test_upgrade_from_0008_adds_resource_limits(tmp_path):
     """A database made by the previous main (0008) keeps its keys, unlimited, and takes
     resource limits afterwards (kept on rotation)."""
     from mlflow_hokusai.keys.format import generate_key, parse_key
-    from mlflow_hokusai.keys.limits import from_json, parse_limits
+    from mlflow_hokusai.keys.resource_limits import from_json, parse_limits
     from mlflow_hokusai.store.keys import KeyStore
 
     engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")

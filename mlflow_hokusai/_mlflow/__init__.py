@@ -4,7 +4,7 @@ changes it, ``targets`` lists every private name either uses and checks them at 
 Everything else in mlflow-hokusai uses MLflow's public API, or this package.
 """
 
-from mlflow_hokusai._mlflow import asgi_patches, limit_patches, patches, targets
+from mlflow_hokusai._mlflow import asgi_patches, patches, resource_limit_patches, targets
 from mlflow_hokusai._mlflow.accessors import (
     AUTHORIZATION_FUNCTION,
     SGI_ENV_VAR,
@@ -51,7 +51,7 @@ __all__ = [
     "logged_models_of_run",
     "password_checker",
     "asgi_patches",
-    "limit_patches",
+    "resource_limit_patches",
     "patches",
     "preload",
     "registry_store",

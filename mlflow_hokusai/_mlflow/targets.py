@@ -53,7 +53,8 @@ class Target(NamedTuple):
 
 
 TARGETS: tuple[Target, ...] = (
-    # resource-limited keys (limit_patches.py): where MLflow's engine works out a permission
+    # resource-limited keys (resource_limit_patches.py): where MLflow's engine works out a
+    # permission
     Target(AUTH, "_role_permission_for", "label a point check with its resource (limits)"),
     Target(
         AUTH,

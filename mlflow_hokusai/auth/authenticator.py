@@ -34,8 +34,8 @@ from mlflow_hokusai.auth.login_limits import LoginLimits
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.lifetime import LifetimeRules
-from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json
 from mlflow_hokusai.keys.management import ipv4_of_mapped
+from mlflow_hokusai.keys.resource_limits import UNLIMITED, ResourceLimits, from_json
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
@@ -72,7 +72,7 @@ class Identity:
     expires_at: datetime | None = None  # the key's expiry (naive UTC); None: never / password
     rate_limit: str | None = None  # the key's limit ("N/second|minute|hour"); None: none
     key_prefix: str | None = None  # the key's display prefix (for messages)
-    # The experiments and registered models the key is limited to (``keys/limits.py``).
+    # The experiments and registered models the key is limited to (``keys/resource_limits.py``).
     limits: ResourceLimits = UNLIMITED
     allowed_ips: tuple[str, ...] = ()  # the networks the key may be used from; empty: any
     federated: bool = False  # issued by a token exchange (keys it may manage: none)

@@ -8,7 +8,7 @@ Two checks, both needed:
    routes in ``RESOURCE_FREE`` that touch none. Anything else -- a new MLflow route, gateway,
    scorers, jobs, GraphQL, user administration -- is refused with 403 naming the key. Creating
    an experiment or registered model needs ``can_create``.
-2. **Ceilings** (``ResourceLimiter.ceiling``, called by ``_mlflow/limit_patches.py`` from
+2. **Ceilings** (``ResourceLimiter.ceiling``, called by ``_mlflow/resource_limit_patches.py`` from
    inside MLflow's engine): the permission MLflow works out for the owner is lowered to the
    key's ceiling on that resource; a resource the key does not name gets none.
 
@@ -23,9 +23,9 @@ import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-from mlflow_hokusai._mlflow.limit_patches import NOT_LIMITED
+from mlflow_hokusai._mlflow.resource_limit_patches import NOT_LIMITED
 from mlflow_hokusai.auth.scopes import ARTIFACT_ROUTES, canonical
-from mlflow_hokusai.keys.limits import from_json
+from mlflow_hokusai.keys.resource_limits import from_json
 
 # MLflow RPCs a limited key may call: each one's validator resolves the experiment, registered
 # model or prompt it touches (runs, metrics, params, artifacts, traces, logged models and

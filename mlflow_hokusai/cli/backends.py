@@ -10,10 +10,10 @@ implementation.
 from __future__ import annotations
 
 from mlflow_hokusai.keys.audit import AuditLog
-from mlflow_hokusai.keys.federation import FederationManager
 from mlflow_hokusai.keys.management import Actor, KeyManager
+from mlflow_hokusai.keys.trust_policies import TrustPolicyManager
 from mlflow_hokusai.store.audit import AuditStore
-from mlflow_hokusai.store.federation import FederationStore
+from mlflow_hokusai.store.trust_policies import TrustPolicyStore
 
 
 class Offline:
@@ -30,8 +30,8 @@ class Offline:
             rules=rules,
             default_rate_limit=default_rate_limit,
         )
-        self.federation = FederationManager(
-            FederationStore(key_store.engine), self.manager, self.manager.audit
+        self.federation = TrustPolicyManager(
+            TrustPolicyStore(key_store.engine), self.manager, self.manager.audit
         )
 
     def create(self, **fields) -> tuple[str, dict]:

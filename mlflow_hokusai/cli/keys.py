@@ -38,7 +38,7 @@ def keys():
 def _limit_entries(ctx, param, values):
     """Check --experiment/--model entries the way the server will (one implementation)."""
     from mlflow_hokusai.errors import HokusaiError
-    from mlflow_hokusai.keys.limits import parse_limits
+    from mlflow_hokusai.keys.resource_limits import parse_limits
 
     if not values:
         return values
@@ -240,7 +240,7 @@ _KEY_COLUMNS = [
 
 def _limits_text(limits: dict | None) -> str:
     """A key's limits in one line (``experiments=12:EDIT models=ci-*:MANAGE can_create``)."""
-    from mlflow_hokusai.keys.limits import from_json
+    from mlflow_hokusai.keys.resource_limits import from_json
 
     return from_json(json.dumps(limits)).summary() if limits else "none"
 

@@ -12,7 +12,7 @@ on its own also works with our server; the plugin adds a Hokusai-named variable
 sending an anonymous request and getting a 401.
 
 **Keyless CI.** With no key configured, the plugin exchanges the workload's own OIDC token for
-a short-lived key at the server's ``token-exchange`` endpoint (``auth/federation.py``): a token
+a short-lived key at the server's ``token-exchange`` endpoint (``auth/token_exchange.py``): a token
 read from ``HOKUSAI_OIDC_TOKEN_FILE`` (e.g. a Kubernetes projected service-account token; read
 again at each exchange, as the kubelet rotates it), or GitHub Actions' own token
 (``ACTIONS_ID_TOKEN_REQUEST_URL`` / ``ACTIONS_ID_TOKEN_REQUEST_TOKEN``, for the audience in

@@ -12,7 +12,7 @@ import mlflow
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(
     r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*"
-    # keyless CI: the workload's OIDC token is the credential (routes/federation_api.py)
+    # keyless CI: the workload's OIDC token is the credential (routes/keyless_ci_api.py)
     r"|/(?:ajax-)?api/2\.0/mlflow/hokusai/token-exchange"
 )
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")

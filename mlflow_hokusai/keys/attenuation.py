@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mlflow_hokusai.errors import HokusaiError
-from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits
+from mlflow_hokusai.keys.resource_limits import UNLIMITED, ResourceLimits
 
 _SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 

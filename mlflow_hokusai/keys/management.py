@@ -27,7 +27,7 @@ from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.attenuation import Bounds, rate_within
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.lifetime import LifetimeRules
-from mlflow_hokusai.keys.limits import UNLIMITED, ResourceLimits, from_json, parse_limits
+from mlflow_hokusai.keys.resource_limits import UNLIMITED, ResourceLimits, from_json, parse_limits
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import (
     SCOPES,
@@ -509,7 +509,7 @@ class KeyManager:
     def add_created(self, key_id: str, kind: str, value: str) -> None:
         """A ``can_create`` key created experiment id (or registered model name) ``value``:
         add it to the key's limits with the key's default ceiling (audited)."""
-        from mlflow_hokusai.keys.limits import default_ceiling
+        from mlflow_hokusai.keys.resource_limits import default_ceiling
 
         record = self.store.get(key_id)
         added = []

@@ -11,13 +11,13 @@ from flask import current_app
 from mlflow_hokusai._mlflow import NativeRoutes
 from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
-from mlflow_hokusai.auth.federation import TokenExchange
 from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
+from mlflow_hokusai.auth.token_exchange import TokenExchange
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys.audit import AuditLog
-from mlflow_hokusai.keys.federation import FederationManager
 from mlflow_hokusai.keys.management import KeyManager
+from mlflow_hokusai.keys.trust_policies import TrustPolicyManager
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.keys import KeyStore
 
@@ -36,7 +36,7 @@ class Services:
     read_scope: ReadScope
     static_prefix: str
     rate_limits: RateLimits  # per-key limits, counted in the shared store
-    federation: FederationManager | None = None  # keyless CI: the policies (admins)
+    trust_policies: TrustPolicyManager | None = None  # keyless CI: its trust policies (admins)
     token_exchange: TokenExchange | None = None  # keyless CI: token in, short-lived key out
     metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
 

@@ -48,7 +48,7 @@ class KeyRecord:
     allowed_ips: tuple[str, ...] = ()  # CIDRs the key may be used from; empty: anywhere
     rate_limit: str | None = None  # "N/second|minute|hour"; None: no limit
     federated_by: str | None = None  # the federation policy it was exchanged under
-    resource_limits: str | None = None  # JSON (keys/limits.py); None: unlimited
+    resource_limits: str | None = None  # JSON (keys/resource_limits.py); None: unlimited
     lineage: str | None = None  # the first key of its rotation chain (None: itself)
 
     @property
@@ -232,7 +232,7 @@ class KeyStore:
         )
 
     def set_limits(self, key_id: str, resource_limits: str | None) -> KeyRecord:
-        """Replace the key's resource limits (JSON from ``keys/limits.py``; None: none)."""
+        """Replace the key's resource limits (JSON from ``keys/resource_limits.py``; None: none)."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(ApiKey).where(ApiKey.id == key_id).values(resource_limits=resource_limits)

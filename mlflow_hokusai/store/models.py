@@ -48,7 +48,7 @@ class ApiKey(Base):
     # an ordinary key.
     federated_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The experiments and registered models the key is limited to, as JSON written by
-    # ``keys/limits.py`` (migration 0009); NULL: all of its owner's.
+    # ``keys/resource_limits.py`` (migration 0009); NULL: all of its owner's.
     resource_limits: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The first key of its rotation chain (migration 0010): a key and its replacements share
     # it, and with it one rate-limit counter. NULL only on rows no code of ours wrote.
@@ -56,7 +56,7 @@ class ApiKey(Base):
 
 
 class FederationPolicy(Base):
-    """Which workload tokens may be exchanged for a short-lived key (``store/federation.py``):
+    """Which workload tokens may be exchanged for a short-lived key (``store/trust_policies.py``):
     tokens from ``issuer`` for ``audience`` whose subject matches ``subject`` (a glob) and whose
     claims have the values in ``claims`` (JSON), acting as ``username``."""
 
@@ -77,7 +77,7 @@ class FederationPolicy(Base):
 
 
 class ExchangedToken(Base):
-    """A workload token exchanged lately (``store/federation.py``, migration 0010): its digest
+    """A workload token exchanged lately (``store/trust_policies.py``, migration 0010): its digest
     (of issuer and ``jti``, else of the token), when it may be exchanged again, and when it
     expires (the row may go then)."""
 

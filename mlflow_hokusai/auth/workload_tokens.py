@@ -107,7 +107,7 @@ def _decoded(token: str, key, algorithm: str, audiences, issuer: str, audience) 
         raise TokenRejected(f"the token is not valid ({type(error).__name__})") from None
 
 
-class OidcVerifier:
+class WorkloadTokenVerifier:
     def __init__(
         self,
         *,

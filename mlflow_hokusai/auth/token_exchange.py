@@ -3,8 +3,8 @@ shaped; ``POST /api/2.0/mlflow/hokusai/token-exchange``).
 
 The endpoint needs no key (the token is the credential) and is limited per source address
 (``token_exchange_limit``, default 30/minute, counted in the rate-limit store). The token is
-checked by ``auth/oidc.py``; then the first federation policy (oldest first) whose issuer,
-audience, subject glob and claim conditions all match decides the key: its user, scope,
+checked by ``auth/workload_tokens.py``; then the first trust policy (oldest first) whose
+issuer, audience, subject glob and claim conditions all match decides the key: its user, scope,
 lifetime, rate limit and allowlist. Policies are read from the database on every exchange, so
 a policy deleted a moment ago no longer matches. Every refusal is a 401 with a reason and is
 audited (at most once a minute per reason and address); no key is issued.
@@ -16,14 +16,18 @@ import hashlib
 import logging
 from datetime import datetime, timedelta, timezone
 
-from mlflow_hokusai.auth.oidc import IssuerUnreachable, OidcVerifier, TokenRejected
+from mlflow_hokusai.auth.workload_tokens import (
+    IssuerUnreachable,
+    TokenRejected,
+    WorkloadTokenVerifier,
+)
 from mlflow_hokusai.config import DEFAULT_TOKEN_EXCHANGE_LIMIT
 from mlflow_hokusai.errors import ISSUER_DOWN, HokusaiError, Unavailable, invalid_parameter
 from mlflow_hokusai.keys.audit import AuditLog
-from mlflow_hokusai.keys.federation import claim_matches, subject_matches
 from mlflow_hokusai.keys.management import KeyManager
+from mlflow_hokusai.keys.trust_policies import claim_matches, subject_matches
 from mlflow_hokusai.store.clock import utcnow
-from mlflow_hokusai.store.federation import FederationStore, Policy
+from mlflow_hokusai.store.trust_policies import Policy, TrustPolicyStore
 
 _logger = logging.getLogger(__name__)
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -72,10 +76,10 @@ def matching_policy(policies: list[Policy], claims: dict) -> Policy:
 class TokenExchange:
     def __init__(
         self,
-        policies: FederationStore,
+        policies: TrustPolicyStore,
         keys: KeyManager,
         audit: AuditLog,
-        verifier: OidcVerifier,
+        verifier: WorkloadTokenVerifier,
         rate_limits,
         limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT,
     ):

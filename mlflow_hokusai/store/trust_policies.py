@@ -23,7 +23,7 @@ class Policy:
     id: str
     issuer: str
     audience: str
-    subject: str  # exact, or a glob (keys/federation.py: * and ? never span ':')
+    subject: str  # exact, or a glob (keys/trust_policies.py: * and ? never span ':')
     username: str
     scope: str
     lifetime_seconds: int
@@ -67,7 +67,7 @@ def _policy(row) -> Policy:
     return Policy(**values)
 
 
-class FederationStore:
+class TrustPolicyStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 

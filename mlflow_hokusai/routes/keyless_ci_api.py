@@ -2,9 +2,9 @@
 
 - ``POST …/mlflow/hokusai/federation/policies/create``, ``GET …/policies/list``,
   ``GET …/policies/get?policy_id=``, ``POST …/policies/delete``: thin views over
-  ``keys/federation.py``'s ``FederationManager`` (every rule and the audit trail are there);
+  ``keys/trust_policies.py``'s ``TrustPolicyManager`` (every rule and the audit trail are there);
 - ``POST …/mlflow/hokusai/token-exchange``: public (the workload's OIDC token is the
-  credential), RFC 8693 parameters as a form or a JSON object; ``auth/federation.py`` decides.
+  credential), RFC 8693 parameters as a form or a JSON object; ``auth/token_exchange.py`` decides.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from flask import Flask, jsonify, request
 
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth.addresses import ClientAddress
-from mlflow_hokusai.auth.federation import TokenExchange
 from mlflow_hokusai.auth.flask_auth import current_identity
+from mlflow_hokusai.auth.token_exchange import TokenExchange
 from mlflow_hokusai.errors import invalid_parameter
 from mlflow_hokusai.keys.management import Actor
 from mlflow_hokusai.routes.api import Route, json_body, register
@@ -50,22 +50,22 @@ def _actor() -> Actor:
 
 def create_policy():
     body = json_body(POLICY_FIELDS)
-    policy = services().federation.create(_actor(), **{k: body.get(k) for k in POLICY_FIELDS})
+    policy = services().trust_policies.create(_actor(), **{k: body.get(k) for k in POLICY_FIELDS})
     return jsonify({"policy": policy.to_dict()})
 
 
 def list_policies():
-    return jsonify({"policies": [p.to_dict() for p in services().federation.list(_actor())]})
+    return jsonify({"policies": [p.to_dict() for p in services().trust_policies.list(_actor())]})
 
 
 def get_policy():
-    policy = services().federation.get(_actor(), request.args.get("policy_id"))
+    policy = services().trust_policies.get(_actor(), request.args.get("policy_id"))
     return jsonify({"policy": policy.to_dict()})
 
 
 def delete_policy():
     body = json_body({"policy_id"})
-    policy = services().federation.delete(_actor(), body.get("policy_id"))
+    policy = services().trust_policies.delete(_actor(), body.get("policy_id"))
     return jsonify({"policy": policy.to_dict()})
 
 

@@ -8,7 +8,7 @@ character but ``:``, everything else is itself, so a ``*`` never spans a field o
 and optional claim conditions (``repository_owner=org``), and
 the key it yields: the MLflow user it acts as, its scope, lifetime (default 15 minutes, at most
 one hour), and optionally a rate limit and an IP allowlist. Checking a token is the exchange's
-(``auth/federation.py``).
+(``auth/token_exchange.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mlflow_hokusai.keys.management import (
     parse_scope,
     parse_username,
 )
-from mlflow_hokusai.store.federation import FederationStore, Policy, PolicyNotFound
+from mlflow_hokusai.store.trust_policies import Policy, PolicyNotFound, TrustPolicyStore
 from mlflow_hokusai.text import MAX_NAME_LENGTH, check_name, has_unsafe_chars
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60
@@ -147,8 +147,8 @@ def claim_matches(claims: dict, name: str, required: str) -> bool:
     return value is not None and not isinstance(value, (dict, list)) and str(value) == required
 
 
-class FederationManager:
-    def __init__(self, store: FederationStore, keys: KeyManager, audit: AuditLog):
+class TrustPolicyManager:
+    def __init__(self, store: TrustPolicyStore, keys: KeyManager, audit: AuditLog):
         self.store = store
         self.keys = keys
         self.audit = audit
