@@ -147,12 +147,18 @@ def create_app():
         wrapped = _mlflow.patches.decide_refusals_on_fresh_data(
             flask_app, decided_on_fresh_data, decided_on_fresh_data_async, fresh_lookups
         )
-        if "before_request" not in wrapped:
-            logging.getLogger("mlflow_hokusai").warning(
-                "MLflow's before_request hook was not found where expected: a request another "
-                "worker just made allowed may be refused for up to %s s.",
-                settings.auth_cache_ttl_seconds,
-            )
+        ttl = settings.auth_cache_ttl_seconds
+        _warn_unless(
+            "before_request" in wrapped,
+            "before_request hook",
+            f"a request another worker just made allowed may be refused for up to {ttl} s.",
+        )
+        _warn_unless(
+            "after_request" in wrapped,
+            "after_request hook",
+            "a resource another worker just made readable may be left out of an answer for up "
+            f"to {ttl} s.",
+        )
     s3_streaming.install()
     # Flask runs before_request hooks in registration order and MLflow's auth engine has
     # registered its own already, so the hooks below (token tags, root listing) only ever
@@ -170,18 +176,37 @@ def create_app():
     artifacts.install(flask_app, services)
     # Last: the gate wraps the finished app (the read-only table is built on first use, after
     # every route above exists).
-    if (
-        runner_app is not flask_app
-        and not _mlflow.asgi_patches.run_permission_middleware_only_where_it_acts(runner_app)
-    ):
-        logging.getLogger("mlflow_hokusai").warning(
-            "MLflow's FastAPI permission middleware was not found where expected: it wraps "
-            "every request (correct, a little slower)."
-        )
     if runner_app is not flask_app:
-        _mlflow.asgi_patches.run_pass_through_middleware_only_where_it_acts(runner_app)
-        _mlflow.asgi_patches.stream_artifact_downloads(
-            runner_app, s3_downloads.open_stream, answers=(HokusaiError,)
-        )
+        _patch_fastapi_app(runner_app, s3_downloads.open_stream, answers=(HokusaiError,))
     gate_class = AsgiGate if _mlflow.server_runner() == "uvicorn" else WsgiGate
     return gate_class(runner_app, services)
+
+
+def _patch_fastapi_app(asgi_app, open_stream, answers) -> None:
+    """The patches of MLflow's FastAPI app (``_mlflow.asgi_patches``), each warned about when
+    it did not apply."""
+    from mlflow_hokusai._mlflow import asgi_patches
+
+    slower = "it wraps every request (correct, a little slower)."
+    _warn_unless(
+        asgi_patches.run_permission_middleware_only_where_it_acts(asgi_app),
+        "FastAPI permission middleware",
+        slower,
+    )
+    switched = asgi_patches.run_pass_through_middleware_only_where_it_acts(asgi_app)
+    for installer in asgi_patches.PASS_THROUGH_MIDDLEWARES:
+        _warn_unless(installer in switched, f"middleware of {installer}", slower)
+    _warn_unless(
+        asgi_patches.stream_artifact_downloads(asgi_app, open_stream, answers=answers),
+        "native artifact download route",
+        "downloads through the server are spooled to a temporary file first (correct, slower).",
+    )
+
+
+def _warn_unless(applied: bool, target: str, consequence: str) -> None:
+    """The one warning of a patch that did not apply: what of MLflow's it did not find where
+    expected, and what that costs."""
+    if not applied:
+        logging.getLogger("mlflow_hokusai").warning(
+            "MLflow's %s was not found where expected: %s", target, consequence
+        )

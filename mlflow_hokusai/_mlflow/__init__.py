@@ -1,5 +1,6 @@
-"""MLflow-private names, fenced in one package: ``accessors`` reads from MLflow, ``patches``
-changes it, ``targets`` lists every private name either uses and checks them at start-up.
+"""MLflow-private names, fenced in one package: ``accessors`` reads from MLflow, ``patches``,
+``asgi_patches`` and ``resource_limit_patches`` change it, ``targets`` lists every private name
+any of them uses and checks them at start-up.
 
 Everything else in mlflow-hokusai uses MLflow's public API, or this package.
 """
@@ -7,8 +8,6 @@ Everything else in mlflow-hokusai uses MLflow's public API, or this package.
 from mlflow_hokusai._mlflow import asgi_patches, patches, resource_limit_patches, targets
 from mlflow_hokusai._mlflow.accessors import (
     AUTHORIZATION_FUNCTION,
-    SGI_ENV_VAR,
-    STATIC_PREFIX_ENV_VAR,
     NativeRoutes,
     build_auth_app,
     can_read_registered_model,
@@ -20,14 +19,19 @@ from mlflow_hokusai._mlflow.accessors import (
     list_run_artifacts,
     list_run_root,
     logged_models_of_run,
+    mlflow_version,
     password_checker,
+    permission_order,
     preload,
     registry_store,
+    resolves_model_version_sources,
     rest_call,
     rpc_routes,
     running_user_store,
+    s3_bucket_and_key,
     s3_bucket_owner_args,
     s3_client,
+    s3_repository_bases,
     s3_upload_extra_args,
     server_runner,
     static_prefix,
@@ -36,8 +40,6 @@ from mlflow_hokusai._mlflow.accessors import (
 
 __all__ = [
     "AUTHORIZATION_FUNCTION",
-    "SGI_ENV_VAR",
-    "STATIC_PREFIX_ENV_VAR",
     "NativeRoutes",
     "build_auth_app",
     "can_read_registered_model",
@@ -49,17 +51,22 @@ __all__ = [
     "list_run_artifacts",
     "list_run_root",
     "logged_models_of_run",
+    "mlflow_version",
     "password_checker",
+    "permission_order",
     "asgi_patches",
     "resource_limit_patches",
     "patches",
     "preload",
     "registry_store",
+    "resolves_model_version_sources",
     "rest_call",
     "rpc_routes",
     "running_user_store",
+    "s3_bucket_and_key",
     "s3_bucket_owner_args",
     "s3_client",
+    "s3_repository_bases",
     "s3_upload_extra_args",
     "server_runner",
     "static_prefix",

@@ -8,20 +8,49 @@ MLFLOW_AUTH_CONFIG_PATH first (see ``bootstrap``).
 
 from __future__ import annotations
 
+import functools
 import os
 
-SGI_ENV_VAR = "_MLFLOW_SGI_NAME"  # set by `mlflow server` for its workers
-STATIC_PREFIX_ENV_VAR = "_MLFLOW_STATIC_PREFIX"  # set by `mlflow server --static-prefix`
+from mlflow_hokusai._mlflow import targets
+
 AUTHORIZATION_FUNCTION = "mlflow_hokusai.auth.flask_auth:authorize"
 
 
+def mlflow_version() -> str:
+    import mlflow
+
+    return mlflow.__version__
+
+
+def resolves_model_version_sources() -> bool:
+    """Whether MLflow's CreateModelVersion handler resolves ``models:/name@alias``, stages and
+    ``latest`` itself and answers a missing model with a 404 (MLflow 3.17 on); before, it hands
+    the URI to the store, which reads only ``models:/name/<version>``."""
+    from packaging.version import Version
+
+    return Version(mlflow_version()).release[:2] >= (3, 17)
+
+
 def server_runner() -> str:
-    """'uvicorn' (MLflow's default), 'gunicorn' or 'waitress'."""
-    return os.environ.get(SGI_ENV_VAR) or "uvicorn"
+    """'uvicorn' (MLflow's default), 'gunicorn' or 'waitress': what `mlflow server` tells its
+    workers in MLflow's ``_MLFLOW_SGI_NAME``."""
+    sgi_name = targets.lookup(targets.ENV, "_MLFLOW_SGI_NAME")
+    return os.environ.get(sgi_name.name) or "uvicorn"
 
 
 def static_prefix() -> str:
-    return (os.environ.get(STATIC_PREFIX_ENV_VAR) or "").rstrip("/")
+    """The ``--static-prefix`` `mlflow server` was given (MLflow's ``STATIC_PREFIX_ENV_VAR``),
+    without a trailing slash; empty without one."""
+    variable = targets.lookup(targets.HANDLERS, "STATIC_PREFIX_ENV_VAR")
+    return (os.environ.get(variable) or "").rstrip("/")
+
+
+@functools.cache
+def permission_order() -> dict[str, int]:
+    """MLflow's order of the permissions a user can hold (``PERMISSION_PRIORITY``, from
+    ``NO_PERMISSIONS`` 0 to ``MANAGE``), without ``DENY``: name -> rank."""
+    priority = targets.lookup(targets.PERMISSIONS, "PERMISSION_PRIORITY")
+    return {name: rank for name, rank in priority.items() if rank >= 0}
 
 
 def preload() -> None:
@@ -264,6 +293,20 @@ def rest_call(tracking_uri: str, token: str, endpoint: str, method: str, **kwarg
 
 
 # -- S3 (MLflow's S3 artifact repository; ``artifacts/s3_streaming.py`` builds on it) --------
+def s3_repository_bases() -> tuple[type, type]:
+    """The base classes of a streaming S3 repository: MLflow's ``S3ArtifactRepository`` and
+    ``StreamUploadMixin`` (a repository with it is handed the request body as it arrives)."""
+    return (
+        targets.lookup(targets.S3_REPO, "S3ArtifactRepository"),
+        targets.lookup(targets.ARTIFACT_REPO, "StreamUploadMixin"),
+    )
+
+
+def s3_bucket_and_key(repository) -> tuple[str, str]:
+    """The bucket and key prefix of MLflow's S3 repository's artifact URI."""
+    return repository.parse_s3_compliant_uri(repository.artifact_uri)
+
+
 def s3_client(repository):
     """The boto3 client MLflow's S3 repository uses (its endpoint, credentials, retries)."""
     return repository._get_s3_client()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import posixpath
 
 from mlflow_hokusai._mlflow import targets
-from mlflow_hokusai._mlflow.patches import _find, _Memo
+from mlflow_hokusai._mlflow.patches import _Memo
 
 
 def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096) -> bool:
@@ -34,8 +34,8 @@ def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096
     from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.routing import Mount
 
-    find_validator = _find(targets.AUTH, "_find_fastapi_validator")
-    installer = _find(targets.AUTH, "add_fastapi_permission_middleware")
+    find_validator = targets.lookup(targets.AUTH, "_find_fastapi_validator")
+    installer = targets.lookup(targets.AUTH, "add_fastapi_permission_middleware")
     middleware = getattr(asgi_app, "user_middleware", None)
     if find_validator is None or installer is None or middleware is None:
         return False
@@ -55,7 +55,7 @@ def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096
     if len(found) != 1:
         return False
     native = [route for route in asgi_app.routes if not isinstance(route, Mount)]
-    matches_native = _find(targets.AUTH, "_scope_matches_native_route")
+    matches_native = targets.lookup(targets.AUTH, "_scope_matches_native_route")
     memo = _Memo(max_paths)
 
     def acts(scope) -> bool:
@@ -77,6 +77,10 @@ def run_permission_middleware_only_where_it_acts(asgi_app, max_paths: int = 4096
     return True
 
 
+# MLflow's functions that install its pass-through middlewares, one each.
+PASS_THROUGH_MIDDLEWARES = ("add_fastapi_workspace_middleware", "add_gateway_timing_middleware")
+
+
 def run_pass_through_middleware_only_where_it_acts(asgi_app) -> list[str]:
     """MLflow's FastAPI app wraps every request in two more ``BaseHTTPMiddleware``s that, for
     most requests, only pass it on: the workspace context (it acts when workspaces are enabled,
@@ -88,7 +92,6 @@ def run_pass_through_middleware_only_where_it_acts(asgi_app) -> list[str]:
 
     Returns the names of the middlewares switched (an empty list when the app is not the
     FastAPI app MLflow built, or its middleware stack is already built)."""
-    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
 
@@ -96,23 +99,21 @@ def run_pass_through_middleware_only_where_it_acts(asgi_app) -> list[str]:
     if middleware is None or getattr(asgi_app, "middleware_stack", None) is not None:
         return []
     workspace_header = b"x-mlflow-workspace"
+    workspaces = targets.lookup(targets.ENV, "MLFLOW_ENABLE_WORKSPACES")
 
     def names_workspace(scope) -> bool:
-        return MLFLOW_ENABLE_WORKSPACES.get() or any(
+        return workspaces.get() or any(
             name == workspace_header for name, _ in scope.get("headers", ())
         )
 
     def on_gateway_path(scope) -> bool:
         return "/gateway/" in scope.get("path", "")
 
-    switches = {
-        "add_fastapi_workspace_middleware": names_workspace,
-        "add_gateway_timing_middleware": on_gateway_path,
-    }
+    switches = (names_workspace if workspaces is not None else None, on_gateway_path)
     switched = []
-    for installer_name, acts in switches.items():
-        installer = _find(targets.FASTAPI_APP, installer_name)
-        if installer is None:
+    for installer_name, acts in zip(PASS_THROUGH_MIDDLEWARES, switches, strict=True):
+        installer = targets.lookup(targets.FASTAPI_APP, installer_name)
+        if installer is None or acts is None:
             continue
         local = installer.__qualname__ + ".<locals>."
         for index, entry in enumerate(middleware):
@@ -145,16 +146,6 @@ class _OnlyWhereItActs:
         return await self.middleware(scope, receive, send)
 
 
-_DOWNLOAD_HELPERS = (
-    "artifact_router",
-    "download_artifact",
-    "_is_serving_proxied_artifacts",
-    "_get_workspace_scoped_path",
-    "_get_artifact_repo",
-    "_content_disposition",
-)
-
-
 def stream_artifact_downloads(asgi_app, open_stream, answers: tuple = ()) -> bool:
     """Serve MLflow's native artifact download paths ahead of MLflow's handler, which fetches
     the whole artifact to a temporary file before it sends a byte. The route runs MLflow's own
@@ -168,9 +159,11 @@ def stream_artifact_downloads(asgi_app, open_stream, answers: tuple = ()) -> boo
     from fastapi.routing import APIRoute
     from starlette.responses import StreamingResponse
 
-    helpers = {name: _find(targets.ARTIFACT_ROUTER, name) for name in _DOWNLOAD_HELPERS}
-    is_safe = _find("mlflow.utils.uri", "validate_path_is_safe")
-    mime_type = _find("mlflow.utils.mime_type_utils", "_guess_mime_type")
+    helpers = {
+        name: targets.lookup(targets.ARTIFACT_ROUTER, name) for name in targets.DOWNLOAD_HELPERS
+    }
+    is_safe = targets.lookup("mlflow.utils.uri", "validate_path_is_safe")
+    mime_type = targets.lookup("mlflow.utils.mime_type_utils", "_guess_mime_type")
     router = getattr(asgi_app, "router", None)
     if None in helpers.values() or None in (is_safe, mime_type, router):
         return False

@@ -42,20 +42,6 @@ class _Memo:
         return value
 
 
-def _find(module: str, attribute: str):
-    """The object of a listed target (None when this MLflow lacks an optional one, or a
-    required one that first appeared in a later release than this one)."""
-    import mlflow
-
-    for target in targets.TARGETS:
-        if (target.module, target.attribute) == (module, attribute):
-            found = target.find()
-            if found is None and target.required and target.expected(mlflow.__version__):
-                raise RuntimeError(f"MLflow has no {target.name} ({target.purpose})")
-            return found
-    raise KeyError(f"{module}.{attribute} is not listed in _mlflow/targets.py")
-
-
 def make_server_info_public() -> None:
     """Server-info is public from MLflow 3.16 on; make it so on older releases too (the gate
     already lets only these exact, clean paths through without a key)."""
@@ -68,8 +54,8 @@ def make_public(paths: list[str]) -> None:
     exact, clean paths through without a key."""
     from mlflow.server import auth
 
-    is_unprotected = _find(targets.AUTH, "is_unprotected_route")
-    _find(targets.AUTH, "_UNPROTECTED_PATH_PREFIXES")
+    is_unprotected = targets.lookup(targets.AUTH, "is_unprotected_route")
+    targets.lookup(targets.AUTH, "_UNPROTECTED_PATH_PREFIXES")
     missing = tuple(p for p in paths if not is_unprotected(static_prefix() + p))
     if missing:
         auth._UNPROTECTED_PATH_PREFIXES = tuple(auth._UNPROTECTED_PATH_PREFIXES) + missing
@@ -82,7 +68,7 @@ def _allow() -> bool:
 def allow_authenticated(rules: list[tuple[str, str]]) -> None:
     """Tell MLflow's fail-closed authorization table that any authenticated user may call
     these (path, method) pairs; our handlers then decide for themselves."""
-    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    validators = targets.lookup(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
     for rule in rules:
         validators[rule] = _allow
 
@@ -95,7 +81,7 @@ def admins_only(rules: list[tuple[str, str]]) -> None:
     """Have MLflow's engine refuse these (path, method) pairs to every non-admin (admins skip
     validators), as MLflow 3.17's fail-closed rule does for routes it has no validator for,
     so older releases behave the same."""
-    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    validators = targets.lookup(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
     for rule in rules:
         validators.setdefault(rule, _deny)
 
@@ -104,8 +90,8 @@ def authorize_like_get_run(rules: list[tuple[str, str]], precheck) -> None:
     """Have MLflow's engine authorize these (path, method) pairs as it does ``GetRun``: read
     permission on the experiment of the request's ``run_id``; admins always. ``precheck()``
     runs first and may raise an ``MlflowException`` (answered as MLflow's JSON error)."""
-    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
-    validate_can_read_run = _find(targets.AUTH, "validate_can_read_run")
+    validators = targets.lookup(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    validate_can_read_run = targets.lookup(targets.AUTH, "validate_can_read_run")
 
     def validator():
         precheck()
@@ -120,7 +106,7 @@ def check_api_routes_like_their_ajax_twins() -> list[tuple[str, str]]:
     its ``/ajax-api/…`` twin (the same handler), check the ``/api/…`` route the same way.
     MLflow 3.15 does this to ``GET /api/2.0/mlflow/metrics/get-history-bulk-interval``: any
     user could read any run's metric history there. Returns the routes it fixed."""
-    validators = _find(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
+    validators = targets.lookup(targets.AUTH, "BEFORE_REQUEST_VALIDATORS")
     fixed = []
     for (path, method), validator in list(validators.items()):
         if validator is not None or "/api/" not in path:
@@ -136,8 +122,8 @@ def after_user_write(method: str, callback) -> None:
     """Call ``callback(username)`` after MLflow's auth store method ``method``
     (``create_user`` or ``delete_user``) succeeded, in this worker (MLflow's REST
     ``users/create`` and ``users/delete`` go through them)."""
-    store = _find(targets.AUTH, "store")
-    _find(targets.AUTH_STORE, f"SqlAlchemyStore.{method}")
+    store = targets.lookup(targets.AUTH, "store")
+    targets.lookup(targets.AUTH_STORE, f"SqlAlchemyStore.{method}")
     original = getattr(store, method)
 
     def then_callback(username, *args, **kwargs):
@@ -151,7 +137,7 @@ def after_user_write(method: str, callback) -> None:
 def use_artifact_repository(scheme: str, repository_class) -> None:
     """Serve ``scheme`` URIs (e.g. ``--artifacts-destination s3://…``) with
     ``repository_class`` in this process."""
-    register = _find(
+    register = targets.lookup(
         "mlflow.store.artifact.artifact_repository_registry",
         "_artifact_repository_registry.register",
     )
@@ -174,7 +160,7 @@ def admin_flag_from_identity(current_identity) -> None:
     asks MLflow's own function."""
     from mlflow.server import auth
 
-    original = _find(targets.AUTH, "sender_is_admin")
+    original = targets.lookup(targets.AUTH, "sender_is_admin")
 
     def sender_is_admin():
         identity = current_identity()
@@ -200,15 +186,15 @@ def cache_authorization_lookups(cache, max_runs: int = 10_000) -> None:
     from mlflow.entities import Run
     from mlflow.server import auth
 
-    store = _find(targets.AUTH, "store")
+    store = targets.lookup(targets.AUTH, "store")
     for kind, name in _CACHED_STORE_READS:
-        if _find(targets.AUTH_STORE, f"SqlAlchemyStore.{name}") is not None:
+        if targets.lookup(targets.AUTH_STORE, f"SqlAlchemyStore.{name}") is not None:
             setattr(store, name, cache.cached(kind, getattr(store, name)))
     for name, _member in inspect.getmembers(type(store), inspect.isfunction):
         if not name.startswith("_") and not name.startswith(_STORE_READ_PREFIXES):
             setattr(store, name, cache.invalidating(getattr(store, name)))
 
-    fetch_or_none = _find(targets.AUTH, "_fetch_or_none")
+    fetch_or_none = targets.lookup(targets.AUTH, "_fetch_or_none")
     if fetch_or_none is None:  # MLflow < 3.17 loads the run inline: not cached there
         return
 
@@ -252,7 +238,7 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
     Either patch is skipped if this MLflow lacks the name it wraps (``targets.check`` says so)."""
     from mlflow.server import auth
 
-    matches = _find(targets.AUTH, "_scope_matches_native_route")
+    matches = targets.lookup(targets.AUTH, "_scope_matches_native_route")
     if matches is not None:
         memo = _Memo(max_paths)
 
@@ -269,7 +255,7 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         auth._scope_matches_native_route = remembered
 
     redactors = {
-        _find(targets.AUTH, name)
+        targets.lookup(targets.AUTH, name)
         for name in ("redact_get_run_model_links", "redact_search_runs_model_links")
     }
     redactors.discard(None)
@@ -284,8 +270,8 @@ def skip_redundant_request_work(max_paths: int = 4096) -> None:
         return redact_if_linked
 
     tables = (
-        _find(targets.AUTH, "AFTER_REQUEST_HANDLERS"),
-        _find(targets.AUTH, "PARAMETERIZED_AFTER_REQUEST_HANDLERS"),
+        targets.lookup(targets.AUTH, "AFTER_REQUEST_HANDLERS"),
+        targets.lookup(targets.AUTH, "PARAMETERIZED_AFTER_REQUEST_HANDLERS"),
     )
     for table in tables:
         for rule, handler in list((table or {}).items()):
@@ -315,107 +301,148 @@ def decide_refusals_on_fresh_data(flask_app, decided, decided_async, fresh=None)
     the after-request handlers that write (the creator's grant) leave the response unchanged.
     (The handler tables are left as they are: MLflow tells filters apart by identity.)
     Returns what it wrapped (``create_app`` logs what it could not)."""
+    steps = (
+        ("before_request", lambda: _redecide_before_request(flask_app, decided)),
+        ("after_request", lambda: _redecide_after_request(flask_app, decided)),
+        ("filter_experiment_ids", lambda: _redecide_experiment_filter(decided)),
+        ("REQUEST_SCOPE_HANDLERS", lambda: _build_request_scopes_fresh(fresh)),
+        (
+            "_find_fastapi_validator",
+            lambda: _wrap_what_it_finds(
+                "_find_fastapi_validator", _redecided_validator(decided_async)
+            ),
+        ),
+        (
+            "_find_fastapi_response_filter",
+            lambda: _wrap_what_it_finds(
+                "_find_fastapi_response_filter", _redecided_response_filter(decided)
+            ),
+        ),
+    )
+    return [name for name, wrap in steps if wrap()]
+
+
+def _replace_hook(hooks: list, original, replacement) -> bool:
+    """Put ``replacement`` where ``original`` is in a Flask hook list (False: not there)."""
+    if original not in hooks:
+        return False
+    hooks[hooks.index(original)] = functools.wraps(original)(replacement)
+    return True
+
+
+def _redecide_before_request(flask_app, decided) -> bool:
+    """A 403 of MLflow's Flask ``before_request`` hook is decided again on fresh data."""
+    before = targets.lookup(targets.AUTH, "_before_request")
+
+    def before_request():
+        return decided(before, _forbidden)
+
+    return _replace_hook(flask_app.before_request_funcs.get(None, []), before, before_request)
+
+
+def _redecide_after_request(flask_app, decided) -> bool:
+    """When MLflow's Flask ``after_request`` hook changed a response, it runs again, on fresh
+    data, on the response as the view made it."""
+    after = targets.lookup(targets.AUTH, "_after_request")
+
+    def after_request(resp):
+        if resp.status_code >= 400 or resp.is_streamed or resp.direct_passthrough:
+            return after(resp)
+        original = resp.get_data()
+        runs = []
+
+        def run():
+            if runs:  # again, on the response as the view made it
+                resp.set_data(original)
+            runs.append(True)
+            return after(resp)
+
+        return decided(run, lambda out: out is not resp or out.get_data() != original)
+
+    return _replace_hook(flask_app.after_request_funcs.get(None, []), after, after_request)
+
+
+def _redecide_experiment_filter(decided) -> bool:
+    """A shorter list from ``filter_experiment_ids`` is decided again on fresh data."""
     from mlflow.server import auth
 
-    wrapped = []
-    before = _find(targets.AUTH, "_before_request")
-    hooks = flask_app.before_request_funcs.get(None, [])
-    if before in hooks:
+    filter_ids = targets.lookup(targets.AUTH, "filter_experiment_ids")
+    if filter_ids is None:
+        return False
 
-        @functools.wraps(before)
-        def before_request():
-            return decided(before, _forbidden)
+    @functools.wraps(filter_ids)
+    def filter_experiment_ids(experiment_ids):
+        return decided(
+            lambda: filter_ids(experiment_ids), lambda kept: len(kept) < len(experiment_ids)
+        )
 
-        hooks[hooks.index(before)] = before_request
-        wrapped.append("before_request")
+    auth.filter_experiment_ids = filter_experiment_ids
+    return True
 
-    after = _find(targets.AUTH, "_after_request")
-    hooks = flask_app.after_request_funcs.get(None, [])
-    if after in hooks:
 
-        @functools.wraps(after)
-        def after_request(resp):
-            if resp.status_code >= 400 or resp.is_streamed or resp.direct_passthrough:
-                return after(resp)
-            original = resp.get_data()
-            runs = []
+def _build_request_scopes_fresh(fresh) -> bool:
+    """MLflow 3.18's request scopes are built under ``fresh()`` (every lookup loaded anew)."""
+    scopes = targets.lookup(targets.AUTH, "REQUEST_SCOPE_HANDLERS")
+    if scopes is None or fresh is None:
+        return False
 
-            def run():
-                if runs:  # again, on the response as the view made it
-                    resp.set_data(original)
-                runs.append(True)
-                return after(resp)
+    def on_fresh_data(scoper):
+        @functools.wraps(scoper)
+        def scope(*args, **kwargs):
+            with fresh():
+                return scoper(*args, **kwargs)
 
-            return decided(run, lambda out: out is not resp or out.get_data() != original)
+        return scope
 
-        hooks[hooks.index(after)] = after_request
-        wrapped.append("after_request")
+    for rule, scoper in list(scopes.items()):
+        scopes[rule] = on_fresh_data(scoper)
+    return True
 
-    filter_ids = _find(targets.AUTH, "filter_experiment_ids")
-    if filter_ids is not None:
 
-        @functools.wraps(filter_ids)
-        def filter_experiment_ids(experiment_ids):
-            return decided(
-                lambda: filter_ids(experiment_ids), lambda kept: len(kept) < len(experiment_ids)
+def _wrap_what_it_finds(finder_name: str, wrap) -> bool:
+    """Replace MLflow's ``finder_name`` (a function that finds a validator or a filter for a
+    request, or None) by one that gives ``wrap(found)`` instead of what it found."""
+    from mlflow.server import auth
+
+    find = targets.lookup(targets.AUTH, finder_name)
+    if find is None:
+        return False
+
+    @functools.wraps(find)
+    def find_wrapped(*args, **kwargs):
+        found = find(*args, **kwargs)
+        return None if found is None else wrap(found)
+
+    setattr(auth, finder_name, find_wrapped)
+    return True
+
+
+def _redecided_validator(decided_async):
+    """A FastAPI validator whose refusal is decided again on fresh data."""
+
+    def wrap(validator):
+        async def validate(*args, **kwargs):
+            return await decided_async(
+                lambda: validator(*args, **kwargs), lambda allowed: not allowed
             )
 
-        auth.filter_experiment_ids = filter_experiment_ids
-        wrapped.append("filter_experiment_ids")
+        return validate
 
-    scopes = _find(targets.AUTH, "REQUEST_SCOPE_HANDLERS")
-    if scopes is not None and fresh is not None:
+    return wrap
 
-        def on_fresh_data(scoper):
-            @functools.wraps(scoper)
-            def scope(*args, **kwargs):
-                with fresh():
-                    return scoper(*args, **kwargs)
 
-            return scope
+def _redecided_response_filter(decided):
+    """A FastAPI response filter that, when it changed the body, is decided again."""
 
-        for rule, scoper in list(scopes.items()):
-            scopes[rule] = on_fresh_data(scoper)
-        wrapped.append("REQUEST_SCOPE_HANDLERS")
+    def wrap(response_filter):
+        def filter_response(username, body, request):
+            return decided(
+                lambda: response_filter(username, body, request), lambda out: out != body
+            )
 
-    find_validator = _find(targets.AUTH, "_find_fastapi_validator")
-    if find_validator is not None:
+        return filter_response
 
-        @functools.wraps(find_validator)
-        def find_fastapi_validator(*args, **kwargs):
-            validator = find_validator(*args, **kwargs)
-            if validator is None:
-                return None
-
-            async def validate(*v_args, **v_kwargs):
-                return await decided_async(
-                    lambda: validator(*v_args, **v_kwargs), lambda allowed: not allowed
-                )
-
-            return validate
-
-        auth._find_fastapi_validator = find_fastapi_validator
-        wrapped.append("_find_fastapi_validator")
-
-    find_filter = _find(targets.AUTH, "_find_fastapi_response_filter")
-    if find_filter is not None:
-
-        @functools.wraps(find_filter)
-        def find_fastapi_response_filter(*args, **kwargs):
-            response_filter = find_filter(*args, **kwargs)
-            if response_filter is None:
-                return None
-
-            def filter_response(username, body, request):
-                return decided(
-                    lambda: response_filter(username, body, request), lambda out: out != body
-                )
-
-            return filter_response
-
-        auth._find_fastapi_response_filter = find_fastapi_response_filter
-        wrapped.append("_find_fastapi_response_filter")
-    return wrapped
+    return wrap
 
 
 def serve_head_as_get(flask_app) -> None:

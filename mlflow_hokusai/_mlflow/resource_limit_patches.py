@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 
 from mlflow_hokusai._mlflow import targets
-from mlflow_hokusai._mlflow.patches import _find
 
 NOT_LIMITED = object()
 LIMITED_TYPES = ("experiment", "registered_model", "prompt")
@@ -41,7 +40,19 @@ def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> N
     """Install the caps. ``on_lowered()`` is called when a cap took away a permission the
     owner has (the refusal is then the key's limits, and says so); ``named_experiment_ids()``
     the ids of the experiments the request's key names (None: not a limited key)."""
-    from mlflow.server import auth
+    capped, can_read = _cappers(ceiling, on_lowered)
+    _label_role_permission_funcs()
+    _cap_point_checks(capped)
+    _cap_read_predicate(ceiling, can_read)
+    _cap_requirement_decisions(capped)  # MLflow >= 3.17
+    _cap_retention_gate(can_read)  # MLflow >= 3.17
+    _cap_readable_ids(ceiling, named_experiment_ids)  # MLflow >= 3.18
+
+
+def _cappers(ceiling, on_lowered):
+    """``capped(permission, resource_type, resource_id)``: ``permission`` lowered to the key's
+    ceiling on that resource (a DENY, or a key that is not limited, keeps it); and
+    ``can_read(resource_type, resource_id)``: whether READ on it survives the cap."""
     from mlflow.server.auth.permissions import (
         NO_PERMISSIONS,
         PERMISSION_PRIORITY,
@@ -58,6 +69,17 @@ def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> N
         on_lowered()
         return new
 
+    def can_read(resource_type, resource_id) -> bool:
+        return capped(get_permission("READ"), resource_type, resource_id).can_read
+
+    return capped, can_read
+
+
+def _label_role_permission_funcs() -> None:
+    """Have the functions that make a point check's ``role_permission_func`` label it with its
+    resource (``hokusai_resource``), for ``_cap_point_checks``."""
+    from mlflow.server import auth
+
     def label(make):
         @functools.wraps(make)
         def labelled(username, resource_type, resource_key, *args, **kwargs):
@@ -68,9 +90,14 @@ def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> N
         return labelled
 
     for name in ("_role_permission_for", "_role_permission_for_known_workspace"):
-        setattr(auth, name, label(_find(targets.AUTH, name)))
+        setattr(auth, name, label(targets.lookup(targets.AUTH, name)))
 
-    or_default = _find(targets.AUTH, "_get_role_permission_or_default")
+
+def _cap_point_checks(capped) -> None:
+    """Cap ``_get_role_permission_or_default`` by the resource its function is labelled with."""
+    from mlflow.server import auth
+
+    or_default = targets.lookup(targets.AUTH, "_get_role_permission_or_default")
 
     @functools.wraps(or_default)
     def capped_or_default(role_permission_func):
@@ -82,7 +109,12 @@ def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> N
 
     auth._get_role_permission_or_default = capped_or_default
 
-    predicate_of = _find(targets.AUTH, "_role_based_read_predicate")
+
+def _cap_read_predicate(ceiling, can_read_capped) -> None:
+    """Searches keep only what a limited key may read (``_role_based_read_predicate``)."""
+    from mlflow.server import auth
+
+    predicate_of = targets.lookup(targets.AUTH, "_role_based_read_predicate")
 
     @functools.wraps(predicate_of)
     def capped_predicate(username, resource_type, *args, **kwargs):
@@ -93,61 +125,79 @@ def cap_permissions(ceiling, on_lowered, named_experiment_ids=lambda: None) -> N
         def can_read(resource_id) -> bool:
             if not predicate(resource_id):
                 return False
-            permission = capped(get_permission("READ"), resource_type, resource_id)
-            return permission.can_read
+            return can_read_capped(resource_type, resource_id)
 
         return can_read
 
     auth._role_based_read_predicate = capped_predicate
 
-    decisions_of = _find(targets.AUTH, "_resolve_requirement_decisions")
-    if decisions_of is not None:  # MLflow >= 3.17
 
-        @functools.wraps(decisions_of)
-        def capped_decisions(username, anchor, requirements):
-            decisions = decisions_of(username, anchor, requirements)
-            if decisions is None:
-                return None
-            return [
-                (
-                    permission
-                    if action == _NOT_DENIED
-                    else capped(permission, *_container(requirement, anchor)),
-                    action,
-                )
-                for (permission, action), requirement in zip(decisions, requirements, strict=True)
-            ]
+def _cap_requirement_decisions(capped) -> None:
+    """Each of MLflow 3.17's requirement decisions is capped by the resource it concerns."""
+    from mlflow.server import auth
 
-        auth._resolve_requirement_decisions = capped_decisions
+    decisions_of = targets.lookup(targets.AUTH, "_resolve_requirement_decisions")
+    if decisions_of is None:
+        return
 
-    gate = _find(targets.AUTH, "RetentionGate.retains")
-    if gate is not None:
-        gate_class = auth.RetentionGate
+    @functools.wraps(decisions_of)
+    def capped_decisions(username, anchor, requirements):
+        decisions = decisions_of(username, anchor, requirements)
+        if decisions is None:
+            return None
+        return [
+            (
+                permission
+                if action == _NOT_DENIED
+                else capped(permission, *_container(requirement, anchor)),
+                action,
+            )
+            for (permission, action), requirement in zip(decisions, requirements, strict=True)
+        ]
 
-        @functools.wraps(gate)
-        def capped_retains(self, resource_type, resource_id=None):
-            kept = gate(self, resource_type, resource_id)
-            if not kept or resource_type not in LIMITED_TYPES or resource_id in (None, "*"):
-                return kept
-            return capped(get_permission("READ"), resource_type, resource_id).can_read
+    auth._resolve_requirement_decisions = capped_decisions
 
-        gate_class.retains = capped_retains
 
-    readable_of = _find(targets.AUTH, "_get_readable_resource_ids")
-    if readable_of is not None:  # MLflow >= 3.18
+def _cap_retention_gate(can_read_capped) -> None:
+    """Listings keep only the experiments, models and prompts a limited key may read
+    (``RetentionGate.retains``)."""
+    from mlflow.server import auth
 
-        @functools.wraps(readable_of)
-        def capped_readable(username, resource_type, *args, **kwargs):
-            if ceiling(None, None) is NOT_LIMITED:
-                return readable_of(username, resource_type, *args, **kwargs)
-            can_read = auth._role_based_read_predicate(username, resource_type)  # capped
-            if resource_type == "experiment":
-                candidates = named_experiment_ids() or set()
-            else:
-                candidates = readable_of(username, resource_type, *args, **kwargs) or set()
-            return {resource_id for resource_id in candidates if can_read(resource_id)}
+    gate = targets.lookup(targets.AUTH, "RetentionGate.retains")
+    if gate is None:
+        return
 
-        auth._get_readable_resource_ids = capped_readable
+    @functools.wraps(gate)
+    def capped_retains(self, resource_type, resource_id=None):
+        kept = gate(self, resource_type, resource_id)
+        if not kept or resource_type not in LIMITED_TYPES or resource_id in (None, "*"):
+            return kept
+        return can_read_capped(resource_type, resource_id)
+
+    auth.RetentionGate.retains = capped_retains
+
+
+def _cap_readable_ids(ceiling, named_experiment_ids) -> None:
+    """MLflow 3.18's SQL-scoped searches: for a limited key, the experiments it names that it
+    may read (never "no filter"); other types filtered by the capped predicate."""
+    from mlflow.server import auth
+
+    readable_of = targets.lookup(targets.AUTH, "_get_readable_resource_ids")
+    if readable_of is None:
+        return
+
+    @functools.wraps(readable_of)
+    def capped_readable(username, resource_type, *args, **kwargs):
+        if ceiling(None, None) is NOT_LIMITED:
+            return readable_of(username, resource_type, *args, **kwargs)
+        can_read = auth._role_based_read_predicate(username, resource_type)  # capped
+        if resource_type == "experiment":
+            candidates = named_experiment_ids() or set()
+        else:
+            candidates = readable_of(username, resource_type, *args, **kwargs) or set()
+        return {resource_id for resource_id in candidates if can_read(resource_id)}
+
+    auth._get_readable_resource_ids = capped_readable
 
 
 def _container(requirement, anchor) -> tuple[str | None, str | None]:

@@ -105,7 +105,7 @@ async def open_stream(repository, artifact_path: str) -> DownloadStream | None:
     """Stream ``artifact_path`` of an S3 ``repository``, or None to leave it to MLflow."""
     if not isinstance(repository, StreamingS3ArtifactRepository):
         return None
-    bucket, root = repository.parse_s3_compliant_uri(repository.artifact_uri)
+    bucket, root = _mlflow.s3_bucket_and_key(repository)
     key = posixpath.join(root, artifact_path)
     client = _mlflow.s3_client(repository)
     owner = _mlflow.s3_bucket_owner_args(repository)

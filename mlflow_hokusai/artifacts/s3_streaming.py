@@ -29,9 +29,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from mimetypes import guess_type
 
-from mlflow.store.artifact.artifact_repo import StreamUploadMixin
-from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
-
 from mlflow_hokusai import _mlflow
 
 try:  # s3transfer >= 0.11 (boto3 >= 1.36), where upload_file asks for checksums by default
@@ -173,11 +170,14 @@ def _with_default_checksum(client, extra: dict) -> dict:
     return extra
 
 
-class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
+class StreamingS3ArtifactRepository(*_mlflow.s3_repository_bases()):
+    """MLflow's S3 artifact repository with ``StreamUploadMixin``: a proxied upload's body is
+    handed to it as it arrives."""
+
     def _upload_for(self, artifact_file_name: str, artifact_path: str | None):
         """The multipart upload for this artifact, or None when its settings need MLflow's
         own ``upload_file`` path."""
-        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        bucket, key = _mlflow.s3_bucket_and_key(self)
         if artifact_path:
             key = posixpath.join(key, artifact_path)
         key = posixpath.join(key, posixpath.basename(artifact_file_name))

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+from mlflow_hokusai import _mlflow
 from mlflow_hokusai.errors import invalid_parameter
 from mlflow_hokusai.text import MLFLOW_NAME_LENGTH, check_name
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE")
-_RANK = {"NO_PERMISSIONS": 0, "READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
 MAX_ENTRIES = 100
 
 
@@ -33,13 +33,18 @@ def default_ceiling(scope: str) -> str:
     return "READ" if scope == "read" else "MANAGE"
 
 
+def _rank(permission: str) -> int:
+    """A permission's place in MLflow's order (unknown names, and DENY, count as none)."""
+    return _mlflow.permission_order().get(permission, 0)
+
+
 def lower(a: str, b: str) -> str:
     """The lower of two MLflow permission names (unknown names count as none)."""
-    return a if _RANK.get(a, 0) <= _RANK.get(b, 0) else b
+    return a if _rank(a) <= _rank(b) else b
 
 
 def at_least(permission: str, needed: str) -> bool:
-    return _RANK.get(permission, 0) >= _RANK.get(needed, 0)
+    return _rank(permission) >= _rank(needed)
 
 
 @dataclass(frozen=True)

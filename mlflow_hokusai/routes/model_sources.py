@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-import mlflow
 from flask import Flask, request
-from packaging.version import Version
 
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.auth import resource_limits
@@ -53,9 +51,10 @@ def check_source(source: object, run_id: object = None) -> None:
         return
     raise HokusaiError(
         "INVALID_PARAMETER_VALUE",
-        f"MLflow {mlflow.__version__} registers a model version from models:/<name>/<version> "
-        f"only, not from {source!r}: look the version up (an alias, a stage) and pass that "
-        "(mlflow_hokusai.ModelRegistry does), or upgrade the server to MLflow 3.17.",
+        f"MLflow {_mlflow.mlflow_version()} registers a model version from "
+        f"models:/<name>/<version> only, not from {source!r}: look the version up (an alias, "
+        "a stage) and pass that (mlflow_hokusai.ModelRegistry does), or upgrade the server to "
+        "MLflow 3.17.",
     )
 
 
@@ -80,7 +79,7 @@ def _readable_source_model(name: str) -> None:
 
 def install(app: Flask, services: Services) -> None:
     """Register the hook (after MLflow's auth engine's) where this MLflow needs it."""
-    if Version(mlflow.__version__).release[:2] >= (3, 17):
+    if _mlflow.resolves_model_version_sources():
         return
     paths = frozenset(services.api_paths(CREATE))
 
