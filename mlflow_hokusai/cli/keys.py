@@ -8,26 +8,26 @@ import json
 import click
 
 from mlflow_hokusai.cli.options import (
+    allow_ip_option,
     database_option,
     duration,
     format_option,
     note,
     open_backend,
+    rate_limit_option,
     run,
+    scope_option,
     show,
     tracking_option,
+    user_option,
     validated,
 )
 from mlflow_hokusai.keys.management import (
     MAX_ALLOWED_IPS,
     MAX_EXPIRY_DAYS,
-    parse_allowed_ips,
     parse_expiry,
-    parse_key_rate_limit,
     parse_name,
-    parse_username,
 )
-from mlflow_hokusai.store.keys import SCOPES
 
 
 @click.group()
@@ -92,23 +92,13 @@ def _limit_options(func):
 
 
 @keys.command("create")
-@click.option(
-    "--user",
-    "username",
-    default=None,
-    callback=validated(parse_username),
-    help="MLflow user who will own the key (offline: required; created, with an "
+@user_option(
+    "MLflow user who will own the key (offline: required; created, with an "
     "unusable random password, if missing. Online: default yourself; others' "
-    "keys need an admin key).",
+    "keys need an admin key)."
 )
 @click.option("--admin", is_flag=True, help="Make the user an MLflow admin (offline only).")
-@click.option(
-    "--scope",
-    type=click.Choice(list(SCOPES)),
-    default="write",
-    show_default=True,
-    help="'read' keys may only perform reads, whatever the user may do.",
-)
+@scope_option("'read' keys may only perform reads, whatever the user may do.")
 @click.option(
     "--name", default="", callback=validated(parse_name), help="A label to recognise the key by."
 )
@@ -120,23 +110,14 @@ def _limit_options(func):
     help=f"Expire the key after this many days (1-{MAX_EXPIRY_DAYS}; default: never, or the "
     "server's default_key_lifetime_days; at most its max_key_lifetime_days).",
 )
-@click.option(
-    "--allow-ip",
-    "allowed_ips",
-    multiple=True,
-    metavar="ADDRESS|CIDR",
-    callback=validated(parse_allowed_ips),
-    help="Only accept the key from this IPv4/IPv6 address or CIDR range (repeat, up to "
-    f"{MAX_ALLOWED_IPS}; default: from anywhere). Behind a proxy, see HOKUSAI_TRUSTED_PROXIES.",
+@allow_ip_option(
+    "Only accept the key from this IPv4/IPv6 address or CIDR range (repeat, up to "
+    f"{MAX_ALLOWED_IPS}; default: from anywhere). Behind a proxy, see HOKUSAI_TRUSTED_PROXIES."
 )
-@click.option(
-    "--rate-limit",
-    default=None,
-    metavar="N/second|minute|hour",
-    callback=validated(parse_key_rate_limit),
-    help="Accept at most N requests per second, minute or hour with this key, counted across "
+@rate_limit_option(
+    "Accept at most N requests per second, minute or hour with this key, counted across "
     "every worker and replica; over it, 429 with Retry-After (default: the server's "
-    "default_rate_limit, else none; 'none': no limit, for admins where a default exists).",
+    "default_rate_limit, else none; 'none': no limit, for admins where a default exists)."
 )
 @_limit_options
 @database_option
@@ -197,13 +178,7 @@ def _conditions(record: dict) -> str:
 
 
 @keys.command("list")
-@click.option(
-    "--user",
-    "username",
-    default=None,
-    callback=validated(parse_username),
-    help="Only this user's keys (online: yours unless an admin names another).",
-)
+@user_option("Only this user's keys (online: yours unless an admin names another).")
 @click.option(
     "--all",
     "everyone",

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 from mlflow_hokusai.config import ConfigError, load_settings, parse_duration
 from mlflow_hokusai.keys.lifetime import lifetime_rules
+from mlflow_hokusai.keys.management import parse_allowed_ips, parse_key_rate_limit, parse_username
+from mlflow_hokusai.store.keys import SCOPES
 from mlflow_hokusai.text import printable
 
 
@@ -174,3 +176,38 @@ def show(records: list[dict], fmt: str, columns: list[str], row) -> None:
         click.echo(json.dumps(records, indent=2))
         return
     table(columns, [row(record) for record in records])
+
+
+# Options more than one command takes, each with its own help text.
+
+
+def user_option(help: str):
+    return click.option(
+        "--user", "username", default=None, callback=validated(parse_username), help=help
+    )
+
+
+def scope_option(help: str):
+    choices = click.Choice(list(SCOPES))
+    return click.option("--scope", type=choices, default="write", show_default=True, help=help)
+
+
+def rate_limit_option(help: str):
+    return click.option(
+        "--rate-limit",
+        default=None,
+        metavar="N/second|minute|hour",
+        callback=validated(parse_key_rate_limit),
+        help=help,
+    )
+
+
+def allow_ip_option(help: str):
+    return click.option(
+        "--allow-ip",
+        "allowed_ips",
+        multiple=True,
+        metavar="ADDRESS|CIDR",
+        callback=validated(parse_allowed_ips),
+        help=help,
+    )

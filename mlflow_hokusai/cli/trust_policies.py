@@ -9,18 +9,18 @@ import json
 import click
 
 from mlflow_hokusai.cli.options import (
+    allow_ip_option,
     database_option,
     duration,
     format_option,
     note,
     open_backend,
+    rate_limit_option,
     run,
+    scope_option,
     show,
     tracking_option,
-    validated,
 )
-from mlflow_hokusai.keys.management import parse_allowed_ips, parse_key_rate_limit
-from mlflow_hokusai.store.keys import SCOPES
 
 
 @click.group()
@@ -56,13 +56,7 @@ def _claims(ctx, param, values):
     help="The MLflow user the workload acts as (created "
     "if missing, with an unusable random password).",
 )
-@click.option(
-    "--scope",
-    type=click.Choice(list(SCOPES)),
-    default="write",
-    show_default=True,
-    help="The issued keys' scope.",
-)
+@scope_option("The issued keys' scope.")
 @click.option(
     "--lifetime",
     default=None,
@@ -79,21 +73,8 @@ def _claims(ctx, param, values):
     callback=_claims,
     help="Also require this claim value (repeat), e.g. repository_owner=org, environment=prod.",
 )
-@click.option(
-    "--rate-limit",
-    default=None,
-    metavar="N/second|minute|hour",
-    callback=validated(parse_key_rate_limit),
-    help="The issued keys' rate limit (default: the server's default_rate_limit).",
-)
-@click.option(
-    "--allow-ip",
-    "allowed_ips",
-    multiple=True,
-    metavar="ADDRESS|CIDR",
-    callback=validated(parse_allowed_ips),
-    help="The issued keys work only from these addresses (repeat).",
-)
+@rate_limit_option("The issued keys' rate limit (default: the server's default_rate_limit).")
+@allow_ip_option("The issued keys work only from these addresses (repeat).")
 @database_option
 @tracking_option
 def federation_create(

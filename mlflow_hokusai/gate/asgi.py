@@ -1,10 +1,10 @@
 """The gate under uvicorn: an ASGI middleware around the whole app (``decision.py`` decides).
 
-A step's answer that is already in memory comes on the event loop (a thread hop costs more
-than the check); a lookup goes to a worker thread. The identity and the request's resource-limit
-notes are set for every request, None included: a value must never come from an earlier request
-(the context MLflow's Flask app runs in can outlive a request on a kept-alive connection;
-tests/security/test_findings_22.py shows it).
+When every answer the decision needs is already in memory it is decided on the event loop (a
+thread hop costs more than the checks); otherwise in one worker thread hop. The identity and
+the request's resource-limit notes are set for every request, None included: a value must
+never come from an earlier request (the context MLflow's Flask app runs in can outlive a
+request on a kept-alive connection; tests/security/test_findings_22.py shows it).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import anyio
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.cache import clean_request
 from mlflow_hokusai.auth.context import reset_identity, set_identity
-from mlflow_hokusai.errors import HokusaiError
-from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request
+from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps
 from mlflow_hokusai.gate.json_errors import asgi_send, send_parts
 from mlflow_hokusai.gate.paths import swapped
 
@@ -47,19 +46,31 @@ class AsgiGate(Gatekeeper):
             reset_identity(identity_token)
 
     async def _decide(self, request: Request) -> Decision:
-        steps = self.decide(request)
-        reply, error = None, None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply, error = self.peek(step), None
+        """The decision, on the event loop when every answer is in memory; else decided again
+        (deciding has no effects) in a worker thread, where lookups may block, with the
+        answers already found reused."""
+        found = []
+
+        def in_memory(step):
+            reply = self.peek(step)
             if reply is None:
-                try:
-                    reply = await anyio.to_thread.run_sync(self.answer, step)
-                except HokusaiError as failure:
-                    error = failure
+                raise _NeedsLookup
+            found.append(reply)
+            return reply
+
+        try:
+            return run_steps(self.decide(request), in_memory)
+        except _NeedsLookup:
+            known = iter(found)
+            return await anyio.to_thread.run_sync(
+                lambda: run_steps(
+                    self.decide(request), lambda step: next(known, None) or self.answer(step)
+                )
+            )
+
+
+class _NeedsLookup(Exception):
+    """A step's answer is not in memory."""
 
 
 def _request(scope) -> Request:
