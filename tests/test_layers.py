@@ -109,3 +109,40 @@ def test_every_package_says_what_it_owns():
     for init in PACKAGE.glob("*/__init__.py"):
         docstring = ast.get_docstring(ast.parse(init.read_text()))
         assert docstring and len(docstring) > 40, f"{init.parent.name} has no package docstring"
+
+
+DEVELOPMENT = PACKAGE.parent / "docs" / "development.md"
+
+
+def _layout_rows() -> list[list[str]]:
+    """The rows of docs/development.md's "Code layout" tables, as lists of cells."""
+    text = DEVELOPMENT.read_text()
+    section = text[text.index("## Code layout") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_the_development_guide_shows_these_layers():
+    documented = {}
+    for cells in _layout_rows():
+        if cells[0].isdigit():
+            for unit in cells[1].split(", "):
+                documented[unit.strip("`")] = int(cells[0])
+    assert documented == LAYERS
+
+
+def test_the_development_guide_maps_every_module():
+    documented = {cells[0].strip("`") for cells in _layout_rows() if cells[0].startswith("`")}
+    modules = {
+        str(p.relative_to(PACKAGE))
+        for p in MODULES
+        if p.name not in ("__init__.py", "__main__.py") or p.parent.name == "key_page"
+    } | {"cli/__init__.py"}
+    assert modules == documented, (
+        f"not in the guide: {sorted(modules - documented)}; "
+        f"in the guide, not in the package: {sorted(documented - modules)}"
+    )

@@ -97,7 +97,7 @@ TARGETS: tuple[Target, ...] = (
     Target(AUTH, "RetentionGate.retains", "filter listings (resource limits)", since="3.17"),
     Target(AUTH, "_get_readable_resource_ids", "scope SQL searches (limits)", since="3.18"),
     Target(AUTH, "REQUEST_SCOPE_HANDLERS", "build SQL scopes on fresh grants", since="3.18"),
-    # MLflow's permissions: lowered by the caps, ordered for a key's ceilings (keys/limits.py)
+    # MLflow's permissions: lowered by the caps, ordered for ceilings (keys/resource_limits.py)
     *_group("cap permissions (resource limits)", PERMISSIONS, "NO_PERMISSIONS", "get_permission"),
     Target(PERMISSIONS, "PERMISSION_PRIORITY", "order permissions (caps, key ceilings)"),
     # refusals decided on fresh data (patches.decide_refusals_on_fresh_data)
