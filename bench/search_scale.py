@@ -166,6 +166,22 @@ class Target:
         return _support.median(times), size
 
 
+def _usable(python: Path) -> bool:
+    """``python`` exists and imports this checkout's mlflow_hokusai (a virtual environment
+    left by another checkout may not); said on stderr when it exists but does not."""
+    if not python.exists():
+        return False
+    check = subprocess.run(
+        [str(python), "-c", "import mlflow_hokusai"],
+        cwd=Path("/"),  # as a server runs it: not from this checkout's folder
+        capture_output=True,
+        timeout=120,
+    )
+    if check.returncode != 0:
+        print(f"not measuring {python}: it cannot import mlflow_hokusai", file=sys.stderr)
+    return check.returncode == 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,1000,10000", help="totals, comma-separated")
@@ -177,7 +193,7 @@ def main(argv=None) -> int:
         f"{NEWEST} when it exists (bash .ci/newest makes it)",
     )
     options = parser.parse_args(argv)
-    pythons = options.python or [sys.executable] + ([str(NEWEST)] if NEWEST.exists() else [])
+    pythons = options.python or [sys.executable] + ([str(NEWEST)] if _usable(NEWEST) else [])
     sizes = [int(size) for size in options.sizes.split(",")]
     targets = [Target(python) for python in pythons]
     servers = [target.server for target in targets]
