@@ -250,7 +250,7 @@ def test_audit_trail_records_every_event(server):
     rotation = next(e for e in events if e["event"] == "rotated")
     assert rotation["actor"] == user  # rotated with the user's own key
     assert next(e for e in events if e["event"] == "created")["actor"] == "admin"
-    assert rotation["source"] == "127.0.0.1" and rotation["time"]
+    assert rotation["address"] == "127.0.0.1" and rotation["time"]
     everything = json.dumps(events)
     for secret in (key, read_key, rotated["key"], expired):
         assert secret not in everything  # key ids only, never keys
@@ -261,12 +261,12 @@ def test_audit_list_filters_and_formats(server):
     server.create_key(user)  # the offline CLI audits as the operating-system user
     [event] = audit(server, "--user", user, "--since", "1h")
     assert event["event"] == "created" and event["actor"].startswith("cli:")
-    assert event["source"] == "local" and event["username"] == user
+    assert event["address"] == "local" and event["username"] == user
     assert audit(server, "--user", user, "--since", "2999-01-01") == []
     assert len(audit(server, "--user", user, "--since", "2000-01-01T00:00:00Z")) == 1
     table = server.cli("audit", "list", "--user", user).stdout
     assert table.splitlines()[0].split()[:3] == ["TIME", "EVENT", "ACTOR"] and user in table
     empty = server.cli("audit", "list", "--user", f"nobody-{time.time_ns()}").stdout
-    assert empty.split() == ["TIME", "EVENT", "ACTOR", "KEY_ID", "USERNAME", "SOURCE", "DETAIL"]
+    assert empty.split() == ["TIME", "EVENT", "ACTOR", "KEY_ID", "USERNAME", "ADDRESS", "DETAIL"]
     bad = server.cli("audit", "list", "--since", "last tuesday", check=False)
     assert bad.returncode != 0 and "--since" in bad.stderr
