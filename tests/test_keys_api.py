@@ -110,6 +110,10 @@ def test_bad_input_on_list_revoke_rotate(server, alice):
     for path, body in [("revoke", {}), ("rotate", {"key_id": 5}), ("revoke", {"key_id": ""})]:
         response = server.post(f"{API}/{path}", alice[0], json=body)
         assert response.status_code == 400 and "'key_id' is required" in response.text
+    for path in ("revoke", "rotate", "update"):  # the key for its id: never echoed
+        response = server.post(f"{API}/{path}", alice[0], json={"key_id": alice[0]})
+        assert response.status_code == 400 and alice[0] not in response.text
+        assert alice[0][:12] + "…" in response.json()["message"], response.text
     response = server.get(f"{API}/list?all=maybe", alice[0])
     assert response.status_code == 400 and "'all' must be true or false" in response.text
     response = server.get(f"{API}/list?user=x", alice[0])
