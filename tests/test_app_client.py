@@ -116,3 +116,17 @@ def test_cli_online_mode(server):
 
     missing = _cli(server, "keys", "list")
     assert missing.returncode != 0 and "HOKUSAI_API_KEY" in missing.stderr
+
+
+def test_cli_online_takes_a_key_for_its_id_and_never_echoes_it(server):
+    key = _key_for(server, "cli-online-by-key")
+    spare = _key_for(server, "cli-online-by-key", name="spare")
+    spare_id = server.get("/api/2.0/mlflow/hokusai/whoami", spare).json()["key_id"]
+    revoked = _cli(server, "keys", "revoke", spare, key=key)
+    assert revoked.returncode == 0, revoked.stderr
+    assert spare_id in revoked.stderr and spare not in revoked.stderr + revoked.stdout
+    assert server.get("/api/2.0/mlflow/hokusai/whoami", spare).status_code == 401
+
+    again = _cli(server, "keys", "revoke", spare, key=key)  # revoked: the server won't say
+    assert again.returncode != 0 and spare not in again.stderr + again.stdout
+    assert spare[:12] in again.stderr and "keys list" in again.stderr

@@ -185,7 +185,7 @@ def test_the_cli_online_lists_what_the_server_lets_the_key_see(server, people):
     assert {r["username"] for r in records} == {alice}
     offline = json.loads(server.cli("audit", "list", "--format", "json", "--user", alice).stdout)
     mine = [r for r in offline if r["username"] == alice]
-    assert records == mine  # the same rows, the same shape (the address as "source")
+    assert records == mine  # the same rows, the same shape (the address as "address", as over REST)
     newest = json.loads(online("--format", "json", "--limit", "2", key=alice_key).stdout)
     assert newest == records[-2:]
     refused = online("--user", "someone-else", key=alice_key)

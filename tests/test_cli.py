@@ -28,6 +28,7 @@ def cli(tmp_path):
         assert (result.returncode == 0) == ok, result.stderr
         return result
 
+    run("db", "upgrade")  # only db upgrade creates a database (issue 26)
     return run
 
 

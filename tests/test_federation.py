@@ -262,7 +262,7 @@ def test_refusals_are_audited_without_the_token(server, issuer, policy):
     events = json.loads(
         server.cli("audit", "list", "--event", "exchange-refused", "--format", "json").stdout
     )
-    audited = [e for e in events if e["source"] == "127.0.2.1"]
+    audited = [e for e in events if e["address"] == "127.0.2.1"]
     assert audited and "wrong audience" in audited[0]["detail"]
     assert token not in json.dumps(events)
 

@@ -130,7 +130,7 @@ def test_nothing_is_done_from_elsewhere_and_the_refusal_is_audited(server, pinne
     assert lookup.status_code == 404, lookup.text
     audit = json.loads(server.cli("audit", "list", "--user", "ip-alice", "--format", "json").stdout)
     denied = [e for e in audit if e["event"] == "denied-use" and e["key_id"] == record["id"]]
-    assert denied and denied[0]["source"] == "127.0.0.1"
+    assert denied and denied[0]["address"] == "127.0.0.1"
     assert denied[0]["detail"] == "address 127.0.0.1 not allowed"
 
 

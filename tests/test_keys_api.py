@@ -110,6 +110,10 @@ def test_bad_input_on_list_revoke_rotate(server, alice):
     for path, body in [("revoke", {}), ("rotate", {"key_id": 5}), ("revoke", {"key_id": ""})]:
         response = server.post(f"{API}/{path}", alice[0], json=body)
         assert response.status_code == 400 and "'key_id' is required" in response.text
+    for path in ("revoke", "rotate", "update"):  # the key for its id: never echoed
+        response = server.post(f"{API}/{path}", alice[0], json={"key_id": alice[0]})
+        assert response.status_code == 400 and alice[0] not in response.text
+        assert alice[0][:12] + "…" in response.json()["message"], response.text
     response = server.get(f"{API}/list?all=maybe", alice[0])
     assert response.status_code == 400 and "'all' must be true or false" in response.text
     response = server.get(f"{API}/list?user=x", alice[0])
@@ -250,7 +254,7 @@ def test_audit_trail_records_every_event(server):
     rotation = next(e for e in events if e["event"] == "rotated")
     assert rotation["actor"] == user  # rotated with the user's own key
     assert next(e for e in events if e["event"] == "created")["actor"] == "admin"
-    assert rotation["source"] == "127.0.0.1" and rotation["time"]
+    assert rotation["address"] == "127.0.0.1" and rotation["time"]
     everything = json.dumps(events)
     for secret in (key, read_key, rotated["key"], expired):
         assert secret not in everything  # key ids only, never keys
@@ -261,12 +265,12 @@ def test_audit_list_filters_and_formats(server):
     server.create_key(user)  # the offline CLI audits as the operating-system user
     [event] = audit(server, "--user", user, "--since", "1h")
     assert event["event"] == "created" and event["actor"].startswith("cli:")
-    assert event["source"] == "local" and event["username"] == user
+    assert event["address"] == "local" and event["username"] == user
     assert audit(server, "--user", user, "--since", "2999-01-01") == []
     assert len(audit(server, "--user", user, "--since", "2000-01-01T00:00:00Z")) == 1
     table = server.cli("audit", "list", "--user", user).stdout
     assert table.splitlines()[0].split()[:3] == ["TIME", "EVENT", "ACTOR"] and user in table
     empty = server.cli("audit", "list", "--user", f"nobody-{time.time_ns()}").stdout
-    assert empty.split() == ["TIME", "EVENT", "ACTOR", "KEY_ID", "USERNAME", "SOURCE", "DETAIL"]
+    assert empty.split() == ["TIME", "EVENT", "ACTOR", "KEY_ID", "USERNAME", "ADDRESS", "DETAIL"]
     bad = server.cli("audit", "list", "--since", "last tuesday", check=False)
     assert bad.returncode != 0 and "--since" in bad.stderr

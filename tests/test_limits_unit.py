@@ -122,3 +122,15 @@ def test_the_cap_finds_the_experiment_or_model_a_requirement_is_about():
     assert _container(version, ("registered_model", "rf")) == ("registered_model", "rf")
     create = Req("experiment", None, "create", ())
     assert _container(create, ("workspace", "*")) == (None, None)
+
+
+def test_a_refused_create_names_what_in_good_english():
+    from types import SimpleNamespace
+
+    from mlflow_hokusai.auth.resource_limits import LimitNotes, may_create
+
+    key = SimpleNamespace(limits=parse_limits(experiments=["mine"]), key_prefix="hk_live_ab12")
+    refusal = may_create(key, LimitNotes(create="experiment"), "other")
+    assert "may not create an experiment its limits do not name" in refusal
+    refusal = may_create(key, LimitNotes(create="registered_model"), "other")
+    assert "may not create a registered model its limits do not name" in refusal

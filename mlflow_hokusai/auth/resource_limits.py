@@ -326,9 +326,10 @@ def may_create(identity, notes, name) -> str | None:
             notes.creating = True
             return None
     what = (kind or "resource").replace("_", " ")
+    article = "an" if what[0] in "aeiou" else "a"
     return (
         f"This API key ({identity.key_prefix}…) is limited to named experiments and "
-        f"registered models and may not create a {what} its limits do not name (a key made "
+        f"registered models and may not create {article} {what} its limits do not name (a key made "
         "with --can-create may; or add the name to this key's limits)."
     )
 

@@ -7,7 +7,8 @@ common options, opening the database, errors, output) and ``backends.py`` where 
 the database or a server's REST API.
 
 Every command works directly on ``--database-uri`` (default: the configured database), so an
-operator can create the first keys before the server ever starts; the ``keys``, ``federation``
+operator can create the first keys before the server ever starts (after ``db upgrade``: no
+other command creates a database, see ``options.existing_engine``); the ``keys``, ``federation``
 and ``audit`` commands also have an online mode (``--tracking-uri``) that calls a server's REST
 API with the caller's own key (``HOKUSAI_API_KEY`` or ``MLFLOW_TRACKING_TOKEN``). Commands that
 make a key print the key ALONE on stdout; everything else goes to stderr, so
@@ -16,12 +17,41 @@ make a key print the key ALONE on stdout; everything else goes to stderr, so
 
 from __future__ import annotations
 
+import warnings
+from importlib import metadata
+
 import click
 
+import mlflow_hokusai
 from mlflow_hokusai.cli import audit, db, keys, trust_policies
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The root group: third-party warnings (e.g. Starlette's deprecations, raised while
+    MLflow is imported) stay out of the CLI's stderr; our own still show."""
+
+    def main(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("default", module=r"mlflow_hokusai(\.|$)")
+            return super().main(*args, **kwargs)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    mlflow_hokusai.__version__,
+    "--version",
+    "-V",
+    prog_name="mlflow-hokusai",
+    message=f"%(prog)s %(version)s (MLflow {_version('mlflow')})",
+)
 def cli():
     """Manage mlflow-hokusai API keys and its database."""
 

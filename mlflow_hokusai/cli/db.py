@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlflow_hokusai.cli.options import database_option, note, open_store, settings
+from mlflow_hokusai.cli.options import database_option, note, open_store, settings, shown_uri
 
 
 @click.group()
@@ -16,7 +16,7 @@ def db():
 @database_option
 def db_upgrade(database_uri):
     """Apply mlflow-hokusai's and MLflow auth's migrations (idempotent; the server also does
-    this at start-up)."""
+    this at start-up). The one command that creates a database that does not exist yet."""
     uri = database_uri or settings().database_uri
-    open_store(uri)
-    note(f"Database {uri} is up to date.")
+    open_store(uri, create=True)
+    note(f"Database {shown_uri(uri)} is up to date.")

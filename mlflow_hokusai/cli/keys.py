@@ -12,6 +12,7 @@ from mlflow_hokusai.cli.options import (
     database_option,
     duration,
     format_option,
+    in_flags,
     note,
     open_backend,
     rate_limit_option,
@@ -25,6 +26,7 @@ from mlflow_hokusai.cli.options import (
 from mlflow_hokusai.keys.management import (
     MAX_ALLOWED_IPS,
     MAX_EXPIRY_DAYS,
+    NO_RATE_LIMIT,
     parse_expiry,
     parse_name,
 )
@@ -46,7 +48,7 @@ def _limit_entries(ctx, param, values):
     try:
         parse_limits(**{field: list(values)})
     except HokusaiError as e:
-        raise click.BadParameter(e.message) from None
+        raise click.UsageError(in_flags(e.message, param.opts[0]), ctx) from None
     return values
 
 
@@ -160,7 +162,7 @@ def create_key(
     )
     note(
         f"Created {record['scope']} key {record['id']} ({record['prefix']}…) "
-        f"for {record['username']!r}{_conditions(record)}."
+        f"for {record['username']!r}{_conditions(record)}, in {backend.where}."
     )
     click.echo(key)
 
@@ -170,7 +172,9 @@ def _conditions(record: dict) -> str:
     text = f", expires {record['expires_at']}" if record["expires_at"] else ""
     if record.get("allowed_ips"):
         text += f", only from {', '.join(record['allowed_ips'])}"
-    if record.get("rate_limit"):
+    if record.get("rate_limit") == NO_RATE_LIMIT:
+        text += ", no rate limit"
+    elif record.get("rate_limit"):
         text += f", at most {record['rate_limit']}"
     if record.get("limits"):
         text += f", limited to {_limits_text(record['limits'])}"
@@ -214,10 +218,11 @@ _KEY_COLUMNS = [
 
 
 def _limits_text(limits: dict | None) -> str:
-    """A key's limits in one line (``experiments=12:EDIT models=ci-*:MANAGE can_create``)."""
+    """A key's limits in one line (``experiments=12:EDIT models=ci-*:MANAGE can_create``):
+    ``all`` when it has none ("none" is only ever nothing, as in ``models=none``)."""
     from mlflow_hokusai.keys.resource_limits import from_json
 
-    return from_json(json.dumps(limits)).summary() if limits else "none"
+    return (from_json(json.dumps(limits)).summary() if limits else "") or "all"
 
 
 def _cell(record: dict, column: str) -> str:
@@ -228,7 +233,8 @@ def _cell(record: dict, column: str) -> str:
     if column == "allowed_ips":
         return ",".join(record.get("allowed_ips") or []) or "any"
     if column == "rate_limit":
-        return record.get("rate_limit") or "none"
+        rate = record.get("rate_limit")
+        return "unlimited" if rate in (None, "", NO_RATE_LIMIT) else rate
     return str(record.get(column) or "-")
 
 
@@ -237,7 +243,8 @@ def _cell(record: dict, column: str) -> str:
 @database_option
 @tracking_option
 def revoke_key(key_id, database_uri, tracking_uri):
-    """Revoke KEY_ID: every server refuses it within a second."""
+    """Revoke KEY_ID (its id, as 'keys list' shows it; or the key itself): every server
+    refuses it within a second."""
     backend = open_backend(database_uri, tracking_uri)
     record = run(lambda: backend.revoke(key_id))
     note(f"Revoked key {record['id']} ({record['prefix']}…) of {record['username']!r}.")
@@ -288,10 +295,11 @@ def update_key(
         raise click.UsageError("nothing to change: give a limit option, or --unlimited")
     backend = open_backend(database_uri, tracking_uri)
     record = run(lambda: backend.update_limits(key_id, unlimited=unlimited, **given))
-    note(
-        f"Key {record['id']} ({record['prefix']}…) of {record['username']!r} is now limited "
-        f"to: {_limits_text(record.get('limits'))}."
-    )
+    who = f"Key {record['id']} ({record['prefix']}…) of {record['username']!r}"
+    if record.get("limits"):
+        note(f"{who} is now limited to: {_limits_text(record['limits'])}.")
+    else:
+        note(f"{who} now has no resource limits: all that {record['username']!r} may do.")
 
 
 @keys.command("rotate")
@@ -315,7 +323,7 @@ def rotate_key(key_id, grace, database_uri, tracking_uri):
     until = old.get("rotation_ends_at")
     note(
         f"Rotated key {old['id']} -> {record['id']} ({record['prefix']}…) "
-        f"for {record['username']!r}"
+        f"for {record['username']!r} in {backend.where}"
         + (f"; {old['id']} keeps working until {until}." if until else f"; {old['id']} is revoked.")
     )
     click.echo(key)

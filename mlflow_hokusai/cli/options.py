@@ -5,6 +5,8 @@ violations into clean CLI errors, notes on stderr and aligned tables on stdout."
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import click
 import sqlalchemy as sa
@@ -30,7 +32,8 @@ def database_option(func):
         default=None,
         metavar="URI",
         help="Key/auth database (default: HOKUSAI_DATABASE_URI, the config file, "
-        "or sqlite:///hokusai_auth.db).",
+        "or sqlite:///hokusai_auth.db in the current folder): the server's. It must exist; "
+        "only 'db upgrade' creates one.",
     )(func)
 
 
@@ -50,12 +53,50 @@ def format_option(func):
     )(func)
 
 
-def migrated_engine(uri: str, *, mlflow_users: bool = False):
+def shown_uri(uri: str) -> str:
+    """``uri`` as the operator should see it: a SQLite file by its absolute path (a relative
+    one depends on the folder the command runs in), a server's without its password."""
+    from sqlalchemy.engine import make_url
+
+    from mlflow_hokusai.store.engine import sqlite_path
+
+    path = sqlite_path(uri)
+    if path:
+        return f"sqlite:///{path}"
+    return make_url(uri).render_as_string(hide_password=True)
+
+
+def _no_database(looked_at: str) -> click.ClickException:
+    return click.ClickException(
+        f"{looked_at}. Point at the server's database with --database-uri or "
+        "HOKUSAI_DATABASE_URI, or run where the server runs (a relative sqlite:/// path is "
+        "relative to the current folder); 'mlflow-hokusai db upgrade' creates a new database."
+    )
+
+
+def existing_engine(uri: str):
+    """The engine of ``uri`` if it already holds our tables; else a clean error naming what
+    was looked at. Nothing is created: a command run in the wrong folder must not make an
+    empty database and keys no server knows (only ``db upgrade`` creates one)."""
+    from mlflow_hokusai.store.engine import VERSION_TABLE, get_engine, sqlite_path
+
+    path = sqlite_path(uri)
+    if path is not None and not os.path.isfile(path):
+        raise _no_database(f"no key database at {path} (from {uri}); nothing was created")
+    engine = get_engine(uri)
+    server = path is None and engine.url.get_backend_name() != "sqlite"  # not in memory
+    if server and not sa.inspect(engine).has_table(VERSION_TABLE):
+        raise _no_database(f"no mlflow-hokusai tables in {shown_uri(uri)}")
+    return engine
+
+
+def migrated_engine(uri: str, *, mlflow_users: bool = False, create: bool = False):
     """The engine of ``uri`` with our tables migrated (one process at a time), and with
-    ``mlflow_users`` MLflow's auth tables too (keys are joined to MLflow's users)."""
+    ``mlflow_users`` MLflow's auth tables too (keys are joined to MLflow's users). Only with
+    ``create`` (``db upgrade``) may the database be new; otherwise see ``existing_engine``."""
     from mlflow_hokusai.store.engine import get_engine, startup_lock, upgrade
 
-    engine = get_engine(uri)
+    engine = get_engine(uri) if create else existing_engine(uri)
     with startup_lock(engine):
         upgrade(engine)
         if mlflow_users and not sa.inspect(engine).has_table("users"):
@@ -66,12 +107,13 @@ def migrated_engine(uri: str, *, mlflow_users: bool = False):
     return engine
 
 
-def open_store(database_uri: str | None):
-    """Migrate ours and MLflow's auth tables, open ours."""
+def open_store(database_uri: str | None, *, create: bool = False):
+    """Migrate ours and MLflow's auth tables, open ours (``create``: the database may be
+    new)."""
     from mlflow_hokusai.store.keys import KeyStore
 
     uri = database_uri or settings().database_uri
-    return KeyStore(migrated_engine(uri, mlflow_users=True))
+    return KeyStore(migrated_engine(uri, mlflow_users=True, create=create))
 
 
 class LazyUsers:
@@ -94,9 +136,45 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
+# The shared validators name the REST API's fields; the CLI's messages name its flags.
+FLAGS = {
+    "username": "--user",
+    "name": "--name",
+    "scope": "--scope",
+    "expires_in_days": "--expires-in-days",
+    "allowed_ips": "--allow-ip",
+    "rate_limit": "--rate-limit",
+    "experiments": "--experiment",
+    "registered_models": "--model",
+    "workspace": "--workspace",
+    "can_create": "--can-create",
+    "unlimited": "--unlimited",
+    "grace_seconds": "--grace",
+    "key_id": "KEY_ID",
+    "lifetime_seconds": "--lifetime",
+    "issuer": "--issuer",
+    "audience": "--audience",
+    "subject": "--subject",
+    "claims": "--claim",
+    "policy_id": "POLICY_ID",
+}
+_LEADING_FIELD = re.compile(r"^(?:[A-Z_]+: )?'([a-z_]+)'")
+
+
+def in_flags(message: str, flag: str | None = None) -> str:
+    """``message`` with the field it starts with (``'rate_limit' must …``) named as the CLI's
+    flag (``--rate-limit must …``): ``flag``, else the flag of that field. The error code
+    MLflow's client puts first (``INVALID_PARAMETER_VALUE: ``) goes too."""
+    match = _LEADING_FIELD.match(message)
+    if not match:
+        return message
+    name = flag or FLAGS.get(match.group(1))
+    return name + message[match.end() :] if name else message
+
+
 def validated(parse):
     """A click callback running one of ``keys.management``'s validators (one implementation
-    for the CLI and the REST API)."""
+    for the CLI and the REST API); its message names the option's flag."""
 
     def callback(ctx, param, value):
         from mlflow_hokusai.errors import HokusaiError
@@ -104,7 +182,7 @@ def validated(parse):
         try:
             return value if value is None else parse(value)
         except HokusaiError as e:
-            raise click.BadParameter(e.message) from None
+            raise click.UsageError(in_flags(e.message, param.opts[0]), ctx) from None
 
     return callback
 
@@ -144,6 +222,7 @@ def open_backend(database_uri, tracking_uri):
         note,
         lifetime_rules(configured),
         configured.default_rate_limit,
+        where=shown_uri(uri),
     )
 
 
@@ -156,9 +235,9 @@ def run(action):
     try:
         return action()
     except HokusaiError as e:
-        raise click.ClickException(e.message) from None
+        raise click.ClickException(in_flags(e.message)) from None
     except MlflowException as e:
-        raise click.ClickException(e.message) from None
+        raise click.ClickException(in_flags(e.message)) from None
 
 
 def table(columns, rows):

@@ -213,6 +213,12 @@ def parse_key_id(value) -> str:
         raise invalid_parameter(
             "'key_id' is required: the id shown by api-keys/list (not the key itself)."
         )
+    if keyformat.looks_like_key(value.strip()):  # never echo a secret, at most its prefix
+        shown = value.strip()[: keyformat.DISPLAY_PREFIX_LENGTH]
+        raise invalid_parameter(
+            f"'key_id' must be the key's id, as api-keys/list shows it, not the key itself "
+            f"({shown}…)."
+        )
     if len(value) > 64 or has_unsafe_chars(value):
         raise invalid_parameter("'key_id' is not a valid key id.")
     return value.strip()

@@ -16,20 +16,21 @@ from sqlalchemy.engine import Engine
 
 from mlflow_hokusai.store.models import AuditEvent
 
-EVENTS = (
-    "created",
-    "rotated",
-    "revoked",
-    "limited",
-    "expired-use",
-    "denied-use",
-    "login-limited",
-    "rate-limited",
-    "policy-created",
-    "policy-deleted",
-    "exchanged",
-    "exchange-refused",
-)
+# Every kind of event, with what it means (``audit list --help`` shows this table).
+EVENTS = {
+    "created": "a key was created",
+    "rotated": "a key was replaced by a new one",
+    "revoked": "a key was revoked",
+    "limited": "a key's resource limits were changed",
+    "expired-use": "an expired or dormant key was refused",
+    "denied-use": "a key was refused (revoked, read-only, outside its limits or addresses)",
+    "login-limited": "password sign-ins were refused after too many failures",
+    "rate-limited": "a key went over its rate limit",
+    "policy-created": "a keyless CI trust policy was created",
+    "policy-deleted": "a keyless CI trust policy was deleted",
+    "exchanged": "a workload token was exchanged for a short-lived key",
+    "exchange-refused": "a workload token was refused",
+}
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
 

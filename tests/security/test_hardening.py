@@ -436,7 +436,7 @@ def test_failed_logins_are_limited_per_address_and_per_user(login_server):
         if events:
             break
         time.sleep(0.2)
-    assert events and events[0]["source"] == "127.0.0.2", events
+    assert events and events[0]["address"] == "127.0.0.2", events
     assert events[0]["username"] == "login-victim" and events[0]["key_id"] is None
 
 
