@@ -267,6 +267,26 @@ class ReadScope:
             return None
         return rule.rule
 
+    def other_methods(self, path: str, method: str) -> frozenset | None:
+        """None when a route serves (method, path) or redirects it (a missing slash); else
+        the methods routes serve ``path`` with (empty: no route serves it at all)."""
+        if self.route_of(path, method) is not None:
+            return None
+        methods = set(self.native.methods_of(path))
+        if self.flask_app is not None:
+            from werkzeug.exceptions import MethodNotAllowed
+            from werkzeug.routing import RequestRedirect
+
+            try:
+                self.flask_app.url_map.bind("localhost").match(path, method)
+            except RequestRedirect:
+                return None
+            except MethodNotAllowed as refused:
+                methods.update(refused.valid_methods or ())
+            except Exception:  # NotFound: no rule has the path
+                pass
+        return frozenset(methods)
+
     def is_read(self, path: str, method: str) -> bool:
         method = method.upper()
         if method == "OPTIONS":
