@@ -17,6 +17,7 @@ even its "mutations" are searches); a new root field turns GraphQL off for read 
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -234,6 +235,8 @@ class ReadScope:
         self.static_prefix = static_prefix
         self._lock = threading.Lock()
         self._built = False
+        # The gate asks for every authenticated request; most ask about a few hundred paths.
+        self.other_methods = functools.lru_cache(maxsize=4096)(self._other_methods)
 
     def _build(self) -> None:
         self._rpcs = {(path, method): name for path, method, name in _mlflow.rpc_routes()}
@@ -267,7 +270,7 @@ class ReadScope:
             return None
         return rule.rule
 
-    def other_methods(self, path: str, method: str) -> frozenset | None:
+    def _other_methods(self, path: str, method: str) -> frozenset | None:
         """None when a route serves (method, path) or redirects it (a missing slash); else
         the methods routes serve ``path`` with (empty: no route serves it at all)."""
         if self.route_of(path, method) is not None:
