@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 
 # uvicorn, which `mlflow server` starts with this module already imported (it inspects
 # create_app first), would take the client address from X-Forwarded-For for any peer in
@@ -18,6 +19,10 @@ import os
 # gate decides that itself, from HOKUSAI_TRUSTED_PROXIES (see gate/decision.py); an operator who
 # sets FORWARDED_ALLOW_IPS (or uvicorn's --forwarded-allow-ips) keeps uvicorn's rule.
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+
+# One value per server, inherited by every worker: only the first worker ready logs the ready
+# line (bootstrap.announce_ready; bootstrap.SERVER_RUN_VARIABLE names it).
+os.environ.setdefault("_MLFLOW_HOKUSAI_SERVER_RUN", secrets.token_hex(8))
 
 
 def create_app():
@@ -179,7 +184,9 @@ def create_app():
     if runner_app is not flask_app:
         _patch_fastapi_app(runner_app, s3_downloads.open_stream, answers=(HokusaiError,))
     gate_class = AsgiGate if _mlflow.server_runner() == "uvicorn" else WsgiGate
-    return gate_class(runner_app, services)
+    gate = gate_class(runner_app, services)
+    bootstrap.announce_when_listening(settings)
+    return gate
 
 
 def _patch_fastapi_app(asgi_app, open_stream, answers) -> None:

@@ -10,7 +10,11 @@ import configparser
 import logging
 import os
 import secrets
+import socket
+import stat
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -121,6 +125,79 @@ def _ensure_admin_key(settings: Settings, store: KeyStore) -> None:
     path = os.path.join(bootstrap_dir(settings), ADMIN_KEY_FILE)
     write_private_file(path, key + "\n")
     _logger.warning("Generated an admin API key for %r; it is in %s (mode 0600).", admin, path)
+
+
+# Set by ``app.py`` when ``mlflow server`` imports it (inherited by every worker it starts):
+# one value per server, so that only the first worker ready logs the ready line.
+SERVER_RUN_VARIABLE = "_MLFLOW_HOKUSAI_SERVER_RUN"
+
+
+def _first_ready() -> bool:
+    """True in the first worker of this server to be ready (an exclusive create of a file
+    named by the server run claims it; a worker that uvicorn restarts later finds it taken);
+    True everywhere when the app was not started by ``mlflow server``."""
+    run = os.environ.get(SERVER_RUN_VARIABLE)
+    if not run or not run.isalnum():
+        return True
+    claim = os.path.join(tempfile.gettempdir(), f"mlflow-hokusai-ready-{run}")
+    try:
+        os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # better twice than never
+    return True
+
+
+def _listening(descriptors=None) -> bool:
+    """True once this process has a listening TCP socket (among ``descriptors``; None: all).
+    uvicorn's workers call ``listen`` on the socket they inherit only after the app is built
+    (before that, connections are refused); gunicorn's master listens first; waitress binds
+    after the app is built."""
+    if descriptors is None:
+        try:
+            descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+        except OSError:
+            return True  # not Linux: no way to tell, say it now
+    for fd in descriptors:
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+                ):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def announce_when_listening(settings: Settings, timeout: float = 120.0) -> None:
+    """``announce_ready`` from a daemon thread once this worker listens (or after
+    ``timeout`` seconds): a client that acts on the line is not refused a connection."""
+
+    def wait_then_announce():
+        deadline = time.monotonic() + timeout
+        while not _listening() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        announce_ready(settings)
+
+    threading.Thread(target=wait_then_announce, name="hokusai-ready", daemon=True).start()
+
+
+def announce_ready(settings: Settings) -> None:
+    """Log the one line saying the server takes keys, naming the admin key's file (never the
+    key), once per server: after migrations, the bootstrap and the app are done and the first
+    worker listens."""
+    if not _first_ready():
+        return
+    if settings.admin_api_key:
+        where = "admin key from HOKUSAI_ADMIN_API_KEY"
+    else:
+        path = os.path.join(bootstrap_dir(settings), ADMIN_KEY_FILE)
+        where = f"admin key in {path}" if os.path.exists(path) else f"no {path} (removed)"
+    _logger.warning("mlflow-hokusai ready: the server takes API keys; %s", where)
 
 
 def start(settings: Settings) -> Started:

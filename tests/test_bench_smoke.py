@@ -48,6 +48,16 @@ CASES = {
         ["--sizes", "10,12", "--calls", "1"],
         ["| MLflow", "| experiments/search", "experiments/search: worst non-admin / admin ratio"],
     ),
+    "startup.py": (
+        ["--rounds", "1", "--workers", "1"],
+        [
+            "| server",
+            "| mlflow (no auth)",
+            "| hokusai",
+            "difference hokusai - plain, /health:",
+            "difference hokusai ready line - plain /health:",
+        ],
+    ),
     "artifact_memory.py": (
         ["--size-mib", "8", "--workers", "1"],
         ["peak growth", "worst peak growth:"],

@@ -32,6 +32,9 @@ def test_zero_config_start_with_four_racing_workers_then_restart(tmp_path):
         assert str(key_file) in log and key not in log
         password = (tmp_path / "hokusai_admin_password").read_text().strip()
         assert password not in log
+        # One ready line for the whole server (not one per worker), naming the key's file.
+        ready = [line for line in log.splitlines() if "mlflow-hokusai ready:" in line]
+        assert len(ready) == 1 and ready[0].endswith(f"admin key in {key_file}"), ready
         me = server.get(WHOAMI, key).json()
         assert me["username"] == "admin" and me["is_admin"] is True
         # Every worker raced through start-up: still one admin, one key, one secret.
@@ -47,6 +50,7 @@ def test_zero_config_start_with_four_racing_workers_then_restart(tmp_path):
         assert _count(server.database_uri, "select count(*) from hokusai_api_keys") == 1
         assert _count(server.database_uri, "select value from hokusai_settings") == secret
         assert restarted.get(WHOAMI, auth=("admin", password)).status_code == 200
+        assert restarted.log_text().count("mlflow-hokusai ready:") == 1
 
 
 def test_admin_key_and_password_from_environment(tmp_path):
@@ -103,3 +107,19 @@ def test_gunicorn_runner_serves_wsgi_with_the_same_gate(tmp_path):
             json={"experiment_id": created.json()["experiment_id"]},
         )
         assert denied.status_code == 403 and denied.json()["error_code"] == "PERMISSION_DENIED"
+
+
+def test_the_ready_line_waits_for_a_listening_socket_and_is_said_once(monkeypatch):
+    import secrets
+    import socket
+
+    from mlflow_hokusai import bootstrap
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        # bound, as uvicorn's workers inherit it: connections are refused until it listens
+        assert not bootstrap._listening([sock.fileno()])
+        sock.listen()
+        assert bootstrap._listening([sock.fileno()])
+    monkeypatch.setenv(bootstrap.SERVER_RUN_VARIABLE, secrets.token_hex(8))
+    assert bootstrap._first_ready() and not bootstrap._first_ready()  # later workers: silent

@@ -6,6 +6,7 @@ tests/test_gate_identity.py)."""
 from __future__ import annotations
 
 import base64
+import json
 
 import flask
 import mlflow
@@ -17,6 +18,7 @@ from mlflow_hokusai.auth.rate_limits import Verdict
 from mlflow_hokusai.auth.scopes import ReadScope
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.errors import HokusaiError
+from mlflow_hokusai.gate import json_errors
 from mlflow_hokusai.gate.decision import (
     Authenticate,
     CountRequest,
@@ -34,11 +36,12 @@ DOWN = HokusaiError("TEMPORARILY_UNAVAILABLE", "the key database is down", 503)
 
 
 def _app() -> flask.Flask:
-    """Two of MLflow's routes, enough for the route tables to resolve."""
+    """Three of MLflow's routes, enough for the route tables to resolve."""
     app = flask.Flask("routes")
     for root in ("api", "ajax-api"):
         app.add_url_rule(f"/{root}/2.0/mlflow/runs/get", f"get{root}", methods=["GET"])
         app.add_url_rule(f"/{root}/2.0/mlflow/runs/create", f"create{root}", methods=["POST"])
+    app.add_url_rule("/api/2.0/mlflow/somewhere-else", "elsewhere", methods=["GET"])
     return app
 
 
@@ -220,3 +223,66 @@ def test_run_steps_answers_in_line_and_throws_failures_in(keeper):
 
     decision = run_steps(keeper.decide(_request(GET_RUN)), down)
     assert decision.response[0] == 503
+
+
+# -- paths no route serves (issue 26: a wrong tracking URI is a 404, not a permission problem)
+
+
+@pytest.mark.parametrize(
+    "path, extra",
+    [
+        ("/mlflow" + GET_RUN, "/mlflow"),  # MLFLOW_TRACKING_URI=http://host/mlflow
+        ("/api" + GET_RUN, "/api"),
+        ("/api/mlflow/api/2.0" + GET_RUN, "/api/2.0"),
+        ("/api/2.0/mlflow/runs/nothing-here", None),
+    ],
+)
+@pytest.mark.parametrize("admin, scope", [(True, "write"), (False, "write"), (False, "read")])
+def test_an_unserved_path_is_a_json_404_with_the_roots_for_everyone(
+    keeper, path, extra, admin, scope
+):
+    identity = _identity(is_admin=admin, scope=scope)
+    _, decision = _walk(keeper, _request(path), identity)
+    status, headers, body = decision.response
+    assert status == 404 and ("Content-Type", "application/json") in headers
+    error = json.loads(body)
+    assert error["error_code"] == "ENDPOINT_NOT_FOUND"
+    assert "at / and at /api/mlflow/" in error["message"], error["message"]
+    if extra is None:
+        assert "probably" not in error["message"]
+    else:
+        assert f"ends in an extra '{extra}': remove it" in error["message"], error["message"]
+    assert decision.audit is None and decision.identity is None
+
+
+def test_an_unserved_path_asks_for_a_credential_first(keeper):
+    asked, decision = _walk(
+        keeper, _request("/mlflow" + GET_RUN, headers={}), AuthFailure("no credential", "missing")
+    )
+    assert len(asked) == 1 and decision.response[0] == 401
+
+
+def test_a_method_a_route_does_not_take_is_a_json_405(keeper):
+    _, decision = _walk(keeper, _request(GET_RUN, "DELETE"), _identity())
+    status, headers, body = decision.response
+    assert status == 405 and ("Allow", "GET, HEAD, OPTIONS") in headers
+    assert json.loads(body)["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_a_browser_on_an_unknown_page_keeps_mlflows_answer(keeper):
+    request = _request(
+        "/no-such-page", headers={"Authorization": f"Bearer {KEY}", "Accept": "text/html,*/*"}
+    )
+    _, decision = _walk(keeper, request, _identity())
+    assert decision.response is None
+
+
+def test_html_404s_become_json_for_api_clients_only():
+    html = [("Content-Type", "text/html; charset=utf-8")]
+    assert json_errors._needs_rewrite(404, html, html_ok=False)
+    assert not json_errors._needs_rewrite(404, html, html_ok=True)
+    assert not json_errors._needs_rewrite(404, [("Content-Type", "application/json")], False)
+    status, _, body = json_errors._rewritten(404, html, b"<html>Not Found</html>")
+    assert status == 404 and json.loads(body)["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    status, headers, body = json_errors._rewritten(405, [*html, ("Allow", "GET")], b"<html/>")
+    assert status == 405 and ("Allow", "GET") in headers and b"<" not in body

@@ -191,6 +191,12 @@ class NativeRoutes:
                 return template
         return None
 
+    def methods_of(self, path: str) -> frozenset:
+        """Every method a native route serves ``path`` with (empty: none matches it)."""
+        return frozenset(
+            m for regex, methods, _ in self._patterns if regex.match(path) for m in methods
+        )
+
 
 def graphql_root_fields() -> set[str]:
     """Every root field of MLflow's GraphQL schema (queries and mutations)."""

@@ -26,8 +26,6 @@ import posixpath
 import threading
 from typing import NamedTuple
 
-from botocore.exceptions import ClientError
-
 from mlflow_hokusai import _mlflow
 from mlflow_hokusai.artifacts.s3_streaming import StreamingS3ArtifactRepository
 from mlflow_hokusai.errors import HokusaiError
@@ -86,6 +84,8 @@ def _object_size(client, bucket: str, key: str, owner: dict, artifact_path: str)
     """The object's size; None when S3 refuses the question (MLflow's handler answers it).
     A missing object is a 404, a prefix with objects under it a 400 (MLflow answers both
     with a 500)."""
+    from botocore.exceptions import ClientError  # not at start-up (half a second per worker)
+
     try:
         return client.head_object(Bucket=bucket, Key=key, **owner)["ContentLength"]
     except ClientError as error:

@@ -31,11 +31,6 @@ from mimetypes import guess_type
 
 from mlflow_hokusai import _mlflow
 
-try:  # s3transfer >= 0.11 (boto3 >= 1.36), where upload_file asks for checksums by default
-    from s3transfer.utils import set_default_checksum_algorithm
-except ImportError:  # older boto3: upload_file sends no checksum either
-    set_default_checksum_algorithm = None
-
 _logger = logging.getLogger(__name__)
 PART_SIZE = 8 * 1024 * 1024  # boto3's default multipart chunk size
 MAX_IN_FLIGHT = 6
@@ -165,8 +160,14 @@ def _with_default_checksum(client, extra: dict) -> dict:
     ``TransferManager._add_operation_defaults``)."""
     extra = dict(extra)
     calculation = getattr(client.meta.config, "request_checksum_calculation", None)
-    if set_default_checksum_algorithm is not None and calculation == "when_supported":
-        set_default_checksum_algorithm(extra)
+    if calculation != "when_supported":
+        return extra
+    # Imported here, not at start-up: botocore's parsers cost every worker half a second.
+    try:  # s3transfer >= 0.11 (boto3 >= 1.36), where upload_file asks for checksums by default
+        from s3transfer.utils import set_default_checksum_algorithm
+    except ImportError:  # older boto3: upload_file sends no checksum either
+        return extra
+    set_default_checksum_algorithm(extra)
     return extra
 
 

@@ -17,6 +17,7 @@ even its "mutations" are searches); a new root field turns GraphQL off for read 
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -234,6 +235,8 @@ class ReadScope:
         self.static_prefix = static_prefix
         self._lock = threading.Lock()
         self._built = False
+        # The gate asks for every authenticated request; most ask about a few hundred paths.
+        self.other_methods = functools.lru_cache(maxsize=4096)(self._other_methods)
 
     def _build(self) -> None:
         self._rpcs = {(path, method): name for path, method, name in _mlflow.rpc_routes()}
@@ -266,6 +269,26 @@ class ReadScope:
         except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: nothing serves it
             return None
         return rule.rule
+
+    def _other_methods(self, path: str, method: str) -> frozenset | None:
+        """None when a route serves (method, path) or redirects it (a missing slash); else
+        the methods routes serve ``path`` with (empty: no route serves it at all)."""
+        if self.route_of(path, method) is not None:
+            return None
+        methods = set(self.native.methods_of(path))
+        if self.flask_app is not None:
+            from werkzeug.exceptions import MethodNotAllowed
+            from werkzeug.routing import RequestRedirect
+
+            try:
+                self.flask_app.url_map.bind("localhost").match(path, method)
+            except RequestRedirect:
+                return None
+            except MethodNotAllowed as refused:
+                methods.update(refused.valid_methods or ())
+            except Exception:  # NotFound: no rule has the path
+                pass
+        return frozenset(methods)
 
     def is_read(self, path: str, method: str) -> bool:
         method = method.upper()

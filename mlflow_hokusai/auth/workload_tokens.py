@@ -19,9 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jwt
 import requests
+
+if TYPE_CHECKING:  # PyJWT (and the cryptography it loads) is imported on first use: start-up
+    import jwt  # of a worker is half a second shorter, and most servers never exchange a token
 
 ALGORITHMS = ("RS256", "ES256")
 _KEY_TYPE = {"RS256": "RSA", "ES256": "EC"}  # the key type each algorithm verifies with
@@ -64,6 +67,8 @@ def _unverified(token) -> tuple[dict, dict]:
     """The token's header and claims, not verified yet; its algorithm is one we accept."""
     if not isinstance(token, str) or not token.strip():
         raise TokenRejected("'subject_token' is required: the workload's OIDC token (a JWT)")
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -80,6 +85,8 @@ def _unverified(token) -> tuple[dict, dict]:
 def _decoded(token: str, key, algorithm: str, audiences, issuer: str, audience) -> dict:
     """The token's claims, its signature, audience, issuer and times verified (``audience``:
     the one it claims, for the refusal)."""
+    import jwt
+
     try:
         return jwt.decode(
             token,
@@ -187,6 +194,8 @@ class WorkloadTokenVerifier:
             raise IssuerUnreachable(
                 f"could not fetch the signing keys of issuer {issuer!r}: {error}"
             ) from None
+        import jwt
+
         keys = {}
         for data in jwks.get("keys", []):
             if not isinstance(data, dict) or data.get("use", "sig") != "sig":

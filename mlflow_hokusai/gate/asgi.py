@@ -14,7 +14,7 @@ import anyio
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.cache import clean_request
 from mlflow_hokusai.auth.context import reset_identity, set_identity
-from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps
+from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps, wants_html
 from mlflow_hokusai.gate.json_errors import asgi_send, send_parts
 from mlflow_hokusai.gate.paths import swapped
 
@@ -27,7 +27,8 @@ class AsgiGate(Gatekeeper):
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        decision = await self._decide(_request(scope))
+        request = _request(scope)
+        decision = await self._decide(request)
         self.record(decision)
         if decision.response is not None:
             if scope["type"] == "websocket":
@@ -36,11 +37,12 @@ class AsgiGate(Gatekeeper):
         scope = _rewritten_scope(scope, decision)
         if decision.headers:
             send = _with_headers(send, decision.headers)
+        html = wants_html(request.headers)
         identity_token = set_identity(decision.identity)
         notes_token = resource_limits.enter(decision.notes)
         try:
             with clean_request():
-                await self.app(scope, receive, asgi_send(send, self.forbidden(decision)))
+                await self.app(scope, receive, asgi_send(send, self.forbidden(decision), html))
         finally:
             resource_limits.leave(notes_token)
             reset_identity(identity_token)

@@ -27,7 +27,7 @@ from mlflow_hokusai.auth.addresses import ClientAddress
 from mlflow_hokusai.auth.authenticator import AuthFailure, Identity
 from mlflow_hokusai.auth.credentials import Credential, from_headers
 from mlflow_hokusai.errors import HokusaiError, error_parts, parts_of
-from mlflow_hokusai.gate.paths import Parts, PathRules, slash_redirect
+from mlflow_hokusai.gate.paths import Parts, PathRules, not_found_message, slash_redirect
 
 _OUTCOMES = {"rate-limited": "rate_limited", "ip-not-allowed": "forbidden_ip"}
 
@@ -152,6 +152,9 @@ class Gatekeeper:
             parts = error_parts(result.error_code, result.message, retry_after=result.retry_after)
             outcome = _OUTCOMES.get(result.reason, "unauthenticated")
             return _refused(admitted, parts, outcome, ("failed_login", (result, peer)))
+        unserved = self._unserved(admitted.path, request)
+        if unserved is not None:  # a 404 or 405 after authentication, never before
+            return _refused(admitted, unserved, "ok")
         message = self.read_scope.refusal(result, admitted.path, request.method)
         if message is not None:
             audit = ("read_only_refusal", (result, line, peer))
@@ -161,6 +164,32 @@ class Gatekeeper:
             audit = ("limited_refusal", (result, line, peer))
             return _refused(admitted, _forbidden(message), "forbidden_scope", audit)
         return None
+
+    def _unserved(self, path: str, request: Request) -> Parts | None:
+        """For an API request no route serves: our 404 JSON (naming the two roots and what
+        the client probably meant) or, when routes serve the path with other methods, a 405;
+        else None. Browsers (``Accept: text/html``) and CORS preflights keep MLflow's
+        answers (the UI's own pages)."""
+        method = request.method
+        if request.websocket or method == "OPTIONS" or wants_html(request.headers):
+            return None
+        methods = self.read_scope.other_methods(path, method)
+        if methods is None:
+            return None
+        if methods:
+            allowed = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
+            status, headers, body = error_parts(
+                "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}: use {allowed}.", 405
+            )
+            return status, [*headers, ("Allow", allowed)], body
+        message = not_found_message(
+            method,
+            request.path,
+            self.paths.url_prefix,
+            self.paths.static_prefix,
+            lambda other: self.read_scope.other_methods(other, method) != frozenset(),
+        )
+        return error_parts("ENDPOINT_NOT_FOUND", message, 404)
 
     def _limits_refusal(self, identity, path: str, request: Request, notes) -> str | None:
         """For a key with resource or workspace limits: the 403 message, or None."""
@@ -240,6 +269,11 @@ def run_steps(steps: Steps, answer: Callable[[object], object]) -> Decision:
             reply = answer(step)
         except HokusaiError as failure:
             error = failure
+
+
+def wants_html(headers: Callable[[str], list[str]]) -> bool:
+    """True when the client is a browser asking for a page (``Accept`` names text/html)."""
+    return any("text/html" in value.lower() for value in headers("Accept"))
 
 
 def _forbidden(message: str) -> Parts:

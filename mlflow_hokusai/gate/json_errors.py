@@ -48,19 +48,28 @@ def _header(headers, wanted: str) -> str | None:
     return None
 
 
-def _needs_rewrite(status: int, headers) -> bool:
+def _needs_rewrite(status: int, headers, html_ok: bool = True) -> bool:
     """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours; a 500
-    never shows the client Python's error text, a 400 or 409 never its database's."""
+    never shows the client Python's error text, a 400 or 409 never its database's; an HTML
+    404 or 405 becomes JSON unless the client asked for a page (``html_ok``)."""
     if status in (400, 409, 500, 503):
         return True
+    if status in (404, 405):
+        return not html_ok and _is_html(headers)
     if status != 403:
         return False
     return not (_header(headers, "content-type") or "").startswith("application/json")
 
 
+def _is_html(headers) -> bool:
+    return (_header(headers, "content-type") or "").lower().startswith("text/html")
+
+
 def _rewritten(status: int, headers, body: bytes, forbidden=None):
     """The (status, headers, body) the client gets instead, or None to send the original.
     ``forbidden()``: the message for a 403, or None for MLflow's own."""
+    if status in (404, 405):  # an HTML page for an API client (``_needs_rewrite``)
+        return _not_found(status, headers)
     if status == 500 and (disabled := _feature_disabled(body)) is not None:
         # MLflow answers a request for a feature this server has off (a workspace header
         # without workspaces) with its message and a 500; it is the request that is wrong.
@@ -146,6 +155,20 @@ def _deny_framing(headers):
     return [*kept, (b"x-frame-options", b"DENY") if as_bytes else ("X-Frame-Options", "DENY")]
 
 
+NOT_FOUND_MESSAGE = "Nothing is at this address (the server answered 404)."
+
+
+def _not_found(status: int, headers):
+    """Our JSON for MLflow's HTML 404 or 405 page (e.g. a static file or an artifact that does
+    not exist; a path no route serves is the gate's own 404)."""
+    if status == 404:
+        return error_parts("RESOURCE_DOES_NOT_EXIST", NOT_FOUND_MESSAGE, 404)
+    allowed = _header(headers, "allow")
+    message = "This method is not allowed here" + (f": use {allowed}." if allowed else ".")
+    status, out, body = error_parts("METHOD_NOT_ALLOWED", message, 405)
+    return status, out + ([("Allow", allowed)] if allowed else []), body
+
+
 def _feature_disabled(body: bytes) -> str | None:
     """The message of an MLflow FEATURE_DISABLED error body, else None."""
     if b'"FEATURE_DISABLED"' not in body:
@@ -159,7 +182,7 @@ def _feature_disabled(body: bytes) -> str | None:
     return str(error.get("message") or "This feature is not enabled on this server.")
 
 
-def asgi_send(send, forbidden=None):
+def asgi_send(send, forbidden=None, html_ok: bool = False):
     """Wrap ``send`` so MLflow's plain-text 403s, its 500s, any 503 that is not ours and 400s or
     409s with database text reach the client as our JSON (``_rewritten``; such a body is held
     back until complete), and a page that forbids framing says so in both headers."""
@@ -168,7 +191,7 @@ def asgi_send(send, forbidden=None):
     async def wrapped(message):
         if message["type"] == "http.response.start":
             headers = message.get("headers", [])
-            if _needs_rewrite(message["status"], headers):
+            if _needs_rewrite(message["status"], headers, html_ok):
                 state["start"] = message
                 return None
             if (denied := _deny_framing(headers)) is not None:
@@ -188,13 +211,13 @@ def asgi_send(send, forbidden=None):
     return wrapped
 
 
-def wsgi_call(app, environ, start_response, forbidden=None):
+def wsgi_call(app, environ, start_response, forbidden=None, html_ok: bool = False):
     """``app(environ, start_response)`` with its errors rewritten as ``asgi_send`` does."""
     captured = {}
 
     def capture(status, headers, exc_info=None):
         code = int(status.split(" ", 1)[0])
-        if _needs_rewrite(code, headers):
+        if _needs_rewrite(code, headers, html_ok):
             captured.update(status=status, code=code, headers=headers, exc_info=exc_info)
             return lambda data: None
         return start_response(status, _deny_framing(headers) or headers, exc_info)

@@ -118,3 +118,37 @@ def slash_redirect(path: str, query: str) -> Parts:
     ``/api/mlflow/`` in the browser's address bar, or they resolve outside the prefix."""
     location = path + "/" + ("?" + query if query else "")
     return 308, [("Location", location), ("Content-Length", "0")], b""
+
+
+def not_found_message(
+    method: str, path: str, url_prefix: str, static_prefix: str, exists: Callable[[str], bool]
+) -> str:
+    """The message of the 404 for a ``path`` no route serves: this server's two roots and,
+    when dropping a few leading segments after a root finds a route (``exists``, on MLflow's
+    canonical paths), the extra part the client's tracking URI probably ends in."""
+    roots = list(dict.fromkeys([static_prefix + "/", *([url_prefix + "/"] if url_prefix else [])]))
+    shown = path if len(path) <= 200 else path[:200] + "…"
+    message = (
+        f"No endpoint serves {method} {shown}. This server's API is at "
+        + " and at ".join(roots)
+        + ": a tracking URI ends at one of them (e.g. http://HOST:PORT"
+        + (f" or http://HOST:PORT{url_prefix}" if url_prefix else "")
+        + ")."
+    )
+    extra = _extra_part(path, url_prefix, static_prefix, exists)
+    if extra is not None:
+        message += f" The tracking URI probably ends in an extra '{extra}': remove it."
+    return message
+
+
+def _extra_part(path, url_prefix, static_prefix, exists, tries: int = 4) -> str | None:
+    """The leading part after a root whose removal leaves a served path, or None."""
+    for root in (url_prefix, static_prefix):
+        if _under(path, root):
+            path = path[len(root) :]
+            break
+    cuts = [i for i, char in enumerate(path) if char == "/" and i > 0][:tries]
+    for cut in cuts:
+        if exists(static_prefix + path[cut:]):
+            return path[:cut]
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.context import ENVIRON_KEY
-from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps
+from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps, wants_html
 from mlflow_hokusai.gate.json_errors import wsgi_call, wsgi_send
 from mlflow_hokusai.gate.paths import swapped
 
@@ -16,7 +16,8 @@ class WsgiGate(Gatekeeper):
         self.app = app
 
     def __call__(self, environ, start_response):
-        decision = run_steps(self.decide(_request(environ)), self.answer)
+        request = _request(environ)
+        decision = run_steps(self.decide(request), self.answer)
         self.record(decision)
         if decision.response is not None:
             return wsgi_send(start_response, decision.response)
@@ -25,7 +26,8 @@ class WsgiGate(Gatekeeper):
             start_response = _with_headers(start_response, decision.headers)
         token = resource_limits.enter(decision.notes)
         try:
-            return wsgi_call(self.app, environ, start_response, self.forbidden(decision))
+            html = wants_html(request.headers)
+            return wsgi_call(self.app, environ, start_response, self.forbidden(decision), html)
         finally:
             resource_limits.leave(token)
 
