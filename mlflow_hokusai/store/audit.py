@@ -29,6 +29,10 @@ EVENTS = (
     "policy-deleted",
     "exchanged",
     "exchange-refused",
+    "signed-in",
+    "signed-out",
+    "session-revoked",
+    "sign-in-refused",
 )
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
