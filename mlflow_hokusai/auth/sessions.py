@@ -19,12 +19,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from mlflow_hokusai.auth.credentials import SESSION_COOKIE
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.sessions import SessionRecord, SessionStore, digest_of
 
 _logger = logging.getLogger(__name__)
-COOKIE = "hokusai_session"  # distinct from the provider's own cookies on the same host
+COOKIE = SESSION_COOKIE
 TOUCH_INTERVAL_SECONDS = 60.0
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 ENDED_MESSAGE = "Your sign-in session has ended ({why}); sign in again at /hokusai/login."
@@ -56,6 +57,8 @@ class SessionManager:
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
         self.on_change = on_change
+        # A session's last use is written at most this often (well within the idle timeout).
+        self.touch_interval = min(TOUCH_INTERVAL_SECONDS, idle_timeout / 4)
         self._touched: dict[str, float] = {}
         self._toucher: ThreadPoolExecutor | None = None
 
@@ -105,7 +108,7 @@ class SessionManager:
         digest = digest_of(secret)
         now = time.monotonic()
         last = self._touched.get(digest)
-        if last is not None and now - last < TOUCH_INTERVAL_SECONDS:
+        if last is not None and now - last < self.touch_interval:
             return
         self._touched[digest] = now
         if self._toucher is None:
