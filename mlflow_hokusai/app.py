@@ -194,6 +194,7 @@ def _sign_in(settings, engine, audit, cache):
     if settings.oidc_issuer is None:
         return None, None
     from mlflow_hokusai import _mlflow
+    from mlflow_hokusai.auth.group_roles import GroupRoles
     from mlflow_hokusai.auth.sessions import SessionManager
     from mlflow_hokusai.auth.sign_in import OidcSignIn
     from mlflow_hokusai.store.sessions import SessionStore
@@ -206,7 +207,9 @@ def _sign_in(settings, engine, audit, cache):
         idle_timeout=settings.session_idle_timeout,
         on_change=cache.clear,  # this worker refuses a revoked session at once
     )
-    sign_in = OidcSignIn(settings, sessions, store, _mlflow.running_user_store(), audit)
+    users = _mlflow.running_user_store()
+    roles = GroupRoles(settings.oidc_group_roles, users, store)
+    sign_in = OidcSignIn(settings, sessions, store, users, audit, on_person=roles.apply)
     return sessions, sign_in
 
 

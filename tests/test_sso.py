@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import mlflow
 import pytest
 import requests
+from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
+from mlflow_hokusai import _mlflow
 from tests.oidc_provider import OidcClient, OidcProvider, OidcUser, sign_in
 from tests.server import Server
 
@@ -22,6 +24,15 @@ USERS = [
     OidcUser("bob", groups=["ml-readers"]),
     OidcUser("carol"),  # in no group: not allowed to sign in
     OidcUser("dave", groups=["ml-readers"]),
+    OidcUser("erin", groups=["ml-readers", "ml-trainers"]),
+]
+# After the groups changed at the provider: alice leaves ml-admins, bob joins it, dave loses
+# every group, erin leaves ml-trainers.
+MOVED = [
+    OidcUser("alice", groups=["ml-readers"]),
+    OidcUser("bob", groups=["ml-readers", "ml-admins"]),
+    OidcUser("dave"),
+    OidcUser("erin", groups=["ml-readers"]),
 ]
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 WHOAMI = "/ajax-api/2.0/mlflow/hokusai/whoami"
@@ -49,6 +60,7 @@ def setup(tmp_path_factory):
         "HOKUSAI_OIDC_SCOPES": "openid profile email groups",
         "HOKUSAI_OIDC_ALLOWED_GROUPS": "ml-readers, ml-admins",
         "HOKUSAI_OIDC_ADMIN_GROUPS": "ml-admins",
+        "HOKUSAI_OIDC_GROUP_ROLES": "ml-trainers:trainers",
     }
     try:
         server.start()
@@ -280,3 +292,35 @@ def test_sign_in_under_the_url_prefix(setup):
     me = whoami(server, browser, "/api/mlflow")
     assert me.status_code == 200 and me.json()["username"] == "bob"
     assert whoami(server, browser).status_code == 401  # the cookie is the prefix's only
+
+
+def test_groups_changed_at_the_provider_apply_at_the_next_sign_in(setup):
+    """Admin status, MLflow roles by group and the allowed groups follow the provider's groups
+    at each sign-in. (Last in this module: it restarts the provider with other groups.)"""
+    server, provider = setup
+    users = _mlflow.user_store(server.database_uri)
+    trainers = users.create_role("trainers", DEFAULT_WORKSPACE_NAME)
+    signed_in(server, "erin")
+    erin = users.get_user("erin")
+    assert [r.name for r in users.list_user_roles(erin.id)] == ["trainers"]
+    daves, _ = signed_in(server, "dave")
+    assert whoami(server, daves).status_code == 200
+    assert whoami(server, signed_in(server, "alice")[0]).json()["is_admin"] is True
+
+    port = provider.port
+    provider.stop()
+    moved = provider_for(server, MOVED, port=port).start()
+    try:
+        time.sleep(5)  # the server fetches a new signing key at most every 5 s
+        assert whoami(server, signed_in(server, "alice")[0]).json()["is_admin"] is False
+        assert whoami(server, signed_in(server, "bob")[0]).json()["is_admin"] is True
+        signed_in(server, "erin")
+        assert users.list_user_roles(erin.id) == []
+        _, refused = signed_in(server, "dave")
+        assert refused.status_code == 403 and "none of the groups allowed" in refused.text
+        time.sleep(1.1)
+        assert whoami(server, daves).status_code == 401  # his earlier session ended too
+        assert trainers.id not in {r.id for r in users.list_user_roles(erin.id)}
+    finally:
+        moved.destroy()
+        provider.start()

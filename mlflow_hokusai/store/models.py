@@ -147,6 +147,17 @@ class SignInAttempt(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
 
 
+class GroupRoleGrant(Base):
+    """An MLflow role assignment sign-in made because of a group (``oidc_group_roles``): only
+    these are taken away when the person leaves the group (migration 0011)."""
+
+    __tablename__ = "hokusai_group_role_grants"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
 class Setting(Base):
     """Server-generated secrets (e.g. the Flask secret key) shared by every worker and replica."""
 

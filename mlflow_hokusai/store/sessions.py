@@ -17,7 +17,12 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mlflow_hokusai.store.models import BrowserSession, SignInAttempt, mlflow_users
+from mlflow_hokusai.store.models import (
+    BrowserSession,
+    GroupRoleGrant,
+    SignInAttempt,
+    mlflow_users,
+)
 
 SessionStatus = Literal["active", "idle", "expired", "revoked"]
 _CLIPPED = {"source": 255, "user_agent": 255}
@@ -240,3 +245,31 @@ class SessionStore:
         if taken != 1 or row.expires_at <= now:
             return None
         return Attempt(row.nonce, row.code_verifier, row.next_path, row.base)
+
+    # -- role assignments made by group ----------------------------------------------------
+    def role_grants(self, user_id: int) -> set[int]:
+        with self.engine.connect() as conn:
+            query = sa.select(GroupRoleGrant.role_id).where(GroupRoleGrant.user_id == user_id)
+            return {row[0] for row in conn.execute(query)}
+
+    def add_role_grant(self, user_id: int, role_id: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(GroupRoleGrant.role_id).where(
+                    GroupRoleGrant.user_id == user_id, GroupRoleGrant.role_id == role_id
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(GroupRoleGrant).values(
+                        user_id=user_id, role_id=role_id, granted_at=now
+                    )
+                )
+
+    def remove_role_grant(self, user_id: int, role_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(GroupRoleGrant).where(
+                    GroupRoleGrant.user_id == user_id, GroupRoleGrant.role_id == role_id
+                )
+            )

@@ -1,9 +1,12 @@
-"""Browser sessions of people signed in through the OpenID provider, and sign-ins under way.
+"""Browser sessions of people signed in through the OpenID provider, sign-ins under way, and
+the MLflow roles sign-in granted by group.
 
 - ``hokusai_sessions``: one row per session, found by the digest of the id the cookie carries
   (the id itself is never stored), with its user, times, and where it was opened from;
 - ``hokusai_sign_in_attempts``: a sign-in between the redirect to the provider and its
-  callback, found by the digest of its ``state`` and deleted by the callback that uses it.
+  callback, found by the digest of its ``state`` and deleted by the callback that uses it;
+- ``hokusai_group_role_grants``: which role assignments sign-in made (``oidc_group_roles``), so
+  it removes only those when a person leaves the group.
 
 Revision ID: 0011
 Revises: 0010
@@ -48,9 +51,16 @@ def upgrade():
     op.create_index(
         "ix_hokusai_sign_in_attempts_expires_at", "hokusai_sign_in_attempts", ["expires_at"]
     )
+    op.create_table(
+        "hokusai_group_role_grants",
+        sa.Column("user_id", sa.Integer(), primary_key=True),
+        sa.Column("role_id", sa.Integer(), primary_key=True),
+        sa.Column("granted_at", sa.DateTime(), nullable=False),
+    )
 
 
 def downgrade():
+    op.drop_table("hokusai_group_role_grants")
     op.drop_index("ix_hokusai_sign_in_attempts_expires_at", "hokusai_sign_in_attempts")
     op.drop_table("hokusai_sign_in_attempts")
     op.drop_index("ix_hokusai_sessions_expires_at", "hokusai_sessions")
