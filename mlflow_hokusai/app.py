@@ -54,6 +54,7 @@ def create_app():
         keyless_ci_api,
         keys_api,
         model_sources,
+        sessions_api,
         token_tags,
     )
     from mlflow_hokusai.routes import resource_limits as resource_limit_routes
@@ -175,6 +176,7 @@ def create_app():
     audit_api.install(flask_app, services)
     key_page.install(flask_app, services)
     sign_in_routes.install(flask_app, services)
+    sessions_api.install(flask_app, services)
     resource_limit_routes.install(flask_app, services)
     keyless_ci_api.install(flask_app, services)
     model_sources.install(flask_app, services)

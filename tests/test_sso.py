@@ -231,6 +231,51 @@ def test_an_admin_revokes_a_session_and_every_worker_refuses_it_within_a_second(
     assert "dave" in revoked
 
 
+SESSIONS = "/api/2.0/mlflow/hokusai/sessions"
+
+
+def test_sessions_over_rest_own_and_by_an_admin(setup):
+    server, _ = setup
+    first, _ = signed_in(server, "erin")
+    second, _ = signed_in(server, "erin")
+    mine = first.get(f"{server.url}/ajax-api/2.0/mlflow/hokusai/sessions/list", timeout=30)
+    assert mine.status_code == 200, mine.text
+    listed = mine.json()["sessions"]
+    assert {s["username"] for s in listed} == {"erin"} and len(listed) >= 2
+    assert sum(s["current"] for s in listed) == 1
+    others = first.get(
+        f"{server.url}/ajax-api/2.0/mlflow/hokusai/sessions/list",
+        params={"username": "alice"},
+        timeout=30,
+    )
+    assert others.status_code == 403
+    everything = server.get(f"{SESSIONS}/list", server.admin_key, params={"username": "erin"})
+    assert {s["id"] for s in everything.json()["sessions"]} >= {s["id"] for s in listed}
+
+    bad = server.post(f"{SESSIONS}/revoke", server.admin_key, json={})
+    assert bad.status_code == 400 and "exactly one" in bad.json()["message"]
+    revoked = server.post(f"{SESSIONS}/revoke", server.admin_key, json={"username": "erin"})
+    assert revoked.status_code == 200 and len(revoked.json()["revoked"]) >= 2
+    time.sleep(1.1)
+    assert whoami(server, first).status_code == 401
+    assert whoami(server, second).status_code == 401
+
+
+def test_sign_out_everywhere_from_a_session(setup):
+    server, _ = setup
+    here, _ = signed_in(server, "erin")
+    there, _ = signed_in(server, "erin")
+    done = here.post(
+        f"{server.url}/ajax-api/2.0/mlflow/hokusai/sessions/revoke",
+        json={"username": "erin"},
+        headers={"Origin": server.url},
+        timeout=30,
+    )
+    assert done.status_code == 200, done.text
+    time.sleep(1.1)
+    assert whoami(server, there).status_code == 401
+
+
 def test_admin_status_follows_the_admin_groups(setup):
     server, _ = setup
     browser, _ = signed_in(server, "alice")
@@ -281,6 +326,11 @@ def test_a_replayed_or_foreign_state_is_refused(setup):
         timeout=30,
     )
     assert replay.status_code == 400 and "already used" in replay.text
+    state = parse_qs(urlsplit(callback).query)["state"][0]
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    log = server.log_text()
+    assert "callback?code=[redacted]&state=[redacted]" in log
+    assert state not in log and code not in log
 
 
 def test_sign_in_under_the_url_prefix(setup):
