@@ -176,6 +176,27 @@ def test_sign_in_routes_are_public_and_keep_their_prefix(keeper):
         assert decision.path == path and decision.swap is None
 
 
+def test_without_sign_in_the_sign_in_routes_are_protected():
+    app = flask.Flask("routes")
+    services = Services(
+        settings=Settings(),
+        key_store=None,
+        cache=None,
+        authenticator=None,
+        audit=None,
+        keys=None,
+        native_routes=_mlflow.NativeRoutes(),
+        read_scope=ReadScope(app),
+        static_prefix="",
+        rate_limits=None,
+    )
+    step, decision = decide(
+        Gatekeeper(services), "/hokusai/login", answer=AuthFailure("", "missing")
+    )
+    assert isinstance(step, Authenticate) and decision.response[0] == 401
+    assert ("WWW-Authenticate", 'Basic realm="mlflow-hokusai"') in decision.response[1]
+
+
 def test_a_page_request_without_a_session_goes_to_sign_in(keeper):
     page = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
     missing = AuthFailure("no", "missing")

@@ -122,7 +122,7 @@ class Gatekeeper:
         if not request.websocket and self.paths.wants_slash(request.seen, method):
             return Decision(request.path, response=slash_redirect(request.seen, request.query))
         path, swap = self.paths.canonical(request.path, request.seen, method)
-        if sessions.is_sign_in_route(path, self.paths.static_prefix):
+        if self.sign_in_on and sessions.is_sign_in_route(path, self.paths.static_prefix):
             # Public (the way in), and reached under the path the browser used, so the routes
             # know the base to send it back to.
             return Decision(request.path)

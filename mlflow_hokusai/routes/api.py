@@ -41,6 +41,7 @@ def whoami():
             "key_id": identity.key_id,
             "scope": identity.scope,
             "limits": identity.limits.to_dict() if identity.limits.to_json() else None,
+            "session_id": identity.session_id,  # signed in with the identity provider
         }
     )
 

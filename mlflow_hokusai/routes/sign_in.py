@@ -84,14 +84,6 @@ def _secure(redirect_uri: str) -> bool:
     return request.is_secure or redirect_uri.startswith("https:")
 
 
-def _not_configured():
-    return page(
-        "Sign-in is not configured",
-        "This server has no identity provider configured; use an API key.",
-        404,
-    )
-
-
 def _refused_page(refused: Refused, base: str):
     return page("Sign-in refused", refused.message, refused.status, (f"{base}{LOGIN}", "Try again"))
 
@@ -99,8 +91,6 @@ def _refused_page(refused: Refused, base: str):
 def login():
     sign_in = services().sign_in
     base = _base(LOGIN)
-    if sign_in is None:
-        return _not_configured()
     try:
         next_path = local_next(request.args.get("next"), base)
         redirect_uri = _redirect_uri(base)
@@ -124,8 +114,6 @@ def login():
 def callback():
     sign_in = services().sign_in
     base = _base(CALLBACK)
-    if sign_in is None:
-        return _not_configured()
     redirect_uri = _redirect_uri(base)
     old = session_cookie(request.headers.getlist("Cookie"))
     try:
@@ -164,7 +152,7 @@ def logout():
     hokusai = services()
     base = _base(LOGOUT)
     secret = session_cookie(request.headers.getlist("Cookie"))
-    if not secret or hokusai.sessions is None:
+    if not secret:
         return page(
             "Signed out", "You are signed out of this server.", 200, (f"{base}{LOGIN}", "Sign in")
         )
@@ -187,7 +175,7 @@ def logout():
     back = hokusai.settings.oidc_post_logout_redirect_uri or (
         f"{request.scheme}://{request.host}{base}{LOGOUT}"
     )
-    target = hokusai.sign_in.end_session_url(back) if hokusai.sign_in else None
+    target = hokusai.sign_in.end_session_url(back)
     response = redirect(target or f"{base}{LOGOUT}", 303)
     response.headers["Cache-Control"] = "no-store"
     response.delete_cookie(COOKIE, path=_external_base(redirect_uri) or "/")
@@ -199,7 +187,10 @@ _VIEWS = {LOGIN: (login, ["GET"]), CALLBACK: (callback, ["GET"]), LOGOUT: (logou
 
 def install(app: Flask, services: Services) -> None:
     """The routes under MLflow's root and the URL prefix (the gate does not map the prefix
-    for them); MLflow's engine lets them through without a credential."""
+    for them); MLflow's engine lets them through without a credential. Only with sign-in on:
+    otherwise they are unknown, protected paths like any other."""
+    if services.sign_in is None:
+        return
     bases = dict.fromkeys([services.static_prefix, services.settings.url_prefix])
     public = []
     for route in ROUTES:
