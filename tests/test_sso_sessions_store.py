@@ -107,6 +107,21 @@ def test_a_sign_in_attempt_is_taken_once(tmp_path):
     assert store.take_sign_in("d2", now) is None  # expired
 
 
+def test_ended_sessions_and_abandoned_sign_ins_are_purged(tmp_path):
+    engine = key_database(tmp_path / "keys.db", users=("alice",))
+    store = SessionStore(engine)
+    now = utcnow()
+    old = store.add("d-old", "alice", 1, now=now - timedelta(days=9), lifetime=3600)
+    live = store.add("d-live", "alice", 1, now=now, lifetime=3600)
+    store.start_sign_in("s-old", Attempt("n", "v", "/", ""), now - timedelta(seconds=1))
+    store.start_sign_in("s-new", Attempt("n", "v", "/", ""), now + timedelta(minutes=5))
+    assert store.purge(now - timedelta(days=7), now) == 1
+    assert store.get(old) is None and store.get(live) is not None
+    assert store.take_sign_in("s-new", now) is not None
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM hokusai_sign_in_attempts")).scalar() == 0
+
+
 def run_cli(tmp_path, *args, ok=True):
     uri = f"sqlite:///{tmp_path / 'keys.db'}"
     result = subprocess.run(

@@ -47,6 +47,7 @@ _logger = logging.getLogger(__name__)
 LOGIN, CALLBACK, LOGOUT = "/hokusai/login", "/hokusai/auth/callback", "/hokusai/logout"
 ROUTES = (LOGIN, CALLBACK, LOGOUT)
 SIGN_IN_SECONDS = 600  # how long a person may take at the provider
+ENDED_KEPT_DAYS = 7  # ended sessions stay listed (``sessions list --all``) this long
 METADATA_TTL_SECONDS = 300.0
 JWKS_REFETCH_SECONDS = 5.0  # a JWKS fetched anew for an unknown signing key, at most this often
 LEEWAY_SECONDS = 60
@@ -256,10 +257,13 @@ class OidcSignIn:
         """(the provider's authorization URL, the state to bind to this browser)."""
         metadata = self.provider.metadata()
         state, nonce, verifier = generate_token(43), generate_token(32), generate_token(64)
+        now = utcnow()
+        # Each sign-in tidies up: abandoned sign-ins, sessions ended a week ago.
+        self.store.purge(now - timedelta(days=ENDED_KEPT_DAYS), now)
         self.store.start_sign_in(
             digest_of(state),
             Attempt(nonce, verifier, next_path, base),
-            utcnow() + timedelta(seconds=SIGN_IN_SECONDS),
+            now + timedelta(seconds=SIGN_IN_SECONDS),
         )
         url, _ = self._client(redirect_uri).create_authorization_url(
             metadata["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier

@@ -57,7 +57,7 @@ def _header(headers, wanted: str) -> str | None:
 def _needs_rewrite(status: int, headers) -> bool:
     """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours; a 500
     never shows the client Python's error text, a 400 or 409 never its database's."""
-    if status in (400, 403) and _header(headers, OUR_PAGE_HEADER.lower()) is not None:
+    if _header(headers, OUR_PAGE_HEADER.lower()) is not None:  # a page of ours, for a person
         return False
     if status in (400, 409, 500, 503):
         return True

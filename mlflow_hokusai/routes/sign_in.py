@@ -16,7 +16,9 @@ A refused sign-in is a short page saying why (never a stack trace, never a token
 
 from __future__ import annotations
 
+import functools
 import html
+import logging
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, redirect, request
@@ -34,9 +36,10 @@ from mlflow_hokusai.auth.sign_in import (
     Refused,
     local_next,
 )
-from mlflow_hokusai.errors import OUR_PAGE_HEADER
+from mlflow_hokusai.errors import OUR_PAGE_HEADER, database_unavailable
 from mlflow_hokusai.routes.services import Services, services
 
+_logger = logging.getLogger(__name__)
 STATE_COOKIE = "hokusai_sign_in"
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -82,6 +85,26 @@ def _redirect_uri(base: str) -> str:
 
 def _secure(redirect_uri: str) -> bool:
     return request.is_secure or redirect_uri.startswith("https:")
+
+
+def _guarded(view):
+    """A sign-in view whose unexpected failure (the key database down, MLflow's user store
+    refusing) is a page saying so, never a stack trace; the log has the details."""
+
+    @functools.wraps(view)
+    def guarded():
+        try:
+            return view()
+        except Exception as error:
+            if database_unavailable(error):
+                _logger.warning("sign-in: the key database is unreachable (%s)", error)
+                return page(
+                    "Sign-in unavailable", "The server cannot reach its database; try again.", 503
+                )
+            _logger.exception("sign-in failed")
+            return page("Sign-in failed", "The server could not sign you in; try again.", 500)
+
+    return guarded
 
 
 def _refused_page(refused: Refused, base: str):
@@ -182,7 +205,11 @@ def logout():
     return response
 
 
-_VIEWS = {LOGIN: (login, ["GET"]), CALLBACK: (callback, ["GET"]), LOGOUT: (logout, ["GET", "POST"])}
+_VIEWS = {
+    LOGIN: (_guarded(login), ["GET"]),
+    CALLBACK: (_guarded(callback), ["GET"]),
+    LOGOUT: (_guarded(logout), ["GET", "POST"]),
+}
 
 
 def install(app: Flask, services: Services) -> None:

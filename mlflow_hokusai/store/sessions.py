@@ -202,12 +202,13 @@ class SessionStore:
             return None
         return next(iter(self.revoke(now, session_id=record.id)), None)
 
-    def purge(self, before: datetime) -> int:
-        """Delete sessions that ended (expired or revoked) before ``before``."""
+    def purge(self, before: datetime, now: datetime) -> int:
+        """Delete sessions that ended (expired or revoked) before ``before`` and sign-ins that
+        expired before ``now``; returns how many sessions went."""
         ended = sa.or_(BrowserSession.expires_at < before, BrowserSession.revoked_at < before)
         with self.engine.begin() as conn:
             removed = conn.execute(sa.delete(BrowserSession).where(ended)).rowcount
-            conn.execute(sa.delete(SignInAttempt).where(SignInAttempt.expires_at < before))
+            conn.execute(sa.delete(SignInAttempt).where(SignInAttempt.expires_at < now))
         return removed
 
     # -- sign-ins under way ----------------------------------------------------------------
