@@ -188,6 +188,15 @@ def test_a_cross_site_write_with_the_cookie_is_refused(setup, headers):
     assert after == before
 
 
+def test_sign_out_from_another_site_is_refused(setup):
+    server, _ = setup
+    browser, _ = signed_in(server, "bob")
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}):
+        refused = browser.post(f"{server.url}/hokusai/logout", headers=headers, timeout=30)
+        assert refused.status_code == 403 and "own pages" in refused.text
+    assert whoami(server, browser).status_code == 200
+
+
 def test_sign_out_ends_the_session_and_the_providers(setup):
     server, provider = setup
     browser, answer = signed_in(server, "bob")

@@ -169,6 +169,17 @@ def callback():
     return response
 
 
+def _sign_out_refusal() -> str | None:
+    """Why this sign-out does not come from this server's own pages, or None. Typed in the
+    address bar (``Sec-Fetch-Site: none``) is fine; a GET from a browser that sends neither
+    header is too (at worst another site signs a person out, which ``SameSite=Lax`` already
+    limits to a top-level navigation)."""
+    site, origin = request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin")
+    if site == "none" or (request.method == "GET" and site is None and origin is None):
+        return None
+    return session_write_refusal(site, origin, request.host)
+
+
 def logout():
     """End this browser's session (``?everywhere=1``: all of the person's sessions), then the
     provider's session when it has an ``end_session_endpoint``."""
@@ -179,14 +190,7 @@ def logout():
         return page(
             "Signed out", "You are signed out of this server.", 200, (f"{base}{LOGIN}", "Sign in")
         )
-    site = request.headers.get("Sec-Fetch-Site")
-    why = (
-        None
-        if site == "none"
-        else session_write_refusal(  # "none": typed in the address bar
-            site, request.headers.get("Origin"), request.host
-        )
-    )
+    why = _sign_out_refusal()
     if why is not None:
         return page("Sign-out refused", f"Sign out from this server's own pages ({why}).", 403)
     ended = hokusai.sessions.sign_out(secret, request.remote_addr)
