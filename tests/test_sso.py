@@ -25,6 +25,7 @@ USERS = [
     OidcUser("carol"),  # in no group: not allowed to sign in
     OidcUser("dave", groups=["ml-readers"]),
     OidcUser("erin", groups=["ml-readers", "ml-trainers"]),
+    OidcUser("frank", groups=["ml-readers"]),
 ]
 # After the groups changed at the provider: alice leaves ml-admins, bob joins it, dave loses
 # every group, erin leaves ml-trainers.
@@ -283,6 +284,23 @@ def test_sign_out_everywhere_from_a_session(setup):
     assert done.status_code == 200, done.text
     time.sleep(1.1)
     assert whoami(server, there).status_code == 401
+
+
+def test_deleting_the_user_ends_their_sessions_on_every_worker(setup):
+    server, _ = setup
+    browser, _ = signed_in(server, "frank")
+    assert whoami(server, browser).status_code == 200
+    deleted = requests.delete(
+        f"{server.url}/api/2.0/mlflow/users/delete",
+        json={"username": "frank"},
+        headers={"Authorization": f"Bearer {server.admin_key}"},
+        timeout=30,
+    )
+    assert deleted.status_code == 200, deleted.text
+    time.sleep(1.1)
+    answers = [whoami(server, browser) for _ in range(6)]
+    assert {a.status_code for a in answers} == {401}
+    assert "no longer exists" in answers[0].json()["message"]
 
 
 def test_admin_status_follows_the_admin_groups(setup):
