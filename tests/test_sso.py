@@ -107,7 +107,7 @@ def test_sign_in_then_the_ui_and_whoami_as_the_user(setup):
     me = whoami(server, browser)
     assert me.status_code == 200, me.text
     assert me.json()["username"] == "bob" and me.json()["is_admin"] is False
-    assert me.json()["key_id"] is None
+    assert me.json()["key_id"] is None and me.json()["session_id"]
     ui = browser.get(f"{server.url}/", headers=HTML, timeout=30)
     assert ui.status_code == 200 and "<html" in ui.text.lower()
     experiments = browser.get(
