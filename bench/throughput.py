@@ -4,8 +4,9 @@ Starts, on 127.0.0.1, a plain ``mlflow server``, ``--app-name basic-auth`` (cred
 off, and on with ``auth_cache_ttl_seconds = 60``) and ``--app-name hokusai``, all on SQLite with
 the same worker count. Each target gets its own experiment and one run per client thread, made
 by the identity under test (a non-admin user; for Hokusai also the admin key, and the same
-user's key with a rate limit the run never reaches, to show what counting costs, and the same
-user's key limited to its one experiment by name, to show what resource limits cost). Then, in
+user's key with a rate limit the run never reaches, to show what counting costs, the same
+user's key limited to its one experiment by name, to show what resource limits cost, and the
+same user signed in with a browser session cookie instead of a key). Then, in
 several rounds whose order rotates, each target gets the same mixed workload for the same time:
 log-metric, log-batch, get-run and search-runs, from several threads. The client speaks raw
 HTTP over one keep-alive connection per thread (``http.client``), the cheapest client Python
@@ -38,6 +39,35 @@ import _support
 
 API = "/api/2.0/mlflow"
 LIMIT_NOT_REACHED = 1_000_000  # per hour: the largest limit a key may have
+# Sign-in on, so that a session cookie is a credential; the provider is never asked (the
+# session is made in the key database, as a sign-in would make it).
+SIGN_IN_ENV = {
+    "HOKUSAI_OIDC_ISSUER": "http://127.0.0.1:9",
+    "HOKUSAI_OIDC_CLIENT_ID": "bench",
+    "HOKUSAI_OIDC_CLIENT_SECRET": "bench",
+}
+
+
+def session_headers(server, username: str) -> dict:
+    """The headers of a browser signed in as ``username`` (an existing user): its session
+    cookie, and the ``Origin`` of the server's own pages (sessions write only from there)."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    from mlflow_hokusai.store.clock import utcnow
+    from mlflow_hokusai.store.engine import get_engine
+    from mlflow_hokusai.store.models import mlflow_users
+    from mlflow_hokusai.store.sessions import SessionStore, digest_of
+
+    engine = get_engine(server.database_uri)
+    with engine.connect() as conn:
+        user_id = conn.execute(
+            sa.select(mlflow_users.c.id).where(mlflow_users.c.username == username)
+        ).scalar_one()
+    secret = secrets.token_urlsafe(32)
+    SessionStore(engine).add(digest_of(secret), username, user_id, now=utcnow(), lifetime=86400)
+    return {"Cookie": f"hokusai_session={secret}", "Origin": server.url}
 
 
 @dataclass
@@ -207,7 +237,7 @@ def main(argv=None) -> int:
     plain = _support.plain_server(workers=workers)
     basic_auth = _support.BasicAuthServer(workers=workers)
     basic_cached = _support.BasicAuthServer(workers=workers, cache_ttl=60)
-    hokusai = _support.hokusai_server(workers=workers)
+    hokusai = _support.hokusai_server(workers=workers, env=SIGN_IN_ENV)
     servers = [plain, basic_auth, basic_cached, hokusai]
     try:
         _support.start_all(servers)
@@ -242,6 +272,11 @@ def main(argv=None) -> int:
                 hokusai,
                 {"Authorization": f"Bearer {resource_key}"},
                 experiment_name=resource_experiment,
+            ),
+            Target(
+                "hokusai, non-admin session cookie",
+                hokusai,
+                session_headers(hokusai, "bench-user"),
             ),
         ]
         for target in targets:
@@ -300,6 +335,11 @@ def main(argv=None) -> int:
     print(
         f"ratio hokusai non-admin limited to its experiment / plain: {resources:.2f}x; "
         f"drop from an unlimited key: {ours - resources:.2f} (target <= 0.03)"
+    )
+    session = _support.median(targets[7].ratios)
+    print(
+        f"ratio hokusai non-admin session cookie / plain: {session:.2f}x; "
+        f"drop from a key: {ours - session:.2f} (target <= 0.03)"
     )
     print(
         f"ratio hokusai non-admin / basic-auth non-admin: "

@@ -59,9 +59,11 @@ def create_app():
         keyless_ci_api,
         keys_api,
         model_sources,
+        sessions_api,
         token_tags,
     )
     from mlflow_hokusai.routes import resource_limits as resource_limit_routes
+    from mlflow_hokusai.routes import sign_in as sign_in_routes
     from mlflow_hokusai.routes.services import EXTENSION, Services
     from mlflow_hokusai.store.audit import AuditStore
     from mlflow_hokusai.store.clock import utcnow
@@ -79,6 +81,8 @@ def create_app():
     cache = LookupCache(settings.auth_cache_ttl_seconds)
     rules = lifetime_rules(settings)
     metrics = AuthMetrics(enabled_by_environment())
+    audit = AuditLog(AuditStore(started.key_store.engine))
+    sessions, sign_in = _sign_in(settings, started.key_store.engine, audit, cache)
     authenticator = Authenticator(
         started.key_store,
         cache,
@@ -86,8 +90,8 @@ def create_app():
         login_limits=LoginLimits(settings.login_failure_limit),
         rules=rules,
         metrics=metrics,
+        sessions=sessions,
     )
-    audit = AuditLog(AuditStore(started.key_store.engine))
     native = _mlflow.NativeRoutes(runner_app if runner_app is not flask_app else None)
     static_prefix = _mlflow.static_prefix()
     keys = KeyManager(
@@ -123,6 +127,8 @@ def create_app():
             settings.token_exchange_limit,
         ),
         metrics=metrics,
+        sessions=sessions,
+        sign_in=sign_in,
     )
     metrics.watch_keys(lambda: started.key_store.status_counts(utcnow(), rules.dormant_cutoff()))
     flask_app.extensions[EXTENSION] = services
@@ -174,6 +180,8 @@ def create_app():
     keys_api.install(flask_app, services)
     audit_api.install(flask_app, services)
     key_page.install(flask_app, services)
+    sign_in_routes.install(flask_app, services)
+    sessions_api.install(flask_app, services)
     resource_limit_routes.install(flask_app, services)
     keyless_ci_api.install(flask_app, services)
     model_sources.install(flask_app, services)
@@ -187,6 +195,31 @@ def create_app():
     gate = gate_class(runner_app, services)
     bootstrap.announce_when_listening(settings)
     return gate
+
+
+def _sign_in(settings, engine, audit, cache):
+    """The session manager and the OpenID sign-in, when ``oidc_issuer`` is set (else None,
+    None: a session cookie is then refused like any unknown credential)."""
+    if settings.oidc_issuer is None:
+        return None, None
+    from mlflow_hokusai import _mlflow
+    from mlflow_hokusai.auth.group_roles import GroupRoles
+    from mlflow_hokusai.auth.sessions import SessionManager
+    from mlflow_hokusai.auth.sign_in import OidcSignIn
+    from mlflow_hokusai.store.sessions import SessionStore
+
+    store = SessionStore(engine)
+    sessions = SessionManager(
+        store,
+        audit,
+        lifetime=settings.session_lifetime,
+        idle_timeout=settings.session_idle_timeout,
+        on_change=cache.clear,  # this worker refuses a revoked session at once
+    )
+    users = _mlflow.running_user_store()
+    roles = GroupRoles(settings.oidc_group_roles, users, store)
+    sign_in = OidcSignIn(settings, sessions, store, users, audit, on_person=roles.apply)
+    return sessions, sign_in
 
 
 def _patch_fastapi_app(asgi_app, open_stream, answers) -> None:

@@ -23,6 +23,9 @@ DEFAULT_URL_PREFIX = "/api/mlflow"
 MAX_LIFETIME_DAYS = 3650
 DEFAULT_MAX_ROTATION_GRACE = 7 * 86400  # seconds
 DEFAULT_TOKEN_EXCHANGE_LIMIT = "30/minute"  # per client address
+DEFAULT_OIDC_SCOPES = "openid profile email"
+DEFAULT_SESSION_LIFETIME = 12 * 3600  # seconds
+DEFAULT_SESSION_IDLE_TIMEOUT = 3600  # seconds
 
 
 def check_lifetime_rules(
@@ -84,6 +87,23 @@ class Settings:
     # oldest workload token (by its iat) accepted, seconds.
     token_exchange_limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT
     oidc_max_token_age: int = 3600
+    # Sign-in with the organisation's OpenID provider (auth/sign_in.py); off without an issuer.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    # Never logged (kept out of repr); or read from oidc_client_secret_file.
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_client_secret_file: str | None = None
+    oidc_scopes: str = DEFAULT_OIDC_SCOPES
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_allowed_groups: tuple[str, ...] = ()
+    oidc_admin_groups: tuple[str, ...] = ()
+    oidc_group_roles: tuple[tuple[str, str], ...] = ()  # (group, MLflow role name)
+    oidc_redirect_uri: str | None = None
+    oidc_post_logout_redirect_uri: str | None = None
+    # Browser sessions, seconds: the longest life of one, and how long one may sit unused.
+    session_lifetime: int = DEFAULT_SESSION_LIFETIME
+    session_idle_timeout: int = DEFAULT_SESSION_IDLE_TIMEOUT
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -215,6 +235,56 @@ def _networks(value: str) -> tuple[str, ...]:
         except ValueError:
             raise _Fault(f"{entry!r} is not an IP address or CIDR range") from None
     return tuple(networks)
+
+
+def _http_url_or_none(value: str) -> str | None:
+    """An absolute http(s) URL without a query or fragment, or None for an empty value."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError
+    return value
+
+
+def _issuer(value: str) -> str | None:
+    url = _http_url_or_none(value)
+    return url.rstrip("/") if url else None
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """Comma-separated names (group names may hold spaces, so only commas separate)."""
+    return tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+
+
+def _scopes(value: str) -> str:
+    scopes = value.replace(",", " ").split()
+    if "openid" not in scopes:
+        raise ValueError
+    return " ".join(dict.fromkeys(scopes))
+
+
+def _claim(value: str) -> str:
+    value = value.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError
+    return value
+
+
+def _group_roles(value: str) -> tuple[tuple[str, str], ...]:
+    """``ml-team:trainers, ml-leads:reviewers`` -> ((group, role), ...)."""
+    pairs = []
+    for entry in value.split(","):
+        if not entry.strip():
+            continue
+        group, sep, role = entry.rpartition(":")
+        if not sep or not group.strip() or not role.strip():
+            raise _Fault(f"{entry.strip()!r} is not group:role")
+        pairs.append((group.strip(), role.strip()))
+    return tuple(dict.fromkeys(pairs))
 
 
 # -- the settings ------------------------------------------------------------------------------
@@ -446,6 +516,122 @@ SETTINGS: tuple[SettingSpec, ...] = (
         shown_default="`1h`",
     ),
     SettingSpec(
+        "oidc_issuer",
+        "HOKUSAI_OIDC_ISSUER",
+        _issuer,
+        None,
+        "the OpenID provider people sign in with (its issuer URL; discovery under it; see "
+        "[Sign-in](sso.md)); empty = sign-in off",
+        rule="an http(s) URL such as https://login.example.com/realms/ml, or empty",
+    ),
+    SettingSpec(
+        "oidc_client_id",
+        "HOKUSAI_OIDC_CLIENT_ID",
+        _stripped_or_none,
+        None,
+        "this server's client id at the provider",
+    ),
+    SettingSpec(
+        "oidc_client_secret",
+        "HOKUSAI_OIDC_CLIENT_SECRET",
+        _or_none,
+        None,
+        "its client secret (never logged; or the next setting)",
+    ),
+    SettingSpec(
+        "oidc_client_secret_file",
+        "HOKUSAI_OIDC_CLIENT_SECRET_FILE",
+        _stripped_or_none,
+        None,
+        "a file holding the client secret",
+    ),
+    SettingSpec(
+        "oidc_scopes",
+        "HOKUSAI_OIDC_SCOPES",
+        _scopes,
+        DEFAULT_OIDC_SCOPES,
+        "scopes asked for at sign-in (with `openid`)",
+        rule="scopes separated by spaces, including openid",
+    ),
+    SettingSpec(
+        "oidc_username_claim",
+        "HOKUSAI_OIDC_USERNAME_CLAIM",
+        _claim,
+        "preferred_username",
+        "the claim that names the MLflow user (falls back to `email`)",
+        rule="a claim name (one word)",
+    ),
+    SettingSpec(
+        "oidc_groups_claim",
+        "HOKUSAI_OIDC_GROUPS_CLAIM",
+        _claim,
+        "groups",
+        "the claim listing the person's groups",
+        rule="a claim name (one word)",
+    ),
+    SettingSpec(
+        "oidc_allowed_groups",
+        "HOKUSAI_OIDC_ALLOWED_GROUPS",
+        _names,
+        (),
+        "groups whose members may sign in (comma-separated); empty = anyone the provider "
+        "authenticates",
+        shown_default="none (anyone)",
+    ),
+    SettingSpec(
+        "oidc_admin_groups",
+        "HOKUSAI_OIDC_ADMIN_GROUPS",
+        _names,
+        (),
+        "groups whose members are MLflow admins (granted and taken away at each sign-in)",
+    ),
+    SettingSpec(
+        "oidc_group_roles",
+        "HOKUSAI_OIDC_GROUP_ROLES",
+        _group_roles,
+        (),
+        "MLflow roles given to groups' members: `group:role, group:role`",
+        rule="comma-separated group:role pairs such as ml-team:trainers",
+    ),
+    SettingSpec(
+        "oidc_redirect_uri",
+        "HOKUSAI_OIDC_REDIRECT_URI",
+        _http_url_or_none,
+        None,
+        "the callback URL registered at the provider (behind a proxy)",
+        rule="an absolute http(s) URL ending in /hokusai/auth/callback, or empty",
+        shown_default="built from the request",
+    ),
+    SettingSpec(
+        "oidc_post_logout_redirect_uri",
+        "HOKUSAI_OIDC_POST_LOGOUT_REDIRECT_URI",
+        _http_url_or_none,
+        None,
+        "where the provider sends a person after sign-out (registered there)",
+        rule="an absolute http(s) URL, or empty",
+        shown_default="built from the request",
+    ),
+    SettingSpec(
+        "session_lifetime",
+        "HOKUSAI_SESSION_LIFETIME",
+        _duration,
+        DEFAULT_SESSION_LIFETIME,
+        "longest life of a browser session (`30m`, `12h`, `7d`; 1 minute to 30 days)",
+        rule="a duration from 1 minute to 30 days such as 12h",
+        bounds=(60, 30 * 86400),
+        shown_default="`12h`",
+    ),
+    SettingSpec(
+        "session_idle_timeout",
+        "HOKUSAI_SESSION_IDLE_TIMEOUT",
+        _duration,
+        DEFAULT_SESSION_IDLE_TIMEOUT,
+        "a session unused this long ends (1 minute to 30 days, at most the lifetime)",
+        rule="a duration from 1 minute to 30 days such as 1h",
+        bounds=(60, 30 * 86400),
+        shown_default="`1h`",
+    ),
+    SettingSpec(
         "trusted_proxies",
         "HOKUSAI_TRUSTED_PROXIES",
         _networks,
@@ -477,8 +663,44 @@ def _check_grace(values: dict) -> None:
         )
 
 
+def _check_sign_in(values: dict) -> None:
+    """Sign-in needs a client id and, read here from its file when given, a client secret
+    (the server is a confidential client); the idle timeout lies within the lifetime."""
+    if values["session_idle_timeout"] > values["session_lifetime"]:
+        raise ConfigError(
+            "session_idle_timeout (HOKUSAI_SESSION_IDLE_TIMEOUT) must not exceed "
+            "session_lifetime (HOKUSAI_SESSION_LIFETIME)"
+        )
+    path = values["oidc_client_secret_file"]
+    if path and values["oidc_client_secret"]:
+        raise ConfigError(
+            "set HOKUSAI_OIDC_CLIENT_SECRET or HOKUSAI_OIDC_CLIENT_SECRET_FILE, not both"
+        )
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                values["oidc_client_secret"] = f.read().strip() or None
+        except OSError as e:
+            raise ConfigError(
+                f"HOKUSAI_OIDC_CLIENT_SECRET_FILE points to {path!r}, which cannot be read "
+                f"({e.strerror})"
+            ) from None
+    if values["oidc_issuer"] is None:
+        return
+    for name in ("oidc_client_id", "oidc_client_secret"):
+        if not values[name]:
+            raise ConfigError(
+                f"{name} (HOKUSAI_{name.upper()}) is required when oidc_issuer "
+                "(HOKUSAI_OIDC_ISSUER) is set"
+            )
+
+
 # Rules between settings, checked once each setting is valid on its own.
-_CROSS_CHECKS: tuple[Callable[[dict], None], ...] = (_check_lifetimes, _check_grace)
+_CROSS_CHECKS: tuple[Callable[[dict], None], ...] = (
+    _check_lifetimes,
+    _check_grace,
+    _check_sign_in,
+)
 
 
 def load_settings(environ: dict | None = None) -> Settings:

@@ -85,6 +85,11 @@ class Unavailable(HokusaiError):
         super().__init__("TEMPORARILY_UNAVAILABLE", message)
 
 
+# Marks a page of ours for a person (a refused sign-in, ``routes/sign_in.py``): the gate's
+# error rewriting leaves it as it is.
+OUR_PAGE_HEADER = "X-Hokusai-Page"
+
+
 def error_parts(
     error_code: str, message: str, status: int | None = None, retry_after: int | None = None
 ):

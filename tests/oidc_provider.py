@@ -94,6 +94,7 @@ class OidcProvider:
         id_token_claims: str = "sub_only",
         ttl: dict[str, int] | None = None,
         workdir: str | None = None,
+        port: int = 0,
     ):
         if id_token_claims not in ("sub_only", "all"):
             raise ValueError(
@@ -106,7 +107,7 @@ class OidcProvider:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hokusai-oidc-"))
         self.process: subprocess.Popen | None = None
         self.issuer: str | None = None
-        self.port: int | None = None
+        self.port: int | None = port or None  # 0: a free one; given: restart on the same one
         self.discovery: dict | None = None
 
     @property
@@ -152,7 +153,12 @@ class OidcProvider:
         self.config_path.write_text(json.dumps(config, indent=2))
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [node, str(PROVIDER_DIR / "provider.js"), "0", str(self.config_path)],
+                [
+                    node,
+                    str(PROVIDER_DIR / "provider.js"),
+                    str(self.port or 0),
+                    str(self.config_path),
+                ],
                 cwd=PROVIDER_DIR,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -25,6 +25,8 @@ CASES = {
             "ratio hokusai non-admin / plain:",
             "| hokusai, non-admin key limited to its experiment",
             "ratio hokusai non-admin limited to its experiment / plain:",
+            "| hokusai, non-admin session cookie",
+            "ratio hokusai non-admin session cookie / plain:",
         ],
     ),
     "key_scaling.py": (

@@ -42,6 +42,20 @@ BAD = {
     "token_exchange_limit": "0/minute",
     "oidc_max_token_age": "59",
     "trusted_proxies": "10.0.0.300",
+    "oidc_issuer": "login.example.com",
+    "oidc_client_id": None,
+    "oidc_client_secret": None,
+    "oidc_client_secret_file": None,
+    "oidc_scopes": "profile email",
+    "oidc_username_claim": "two words",
+    "oidc_groups_claim": "",
+    "oidc_allowed_groups": None,
+    "oidc_admin_groups": None,
+    "oidc_group_roles": "ml-team",
+    "oidc_redirect_uri": "/hokusai/auth/callback",
+    "oidc_post_logout_redirect_uri": "ftp://example.com/",
+    "session_lifetime": "31d",
+    "session_idle_timeout": "30s",
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 
@@ -103,3 +117,30 @@ def test_rules_between_settings_still_hold():
         load_settings(
             {"HOKUSAI_MAX_KEY_LIFETIME_DAYS": "7", "HOKUSAI_DEFAULT_KEY_LIFETIME_DAYS": "30"}
         )
+
+
+def test_sign_in_settings_are_read_and_checked(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    settings = load_settings(
+        {
+            "HOKUSAI_OIDC_ISSUER": "https://login.example.com/realms/ml/",
+            "HOKUSAI_OIDC_CLIENT_ID": "mlflow",
+            "HOKUSAI_OIDC_CLIENT_SECRET_FILE": str(secret),
+            "HOKUSAI_OIDC_ALLOWED_GROUPS": "ml team, ml-leads,",
+            "HOKUSAI_OIDC_GROUP_ROLES": "ml team:trainers, ml-leads:reviewers",
+            "HOKUSAI_SESSION_LIFETIME": "8h",
+        }
+    )
+    assert settings.oidc_issuer == "https://login.example.com/realms/ml"
+    assert settings.oidc_client_secret == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.oidc_allowed_groups == ("ml team", "ml-leads")
+    assert settings.oidc_group_roles == (("ml team", "trainers"), ("ml-leads", "reviewers"))
+    assert (settings.session_lifetime, settings.session_idle_timeout) == (8 * 3600, 3600)
+    with pytest.raises(ConfigError, match="oidc_client_secret .* is required"):
+        load_settings({"HOKUSAI_OIDC_ISSUER": "https://x.example", "HOKUSAI_OIDC_CLIENT_ID": "a"})
+    with pytest.raises(ConfigError, match="session_idle_timeout .* must not exceed"):
+        load_settings({"HOKUSAI_SESSION_LIFETIME": "30m"})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings({"HOKUSAI_OIDC_CLIENT_SECRET_FILE": str(tmp_path / "missing")})

@@ -31,6 +31,7 @@ from mlflow_hokusai.auth.addresses import in_networks
 from mlflow_hokusai.auth.cache import MISS, LookupCache
 from mlflow_hokusai.auth.credentials import Credential
 from mlflow_hokusai.auth.login_limits import LoginLimits
+from mlflow_hokusai.auth.sessions import SessionManager
 from mlflow_hokusai.errors import AUTH_DATABASE_DOWN, Unavailable, database_unavailable
 from mlflow_hokusai.keys import format as keyformat
 from mlflow_hokusai.keys.lifetime import LifetimeRules
@@ -39,6 +40,7 @@ from mlflow_hokusai.keys.resource_limits import UNLIMITED, ResourceLimits, from_
 from mlflow_hokusai.metrics import AuthMetrics
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStore, Scope
+from mlflow_hokusai.store.sessions import digest_of
 
 _logger = logging.getLogger(__name__)
 TOUCH_INTERVAL_SECONDS = 60.0
@@ -60,6 +62,7 @@ FailureReason = Literal[
     "rate-limited",
     "dormant",
     "ip-not-allowed",
+    "session-ended",
 ]
 
 
@@ -77,6 +80,7 @@ class Identity:
     allowed_ips: tuple[str, ...] = ()  # the networks the key may be used from; empty: any
     federated: bool = False  # issued by a token exchange (keys it may manage: none)
     counter_id: str | None = None  # its rate-limit counter: shared with its rotation chain
+    session_id: str | None = None  # a signed-in browser's session (``sessions.py``); no key
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Authenticator:
         login_limits: LoginLimits | None = None,
         rules: LifetimeRules | None = None,
         metrics: AuthMetrics | None = None,
+        sessions: SessionManager | None = None,
     ):
         self.store = store
         self.cache = cache
@@ -126,6 +131,7 @@ class Authenticator:
         self.login_limits = login_limits or LoginLimits()
         self.rules = rules or LifetimeRules()
         self.metrics = metrics or AuthMetrics()
+        self.sessions = sessions  # None: sign-in is off and no session cookie is accepted
         self._password_salt = secrets.token_bytes(32)
         self._touched: dict[str, float] = {}
         self._toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hokusai-touch")
@@ -155,7 +161,27 @@ class Authenticator:
             return AuthFailure(f"Invalid credentials: {credential.problem}.", "malformed")
         if credential.kind == "password":
             return self._password(credential.username, credential.password, fetch, peer)
+        if credential.kind == "session":
+            return self._session(credential.key, fetch)
         return self._key(credential.key, fetch, peer)
+
+    def _session(self, secret: str, fetch: _Fetch) -> Result | None:
+        """A signed-in browser's session cookie: looked up through the same cache as keys, so
+        a revoked session (or a deleted user's) is refused everywhere within the TTL."""
+        if self.sessions is None:
+            return AuthFailure(
+                "Sign-in is not enabled on this server: send an API key.", "session-ended"
+            )
+        record = fetch(("session", digest_of(secret)), lambda: self.sessions.lookup(secret))
+        if record is MISS:
+            return None
+        refusal = self.sessions.refusal(record)
+        if refusal is not None:
+            return AuthFailure(refusal, "session-ended", username=getattr(record, "username", None))
+        self.sessions.used(secret)
+        return Identity(
+            record.username, bool(record.user_is_admin), None, "write", session_id=record.id
+        )
 
     def _key(self, key: str, fetch: _Fetch, peer: str | None = None) -> Result | None:
         try:

@@ -2,7 +2,9 @@
 
 Accepted: ``Authorization: Bearer <key>`` (what MLFLOW_TRACKING_TOKEN sends),
 ``X-API-Key: <key>``, and ``Authorization: Basic`` with a key as the password (browsers and
-the MLflow UI; the username is then ignored) or with an MLflow username and password.
+the MLflow UI; the username is then ignored) or with an MLflow username and password; without
+any of those, the session cookie of a person signed in through the OpenID provider
+(``auth/sessions.py``: a browser, never an API client).
 Works on any case-insensitive header mapping, so the ASGI gate and Flask share it.
 """
 
@@ -16,13 +18,14 @@ from typing import Literal
 from mlflow_hokusai.keys.format import looks_like_key
 
 MAX_HEADER_LENGTH = 4096
-CredentialKind = Literal["none", "key", "password", "malformed"]
+CredentialKind = Literal["none", "key", "password", "session", "malformed"]
+SESSION_COOKIE = "hokusai_session"  # distinct from the provider's own cookies on the host
 
 
 @dataclass(frozen=True)
 class Credential:
     kind: CredentialKind
-    key: str = ""
+    key: str = ""  # the API key, or the session cookie's value
     username: str = ""
     password: str = ""
     problem: str = ""
@@ -80,10 +83,27 @@ def parse(authorization: str | None, api_key: str | None) -> Credential:
     return from_header
 
 
+def session_cookie(cookie_headers: list[str]) -> str | None:
+    """The value of our session cookie in the ``Cookie`` header(s), None when absent; "" when
+    it is there more than once with different values (ambiguous: refused)."""
+    found = set()
+    for header in cookie_headers:
+        if len(header) > 4 * MAX_HEADER_LENGTH:
+            return ""
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name == SESSION_COOKIE:
+                found.add(value.strip().strip('"'))
+    if len(found) > 1:
+        return ""
+    return found.pop() if found else None
+
+
 def from_headers(get_all) -> Credential:
     """Parse from a function returning all values of a header name (case-insensitive).
 
-    A repeated credential header is ambiguous, so it is refused rather than guessed at.
+    A repeated credential header is ambiguous, so it is refused rather than guessed at. A key
+    or password wins over a session cookie (an API client's header says who it is).
     """
     values = []
     for name in ("Authorization", "X-API-Key"):
@@ -91,4 +111,12 @@ def from_headers(get_all) -> Credential:
         if len(found) > 1:
             return _malformed(f"more than one {name} header")
         values.append(found[0] if found else None)
-    return parse(*values)
+    credential = parse(*values)
+    if credential.kind != "none":
+        return credential
+    session = session_cookie(get_all("Cookie"))
+    if session is None:
+        return credential
+    if not session:
+        return _malformed(f"the {SESSION_COOKIE} cookie is sent more than once")
+    return Credential("session", key=session)

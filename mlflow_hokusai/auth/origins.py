@@ -59,3 +59,21 @@ def cross_origin_refusal(
         "server: only pages it serves may (an operator can list other origins with MLflow's "
         "--cors-allowed-origins)."
     )
+
+
+def session_write_refusal(
+    sec_fetch_site: str | None, origin: str | None, host: str | None
+) -> str | None:
+    """For a state-changing request carrying a signed-in browser's session: None when it came
+    from this server's own pages, else why not. Stricter than ``cross_origin_refusal``: the
+    session is a browser's only, so only the same origin counts (``Sec-Fetch-Site:
+    same-origin`` when the browser sends it, else an ``Origin`` naming this host; neither is a
+    refusal), and no listed origin or ``localhost`` port is let through."""
+    if sec_fetch_site is not None:
+        return None if sec_fetch_site == "same-origin" else f"Sec-Fetch-Site is {sec_fetch_site!r}"
+    if not origin or origin == "null":
+        return "the request has no Origin"
+    netloc = _netloc(origin)
+    if netloc is not None and host and netloc == host.lower():
+        return None
+    return f"Origin {origin!r} is not this server"

@@ -2,7 +2,8 @@
 
 This package is the command line only; rules live in ``keys/``. One module per command group:
 ``keys.py`` (``keys``), ``trust_policies.py`` (``federation``: keyless CI's trust policies),
-``audit.py`` (``audit``) and ``db.py`` (``db``); ``options.py`` holds what they share (settings,
+``audit.py`` (``audit``), ``sessions.py`` (``sessions``: browser sign-in sessions) and
+``db.py`` (``db``); ``options.py`` holds what they share (settings,
 common options, opening the database, errors, output) and ``backends.py`` where a command acts:
 the database or a server's REST API.
 
@@ -23,7 +24,7 @@ from importlib import metadata
 import click
 
 import mlflow_hokusai
-from mlflow_hokusai.cli import audit, db, keys, trust_policies
+from mlflow_hokusai.cli import audit, db, keys, sessions, trust_policies
 
 
 class _Cli(click.Group):
@@ -59,4 +60,5 @@ def cli():
 cli.add_command(keys.keys)
 cli.add_command(trust_policies.federation)
 cli.add_command(audit.audit)
+cli.add_command(sessions.sessions)
 cli.add_command(db.db)

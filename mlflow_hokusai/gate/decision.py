@@ -13,7 +13,8 @@ their choosing (``tests/test_gate_decision.py``).
 
 A new credential (a session cookie) is a new ``Credential`` kind parsed by
 ``auth.credentials.from_headers`` and resolved by the authenticator behind ``Authenticate``;
-what it may do differently is decided here.
+what it may do differently is decided here (``sessions.py``): the sign-in routes, a browser's
+redirect to sign in, and no state-changing request with a session from another origin.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mlflow_hokusai.auth.addresses import ClientAddress
 from mlflow_hokusai.auth.authenticator import AuthFailure, Identity
 from mlflow_hokusai.auth.credentials import Credential, from_headers
 from mlflow_hokusai.errors import HokusaiError, error_parts, parts_of
+from mlflow_hokusai.gate import sessions
 from mlflow_hokusai.gate.paths import Parts, PathRules, not_found_message, slash_redirect
 
 _OUTCOMES = {"rate-limited": "rate_limited", "ip-not-allowed": "forbidden_ip"}
@@ -106,6 +108,7 @@ class Gatekeeper:
         self.metrics = services.metrics
         self.rate_limits = services.rate_limits
         self.addresses = ClientAddress(services.settings.trusted_proxies)
+        self.sign_in_on = services.settings.oidc_issuer is not None
         self.limited_routes = resource_limits.LimitedRoutes(services.read_scope)
         native = services.native_routes
         self.paths = PathRules(
@@ -119,14 +122,22 @@ class Gatekeeper:
         if not request.websocket and self.paths.wants_slash(request.seen, method):
             return Decision(request.path, response=slash_redirect(request.seen, request.query))
         path, swap = self.paths.canonical(request.path, request.seen, method)
+        if self.sign_in_on and sessions.is_sign_in_route(path, self.paths.static_prefix):
+            # Public (the way in), and reached under the path the browser used, so the routes
+            # know the base to send it back to.
+            return Decision(request.path)
         if self.paths.is_public(path):
             return Decision(path, swap, response=self.paths.public_answer(path, method))
         peer = self.addresses.of(request.client, request.headers("X-Forwarded-For"))
         admitted = Decision(path, swap, peer=peer, request_line=f"{method} {path}")
+        credential = from_headers(request.headers)
         try:
-            result = yield Authenticate(from_headers(request.headers), peer)
+            result = yield Authenticate(credential, peer)
         except HokusaiError as error:  # the key database is unreachable: 503, fail closed
             return _refused(admitted, parts_of(error), "unavailable")
+        refusal = self._browser_refusal(admitted, request, credential, result, swap)
+        if refusal is not None:
+            return refusal
         # A resource-limited key's notes: what its checks find out, here and inside MLflow.
         notes = None
         if not isinstance(result, AuthFailure) and result.limits.limited:
@@ -144,6 +155,19 @@ class Gatekeeper:
         except HokusaiError as error:  # the store is down and the server fails closed
             return _refused(admitted, parts_of(error), "unavailable")
         return self._counted(admitted, verdict)
+
+    def _browser_refusal(self, admitted, request, credential, result, swap) -> Decision | None:
+        """Sign-in's part (``sessions.py``): a browser without a usable credential sent to sign
+        in, a session's refusals; None when it has nothing to say."""
+        if isinstance(result, AuthFailure) and self.sign_in_on:
+            redirect = sessions.sign_in_redirect(request, result, swap, self.paths.static_prefix)
+            if redirect is not None:
+                return _refused(admitted, redirect, "unauthenticated")
+        if credential.kind == "session" or (self.sign_in_on and credential.kind == "none"):
+            refusal = sessions.refusal(request, result)
+            if refusal is not None:
+                return _refused(admitted, refusal, _session_outcome(result))
+        return None
 
     def _refusal(self, admitted: Decision, result, request: Request, notes) -> Decision | None:
         """The refusal of an authentication ``result`` before any counting, else None."""
@@ -274,6 +298,10 @@ def run_steps(steps: Steps, answer: Callable[[object], object]) -> Decision:
 def wants_html(headers: Callable[[str], list[str]]) -> bool:
     """True when the client is a browser asking for a page (``Accept`` names text/html)."""
     return any("text/html" in value.lower() for value in headers("Accept"))
+
+
+def _session_outcome(result) -> str:
+    return "unauthenticated" if isinstance(result, AuthFailure) else "forbidden_scope"
 
 
 def _forbidden(message: str) -> Parts:

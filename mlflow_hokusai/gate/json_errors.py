@@ -14,7 +14,13 @@ import logging
 import re
 from http import HTTPStatus
 
-from mlflow_hokusai.errors import DATABASE_DOWN, STORE_DOWN, error_parts, is_our_outage
+from mlflow_hokusai.errors import (
+    DATABASE_DOWN,
+    OUR_PAGE_HEADER,
+    STORE_DOWN,
+    error_parts,
+    is_our_outage,
+)
 
 _logger = logging.getLogger(__name__)
 INTERNAL_MESSAGE = (
@@ -52,6 +58,8 @@ def _needs_rewrite(status: int, headers, html_ok: bool = True) -> bool:
     """MLflow's plain-text 403s become our JSON 403; every 503 may need to become ours; a 500
     never shows the client Python's error text, a 400 or 409 never its database's; an HTML
     404 or 405 becomes JSON unless the client asked for a page (``html_ok``)."""
+    if _header(headers, OUR_PAGE_HEADER.lower()) is not None:  # a page of ours, for a person
+        return False
     if status in (400, 409, 500, 503):
         return True
     if status in (404, 405):

@@ -280,6 +280,8 @@ class Actor:
     limited_key: str | None = None
     # The display prefix of a federated key acting (None: not one).
     federated_key: str | None = None
+    # The signed-in browser session acting (a root, like a password login; None: not one).
+    session: str | None = None
 
     @classmethod
     def from_identity(cls, identity, source: str | None) -> Actor:
@@ -302,6 +304,7 @@ class Actor:
             key,
             identity.key_prefix if limits.limited else None,
             identity.key_prefix if getattr(identity, "federated", False) else None,
+            getattr(identity, "session_id", None),
         )
 
     def audited(self) -> dict:
@@ -595,6 +598,12 @@ class KeyManager:
 
     def _audit(self, event: str, actor: Actor, record: KeyRecord, detail: str) -> None:
         """An audit event about the key ``record``, by ``actor`` (its name and address)."""
+        if actor.session is not None:
+            detail = (
+                f"{detail}; via session {actor.session}"
+                if detail
+                else (f"via session {actor.session}")
+            )
         self.audit.record(
             event, key_id=record.id, username=record.username, detail=detail, **actor.audited()
         )

@@ -2,6 +2,9 @@
 also percent-encoded) is refused by the gate, and the access log line that records the
 request shows it redacted.
 
+The sign-in callback's ``code`` and ``state`` (single-use, but secrets while they last) are
+shown as ``[redacted]`` too.
+
 A ``logging.Filter`` on the access loggers of uvicorn and gunicorn rewrites the record's
 arguments (the request line) before any handler formats them.
 """
@@ -9,16 +12,24 @@ arguments (the request line) before any handler formats them.
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import unquote
 
 from mlflow_hokusai.keys.format import redact as redact_plain
 
 ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "waitress")
+_CALLBACK_SECRETS = re.compile(r"([?&](?:code|state)=)[^&\s\"]+")
+
+
+def _without_callback_secrets(text: str) -> str:
+    return _CALLBACK_SECRETS.sub(r"\1[redacted]", text)
 
 
 def redact(text: str) -> str:
     """``text`` with every key redacted, also a percent-encoded one (``hk%5Flive%5F…``,
     ``hk_live_%43…``, encoded twice): a line holding one is logged decoded, then redacted."""
+    if "/hokusai/auth/callback?" in text:
+        text = _without_callback_secrets(text)
     redacted = redact_plain(text)
     decoded = text
     for _ in range(3):  # %255F -> %5F -> _

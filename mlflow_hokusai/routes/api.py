@@ -34,15 +34,16 @@ def actor() -> Actor:
 
 def whoami():
     identity = current_identity()
-    return jsonify(
-        {
-            "username": identity.username,
-            "is_admin": identity.is_admin,
-            "key_id": identity.key_id,
-            "scope": identity.scope,
-            "limits": identity.limits.to_dict() if identity.limits.to_json() else None,
-        }
-    )
+    answer = {
+        "username": identity.username,
+        "is_admin": identity.is_admin,
+        "key_id": identity.key_id,
+        "scope": identity.scope,
+        "limits": identity.limits.to_dict() if identity.limits.to_json() else None,
+    }
+    if identity.session_id is not None:  # signed in with the identity provider
+        answer["session_id"] = identity.session_id
+    return jsonify(answer)
 
 
 ROUTES = [Route("/mlflow/hokusai/whoami", "GET", whoami)]

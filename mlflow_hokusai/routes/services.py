@@ -13,6 +13,8 @@ from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
 from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
+from mlflow_hokusai.auth.sessions import SessionManager
+from mlflow_hokusai.auth.sign_in import OidcSignIn
 from mlflow_hokusai.auth.token_exchange import TokenExchange
 from mlflow_hokusai.config import Settings
 from mlflow_hokusai.keys.audit import AuditLog
@@ -39,6 +41,8 @@ class Services:
     trust_policies: TrustPolicyManager | None = None  # keyless CI: its trust policies (admins)
     token_exchange: TokenExchange | None = None  # keyless CI: token in, short-lived key out
     metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
+    sessions: SessionManager | None = None  # signed-in browsers (None: sign-in is off)
+    sign_in: OidcSignIn | None = None  # the OpenID provider's sign-in (None: off)
 
     def api_paths(self, base: str) -> list[str]:
         """``base`` under both API roots (``/api/2.0`` and ``/ajax-api/2.0``)."""

@@ -30,6 +30,10 @@ EVENTS = {
     "policy-deleted": "a keyless CI trust policy was deleted",
     "exchanged": "a workload token was exchanged for a short-lived key",
     "exchange-refused": "a workload token was refused",
+    "signed-in": "a person signed in with the identity provider (a session began)",
+    "signed-out": "a person signed out (their session ended)",
+    "session-revoked": "a session was revoked (by its owner or an admin)",
+    "sign-in-refused": "a sign-in was refused, with the reason",
 }
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 

@@ -112,6 +112,52 @@ class RateHit(Base):
     expires_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)
 
 
+class BrowserSession(Base):
+    """A person signed in through the OpenID provider (``store/sessions.py``, migration 0011):
+    the digest of the session id the cookie carries (never the id), whose session it is, and
+    its times. ``id`` names it in listings and revocations."""
+
+    __tablename__ = "hokusai_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False, unique=True, index=True)
+    username: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    # MLflow's users.id at sign-in: a user deleted and created again does not get the session.
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class SignInAttempt(Base):
+    """A sign-in under way (``store/sessions.py``): the digest of its ``state``, the PKCE
+    verifier and nonce it was started with, where to go after, and until when the callback may
+    come. Taken (deleted) by the one callback that uses it: a replayed state finds nothing."""
+
+    __tablename__ = "hokusai_sign_in_attempts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), nullable=False)
+    code_verifier: Mapped[str] = mapped_column(String(128), nullable=False)
+    next_path: Mapped[str] = mapped_column(String(2048), nullable=False)
+    base: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
+
+
+class GroupRoleGrant(Base):
+    """An MLflow role assignment sign-in made because of a group (``oidc_group_roles``): only
+    these are taken away when the person leaves the group (migration 0011)."""
+
+    __tablename__ = "hokusai_group_role_grants"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
 class Setting(Base):
     """Server-generated secrets (e.g. the Flask secret key) shared by every worker and replica."""
 

@@ -6,7 +6,8 @@
 const root = location.pathname.replace(/\/hokusai\/keys\/?$/, "");
 const api = `${root}/ajax-api/2.0/mlflow/hokusai`;
 const EVENTS = ["created", "rotated", "revoked", "expired-use", "denied-use", "login-limited",
-  "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused"];
+  "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused",
+  "signed-in", "signed-out", "session-revoked", "sign-in-refused"];
 const $ = (selector) => document.querySelector(selector);
 let me = null;
 let auditToken = null;
@@ -233,6 +234,10 @@ async function start() {
   } catch (error) { failed(error); return; }
   $("#who").textContent = `Signed in as ${me.username}${me.is_admin ? " (admin)" : ""}` +
     (me.scope === "read" ? " with a read-only key" : "");
+  if (me.session_id) {  // signed in with the identity provider: a way out
+    $("#sign-out").href = `${root}/hokusai/logout`;
+    $("#sign-out").hidden = false;
+  }
   for (const element of document.querySelectorAll(".admin-only, .admin-col")) {
     element.hidden = !me.is_admin;
   }
