@@ -32,6 +32,7 @@ from mlflow_hokusai.gate import sessions
 from mlflow_hokusai.gate.paths import Parts, PathRules, not_found_message, slash_redirect
 
 _OUTCOMES = {"rate-limited": "rate_limited", "ip-not-allowed": "forbidden_ip"}
+_READS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,10 @@ class Gatekeeper:
             outcome = _OUTCOMES.get(result.reason, "unauthenticated")
             return _refused(admitted, parts, outcome, ("failed_login", (result, peer)))
         unserved = self._unserved(admitted.path, request)
-        if unserved is not None:  # a 404 or 405 after authentication, never before
-            return _refused(admitted, unserved, "ok")
+        if unserved is not None and (result.scope == "write" or request.method in _READS):
+            return _refused(admitted, unserved, "ok")  # a 404 or 405 after authentication only
         message = self.read_scope.refusal(result, admitted.path, request.method)
-        if message is not None:
+        if message is not None:  # a read-only key's write is refused (and audited) as ever
             audit = ("read_only_refusal", (result, line, peer))
             return _refused(admitted, _forbidden(message), "forbidden_scope", audit)
         message = self._limits_refusal(result, admitted.path, request, notes)
@@ -193,8 +194,8 @@ class Gatekeeper:
         """For an API request no route serves: our 404 JSON (naming the two roots and what
         the client probably meant) or, when routes serve the path with other methods, a 405;
         else None. Browsers (``Accept: text/html``) and CORS preflights keep MLflow's
-        answers (the UI's own pages)."""
-        method = request.method
+        answers (the UI's own pages). A HEAD is answered as its GET (MLflow serves it so)."""
+        method = "GET" if request.method == "HEAD" else request.method
         if request.websocket or method == "OPTIONS" or wants_html(request.headers):
             return None
         methods = self.read_scope.other_methods(path, method)

@@ -83,6 +83,7 @@ REFUSED = {
     r"/api/2\.0/mlflow/metrics/get-history-bulk-interval": "the UI's charts",
     r"/api/2\.0/?mlflow/experiments/search-datasets": "the UI's dataset search (both spellings)",
     r"/api/2\.0/mlflow/hokusai/(api-keys|federation).*": "key management",
+    r"/api/2\.0/mlflow/hokusai/sessions/.*": "people's sign-in sessions (not a key's business)",
     r"/graphql": "GraphQL (the UI's)",
     r"/v1/traces": "OTLP ingestion",
     r"/build/<path:filename>|/favicon\.ico|/metrics": "UI build files, metrics",
