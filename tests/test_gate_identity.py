@@ -249,9 +249,19 @@ def test_every_503_leaves_as_our_json(services, gate_class, answer, content_type
 
 
 @pytest.mark.parametrize("gate_class, answer", [(AsgiGate, _asgi_answer), (WsgiGate, _wsgi_answer)])
-def test_other_responses_pass_unchanged(services, gate_class, answer):
-    status, headers, out = answer(gate_class(None, services), 404, "text/html", b"<p>no such</p>")
-    assert (status, headers["content-type"], out) == (404, "text/html", b"<p>no such</p>")
+@pytest.mark.parametrize(
+    "original",
+    [
+        (404, "application/json", b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}'),
+        (410, "text/html", b"<p>gone for good</p>"),
+        (302, "text/html", b"<p>see elsewhere</p>"),
+    ],
+)
+def test_other_responses_pass_unchanged(services, gate_class, answer, original):
+    """Only MLflow's error answers are rewritten (an HTML 404 for an API client among them:
+    tests/test_unknown_paths.py); everything else reaches the client as MLflow sent it."""
+    status, headers, out = answer(gate_class(None, services), *original)
+    assert (status, headers["content-type"], out) == original
 
 
 def _asgi_status_headers(gate, key: str):

@@ -272,7 +272,10 @@ class ReadScope:
 
     def _other_methods(self, path: str, method: str) -> frozenset | None:
         """None when a route serves (method, path) or redirects it (a missing slash); else
-        the methods routes serve ``path`` with (empty: no route serves it at all)."""
+        the methods routes serve ``path`` with (empty: no route serves it at all). A scope
+        built without an app knows no routes and claims nothing is unserved."""
+        if self.flask_app is None and not self.native.routes:
+            return None
         if self.route_of(path, method) is not None:
             return None
         methods = set(self.native.methods_of(path))
