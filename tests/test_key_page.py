@@ -15,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser import signed_in
+from tests.browser import screenshot, signed_in
 from tests.server import free_port
 
 KEYS = "/api/2.0/mlflow/hokusai/api-keys"
@@ -79,7 +79,7 @@ def test_sign_in_create_a_key_and_use_it(server, chromium, tmp_path, prefix):
         page.get_by_role("button", name="Create key").click()
         expect(page.locator("#new-key")).to_be_visible()
         new_key = page.locator("#new-key-value").input_value()
-        page.screenshot(path=str(tmp_path / "created.png"), full_page=True)
+        screenshot(page, tmp_path, "key-page-created.png")
         assert new_key.startswith("hk_")
         expect(page.locator("#new-key")).to_contain_text("will not be shown again")
         lines = page.locator("#new-key-env").input_value().splitlines()
@@ -195,13 +195,20 @@ def test_errors_are_shown_in_words_and_nothing_is_created(server, chromium, tmp_
         page.get_by_role("button", name="Create key").click()
         alert = page.get_by_role("alert")
         expect(alert).to_be_visible()
-        expect(alert).to_contain_text("expires_in_days")
+        # The field's label, as the form shows it, not the REST API's name for it.
+        expect(alert).to_contain_text("Expires in (days) must be a whole number")
+        assert "expires_in_days" not in alert.inner_text()
         assert "{" not in alert.inner_text()  # words, not JSON
+        field = page.get_by_label("Expires in (days)")
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(field).to_be_focused()
         page.get_by_label("Expires in (days)").fill("")
         page.get_by_label("Rate limit").fill("lots")
         page.get_by_role("button", name="Create key").click()
-        expect(alert).to_contain_text("rate_limit")
-        page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+        expect(alert).to_contain_text("Rate limit must be")
+        assert "rate_limit" not in alert.inner_text()
+        expect(page.get_by_label("Expires in (days)")).not_to_have_attribute("aria-invalid", "true")
+        screenshot(page, tmp_path, "key-page-error.png")
         expect(page.locator("#new-key")).to_be_hidden()
         assert len(_keys_of(server, username)) == before
         assert errors == []
@@ -229,7 +236,8 @@ def test_a_key_limited_to_resources_from_the_page(server, chromium, tmp_path):
         row = _row(page, made["id"])
         expect(row).to_contain_text("experiments: ci-training (READ), 12 (MANAGE)")
         expect(row).to_contain_text("models: ci-* (MANAGE)")
-        expect(_row(page, _keys_of(server, username)[0]["id"])).to_contain_text("all")
+        setup = next(k for k in _keys_of(server, username) if k["name"] == "setup")
+        expect(_row(page, setup["id"])).to_contain_text("all")  # the key without limits
         page.screenshot(path=str(tmp_path / "limited.png"), full_page=True)
         searched = requests.post(
             server.url + "/api/2.0/mlflow/experiments/search",
@@ -250,16 +258,34 @@ def test_a_key_limited_to_resources_from_the_page(server, chromium, tmp_path):
 
 
 def test_a_read_only_key_sees_its_keys_and_is_told_it_cannot_create(server, chromium):
-    username, _, _ = _user(server, "page-reader")
+    """What a read-only key cannot do is disabled, with a sentence saying why, rather than
+    offered and then refused with the gate's ``POST … is not a read``."""
+    username, _, write_id = _user(server, "page-reader")
     reader = server.post(
         f"{KEYS}/create", server.admin_key, json={"username": username, "scope": "read"}
     ).json()
-    context, page, _ = _open(chromium, server, username, reader["key"])
+    before = len(_keys_of(server, username))
+    context, page, errors = _open(chromium, server, username, reader["key"])
     try:
         expect(page.locator("#who")).to_contain_text("read-only key")
         expect(_row(page, reader["api_key"]["id"])).to_be_visible()
-        page.get_by_role("button", name="Create key").click()
-        expect(page.get_by_role("alert")).to_contain_text("read-only")
+        note = page.locator("#cannot-change")
+        expect(note).to_be_visible()
+        expect(note).to_contain_text("read-only key")
+        expect(note).to_contain_text("not create, rotate or revoke")
+        expect(page.get_by_role("button", name="Create key")).to_be_disabled()
+        expect(page.get_by_label("Name")).to_be_disabled()
+        for key_id in (write_id, reader["api_key"]["id"]):
+            for action in ("Rotate", "Revoke"):
+                expect(_row(page, key_id).get_by_role("button", name=action)).to_be_disabled()
+        page.get_by_role("button", name="Create key").click(force=True)
+        _row(page, write_id).get_by_role("button", name="Revoke").click(force=True)
+        time.sleep(0.5)
+        expect(page.get_by_role("alert")).to_be_hidden()
+        assert "is not a read" not in page.content()
+        after = _keys_of(server, username)
+        assert len(after) == before and all(k["status"] == "active" for k in after)
+        assert errors == []
     finally:
         context.close()
 
@@ -271,7 +297,7 @@ def test_at_a_phones_width_and_with_the_keyboard(server, chromium, tmp_path):
     )
     try:
         width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-        assert width[0] <= width[1], width  # wide tables scroll inside their card
+        assert width[0] <= width[1], width  # no sideways scrolling: the rows are cards
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         # Keyboard only: tab to the name field, type, tab to the button, press Enter.
         for _ in range(10):

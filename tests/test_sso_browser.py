@@ -15,6 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.browser import screenshot
 from tests.server import Server, free_port
 from tests.test_sso import CLIENT, SECRET, USERS, provider_for
 
@@ -89,7 +90,7 @@ def test_sign_in_use_the_ui_make_a_key_and_sign_out(setup, chromium, tmp_path, m
         monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
         page.get_by_role("button", name="I have saved it").click()
         expect(page.locator("#new-key")).to_be_hidden()
-        page.screenshot(path=str(tmp_path / "key-page-signed-in.png"), full_page=True)
+        screenshot(page, tmp_path, "sso-key-page.png")
 
         page.click("#sign-out")
         page.wait_for_load_state()

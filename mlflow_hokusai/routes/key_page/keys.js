@@ -9,8 +9,48 @@ const EVENTS = ["created", "rotated", "revoked", "expired-use", "denied-use", "l
   "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused",
   "signed-in", "signed-out", "session-revoked", "sign-in-refused"];
 const $ = (selector) => document.querySelector(selector);
+// Keys per page of the table: fewer where each key is a card (the CSS's breakpoint).
+const NARROW = matchMedia("(max-width: 60rem)");
+const pageSize = () => (NARROW.matches ? 10 : 20);
 let me = null;
 let auditToken = null;
+let listed = [];  // the keys the table pages through
+let page = 0;
+
+// The REST API's messages name its fields ('expires_in_days' must be …); the page's name the
+// field's label, as the person sees it.
+const LABELS = {
+  name: "Name",
+  scope: "Scope",
+  expires_in_days: "Expires in (days)",
+  allowed_ips: "Allowed IPs",
+  rate_limit: "Rate limit",
+  experiments: "Only experiments",
+  registered_models: "Only models",
+  can_create: "May create experiments and models",
+  username: "For user",
+  grace_seconds: "Seconds the old key keeps working",
+};
+const LEADING_FIELD = /^(?:[A-Z_]+: )?'([a-z_]+)'/;
+
+class PageError extends Error {
+  constructor(message, field) {
+    super(message);
+    this.field = field;
+  }
+}
+
+function inWords(message) {
+  const match = LEADING_FIELD.exec(message);
+  if (match && LABELS[match[1]]) {
+    return new PageError(LABELS[match[1]] + message.slice(match[0].length), match[1]);
+  }
+  if (message.startsWith("This API key is read-only:")) {
+    return new PageError("This page is signed in with a read-only key: it can list keys but " +
+      "not create, rotate or revoke them. Open the page with a write key to change keys.");
+  }
+  return new PageError(message);
+}
 
 async function call(path, options = {}) {
   const response = await fetch(`${api}/${path}`, {
@@ -22,7 +62,7 @@ async function call(path, options = {}) {
   let body = {};
   try { body = await response.json(); } catch (_) { body = {}; }
   if (!response.ok) {
-    throw new Error(body.message || `The server answered ${response.status}.`);
+    throw inWords(body.message || `The server answered ${response.status}.`);
   }
   return body;
 }
@@ -36,17 +76,34 @@ function show(id, text) {
 function failed(error) {
   show("#notice", "");
   show("#error", error.message);
-  $("#error").focus?.();
+  const field = error.field && $(`#create-form [name="${error.field}"]`);
+  if (field && !field.disabled) {
+    field.setAttribute("aria-invalid", "true");
+    field.setAttribute("aria-describedby", "error");
+    field.focus();
+  }
 }
 
-function when(iso) {
-  return iso ? iso.replace("T", " ").replace(/(\.\d+)?\+00:00$/, "") : "–";
+// "2026-12-03 17:15" (UTC, to the minute; the second too with seconds) from an ISO time.
+function when(iso, seconds = false) {
+  if (!iso) return "–";
+  const text = iso.replace("T", " ").replace(/(\.\d+)?(\+00:00|Z)$/, "");
+  return seconds ? text : text.replace(/^(.{16}):\d\d$/, "$1");
 }
 
-function status(key) {
+// How long until an expiry: minutes under an hour, hours under a day, else days.
+function remaining(milliseconds) {
+  const minutes = Math.max(1, Math.ceil(milliseconds / 60000));
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.ceil(milliseconds / 3600000);
+  if (hours < 24) return `${hours} h`;
+  return `${Math.ceil(milliseconds / 86400000)} d`;
+}
+
+function keyStatus(key) {
   if (key.status === "active" && key.expires_at) {
-    const days = (Date.parse(key.expires_at) - Date.now()) / 86400000;
-    if (days < 7) return `expiring (${Math.max(0, Math.ceil(days))} d)`;
+    const left = Date.parse(key.expires_at) - Date.now();
+    if (left < 7 * 86400000) return `expiring (${remaining(left)})`;
   }
   if (key.status === "rotating" && key.rotation_ends_at) {
     return `rotating until ${when(key.rotation_ends_at)}`;
@@ -61,13 +118,45 @@ function cell(row, text, className) {
   return td;
 }
 
+function dateCell(row, iso) {
+  const td = cell(row, when(iso), "date");
+  if (iso) td.title = `${when(iso, true)} UTC`;
+  return td;
+}
+
+// Each cell is labelled with its column's heading, shown beside it where rows become cards.
+function labelCells(table, row) {
+  const headings = [...table.querySelectorAll("thead th")].filter((th) => !th.hidden);
+  [...row.cells].forEach((td, index) => {
+    const heading = headings[index]?.textContent;
+    if (heading && heading !== "Actions") td.dataset.label = heading;
+  });
+}
+
+// Why this sign-in cannot create, rotate or revoke keys (null: it can), as the server's rules
+// say: a read-only key, or a key limited to some experiments and models.
+function cannotChange() {
+  if (me.scope === "read") {
+    return "You are signed in with a read-only key: you can see your keys here but not " +
+      "create, rotate or revoke them. Open this page with a write key to change keys.";
+  }
+  if (me.limits) {
+    return "You are signed in with a key limited to some experiments and models: it cannot " +
+      "create, rotate or revoke keys. Open this page with an unlimited key to change keys.";
+  }
+  return null;
+}
+
 function button(label, action, title) {
   const element = document.createElement("button");
   element.type = "button";
   element.textContent = label;
   element.className = "small";
   element.setAttribute("aria-label", title);
-  element.addEventListener("click", action);
+  if (cannotChange()) {
+    element.disabled = true;
+    element.setAttribute("aria-describedby", "cannot-change");
+  } else element.addEventListener("click", action);
   return element;
 }
 
@@ -113,36 +202,63 @@ async function loadKeys() {
   else if (me.is_admin) params.set("all", "true");
   const wanted = filters.get("status") || "";
   const { api_keys: keys } = await call(`api-keys/list?${params}`);
+  listed = keys.filter((key) => !wanted || key.status === wanted);
+  showKeys();
+}
+
+function rateLimit(value) {
+  return !value || value === "none" ? "unlimited" : value;
+}
+
+// One page of the listed keys (the page stays where it was after a rotation or revocation).
+function showKeys() {
+  const size = pageSize();
+  const pages = Math.max(1, Math.ceil(listed.length / size));
+  page = Math.min(page, pages - 1);
   const body = $("#keys tbody");
   body.replaceChildren();
-  const shown = keys.filter((key) => !wanted || key.status === wanted);
-  for (const key of shown) {
+  const first = page * size;
+  for (const key of listed.slice(first, first + size)) {
     const row = body.insertRow();
     row.dataset.keyId = key.id;
-    cell(row, key.name || "–");
+    cell(row, key.name || "–", "name");
     if (me.is_admin) cell(row, key.username, "admin-col");
     cell(row, `${key.prefix}…`, "mono");
     cell(row, key.scope);
-    cell(row, status(key), `status status-${key.status}`);
-    cell(row, when(key.created_at));
-    cell(row, when(key.expires_at));
-    cell(row, when(key.last_used_at));
+    const [state, until] = keyStatus(key).split(" until ");
+    const status = cell(row, until ? `${state} until` : state, `status status-${key.status}`);
+    if (until) status.append(document.createElement("br"), until);
+    dateCell(row, key.created_at);
+    dateCell(row, key.expires_at);
+    dateCell(row, key.last_used_at);
     cell(row, (key.allowed_ips || []).join(", ") || "anywhere");
-    cell(row, key.rate_limit || "none");
-    cell(row, limits(key.limits));
-    const actions = cell(row, "");
+    cell(row, rateLimit(key.rate_limit));
+    cell(row, limits(key.limits), "limits");
+    const actions = cell(row, "", "actions");
     if (key.status !== "revoked" && key.status !== "expired") {
       actions.append(
         button("Rotate", () => rotate(key), `Rotate ${key.name || key.prefix}`),
         button("Revoke", () => revoke(key), `Revoke ${key.name || key.prefix}`),
       );
     }
+    labelCells($("#keys"), row);
   }
-  if (!shown.length) {
+  if (!listed.length) {
     const row = body.insertRow();
     const td = cell(row, "No keys.");
     td.colSpan = 12;
   }
+  $("#keys-pager").hidden = pages < 2;
+  $("#keys-page").textContent =
+    `Keys ${first + 1}–${Math.min(first + size, listed.length)} of ${listed.length}`;
+  $("#keys-previous").disabled = page === 0;
+  $("#keys-next").disabled = page >= pages - 1;
+}
+
+function turn(by) {
+  page += by;
+  showKeys();
+  $("#keys-title").scrollIntoView({ block: "nearest" });
 }
 
 // A key's resource limits in words ("all" when it has none).
@@ -183,12 +299,18 @@ async function copy(selector, what) {
 
 async function create(event) {
   event.preventDefault();
+  if (!me || cannotChange()) return;
+  for (const field of event.target.querySelectorAll("[aria-invalid]")) {
+    field.removeAttribute("aria-invalid");
+    field.removeAttribute("aria-describedby");
+  }
   const form = new FormData(event.target);
   const body = {};
   for (const [name, value] of form.entries()) {
     const text = String(value).trim();
     if (!text) continue;
     if (name === "expires_in_days") body[name] = /^\d+$/.test(text) ? Number(text) : text;
+    else if (name === "rate_limit" && /^(unlimited|none|no limit)$/i.test(text)) body[name] = "none";
     else if (name === "allowed_ips") body[name] = text.split(/[\s,]+/).filter(Boolean);
     else if (name === "experiments" || name === "registered_models") {
       body[name] = text.split(",").map((entry) => entry.trim()).filter(Boolean);
@@ -207,7 +329,7 @@ async function create(event) {
 
 async function loadAudit(more = false) {
   const form = new FormData($("#audit-form"));
-  const params = new URLSearchParams({ max_results: "50" });
+  const params = new URLSearchParams({ max_results: NARROW.matches ? "20" : "50" });
   for (const name of ["username", "event", "since"]) {
     const value = String(form.get(name) || "").trim();
     if (value) params.set(name, value);
@@ -219,10 +341,12 @@ async function loadAudit(more = false) {
   if (!more) body.replaceChildren();
   for (const entry of events) {
     const row = body.insertRow();
-    for (const value of [when(entry.time), entry.event, entry.actor, entry.username,
+    for (const value of [when(entry.time, true), entry.event, entry.actor, entry.username,
       entry.key_id, entry.address, entry.detail]) {
       cell(row, value || "–");
     }
+    row.cells[0].className = "date";
+    labelCells($("#audit"), row);
   }
   $("#audit-more").hidden = !auditToken;
 }
@@ -245,8 +369,15 @@ async function start() {
   const select = $("#audit-form select[name=event]");
   for (const name of EVENTS) select.append(new Option(name, name));
   $("#create-form").addEventListener("submit", create);
+  const why = cannotChange();
+  show("#cannot-change", why);
+  $("#create-fields").disabled = Boolean(why);  // disabled in the HTML until now
+  $("#keys-previous").addEventListener("click", () => turn(-1));
+  $("#keys-next").addEventListener("click", () => turn(1));
+  NARROW.addEventListener("change", () => { if (listed.length) showKeys(); });
   $("#filter-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    page = 0;
     loadKeys().catch(failed);
   });
   $("#audit-form").addEventListener("submit", (e) => {
