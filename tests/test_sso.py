@@ -5,6 +5,9 @@ sign-out, revocation on every worker, groups, and the refusals."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +18,7 @@ from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
 from mlflow_hokusai import _mlflow
 from tests.oidc_provider import OidcClient, OidcProvider, OidcUser, sign_in
-from tests.server import Server
+from tests.server import Server, clean_env
 
 CLIENT = "hokusai-sso"
 SECRET = "sso-test-secret"
@@ -271,6 +274,43 @@ def test_sessions_over_rest_own_and_by_an_admin(setup):
     assert whoami(server, second).status_code == 401
 
 
+def _online(server: Server, key: str, *args: str):
+    return subprocess.run(
+        [sys.executable, "-m", "mlflow_hokusai.cli", "sessions", *args]
+        + ["--tracking-uri", server.url],
+        env=clean_env(HOKUSAI_API_KEY=key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=server.workdir,
+    )
+
+
+def test_the_cli_online_lists_and_revokes_with_the_keys_rights(setup):
+    server, _ = setup
+    browser, _ = signed_in(server, "bob")
+    mine = whoami(server, browser).json()["session_id"]
+    bob_key = server.create_key("bob")
+    listed = _online(server, bob_key, "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert mine in {s["id"] for s in json.loads(listed.stdout)}
+    assert {s["username"] for s in json.loads(listed.stdout)} == {"bob"}
+    refused = _online(server, bob_key, "revoke", "--user", "erin")
+    assert refused.returncode != 0 and "Only admins" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    done = _online(server, server.admin_key, "revoke", mine)
+    assert done.returncode == 0, done.stderr
+    assert f"Revoked session {mine}." in done.stderr
+    ended = _online(server, server.admin_key, "list", "--user", "bob", "--all", "--format", "json")
+    assert ended.returncode == 0, ended.stderr
+    assert {s["id"]: s["status"] for s in json.loads(ended.stdout)}[mine] == "revoked"
+    live = _online(server, server.admin_key, "list", "--user", "bob", "--format", "json")
+    assert mine not in {s["id"] for s in json.loads(live.stdout)}
+    time.sleep(1.1)
+    assert whoami(server, browser).status_code == 401
+
+
 def test_sign_out_everywhere_from_a_session(setup):
     server, _ = setup
     here, _ = signed_in(server, "erin")
@@ -311,6 +351,8 @@ def test_admin_status_follows_the_admin_groups(setup):
     server.cli("keys", "create", "--user", "bob", "--admin")
     browser, _ = signed_in(server, "bob")
     assert whoami(server, browser).json()["is_admin"] is False
+    changed = server.cli("audit", "list", "--event", "roles-changed", "--user", "bob").stdout
+    assert "by group at sign-in: no longer an admin" in changed
 
 
 def test_a_person_outside_the_allowed_groups_is_refused_with_a_reason(setup):
@@ -398,6 +440,12 @@ def test_groups_changed_at_the_provider_apply_at_the_next_sign_in(setup):
         time.sleep(1.1)
         assert whoami(server, daves).status_code == 401  # his earlier session ended too
         assert trainers.id not in {r.id for r in users.list_user_roles(erin.id)}
+        changes = server.cli("audit", "list", "--event", "roles-changed", "--format", "json")
+        details = {(e["username"], e["detail"]) for e in json.loads(changes.stdout)}
+        assert ("erin", "by group at sign-in: role 'trainers' assigned") in details
+        assert ("erin", "by group at sign-in: role 'trainers' removed") in details
+        assert ("alice", "by group at sign-in: no longer an admin") in details
+        assert ("bob", "by group at sign-in: made an admin") in details
     finally:
         moved.destroy()
         provider.start()

@@ -35,7 +35,8 @@ class GroupRoles:
         if not self.pairs:
             return [], []
         names = self.wanted(person.groups)
-        roles = [r for r in self.users.list_roles() if r.name in names]
+        every_role = self.users.list_roles()
+        roles = [r for r in every_role if r.name in names]
         for missing in sorted(names - {r.name for r in roles}):
             _logger.warning(
                 "oidc_group_roles names the MLflow role %r, which does not exist", missing
@@ -49,9 +50,10 @@ class GroupRoles:
                 self.store.add_role_grant(user.id, role.id, utcnow())
                 added.append(role.name)
         wanted_ids = {r.id for r in roles}
+        name_of = {r.id: r.name for r in every_role}
         for role_id in sorted(granted - wanted_ids):
             if role_id in current:
                 self.users.unassign_role_from_user(user.id, role_id)
-                removed.append(str(role_id))
+                removed.append(name_of.get(role_id, str(role_id)))
             self.store.remove_role_grant(user.id, role_id)
         return added, removed

@@ -386,11 +386,23 @@ class OidcSignIn:
                 if not self.users.has_user(person.username):  # not a concurrent creation
                     raise
         user = self.users.get_user(person.username)
+        changes = []
         if settings.oidc_admin_groups and bool(user.is_admin) != admin:
             self.users.update_user(person.username, is_admin=admin)
             user = self.users.get_user(person.username)
+            changes.append("made an admin" if admin else "no longer an admin")
         if self.on_person is not None:
-            self.on_person(person, user)
+            added, removed = self.on_person(person, user)
+            changes += [f"role {name!r} assigned" for name in added]
+            changes += [f"role {name!r} removed" for name in removed]
+        if changes:
+            self.audit.record(
+                "roles-changed",
+                actor="oidc",
+                username=person.username,
+                source=source,
+                detail="by group at sign-in: " + ", ".join(changes),
+            )
         return user
 
     def end_session_url(self, post_logout_redirect_uri: str) -> str | None:

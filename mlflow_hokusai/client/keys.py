@@ -17,6 +17,7 @@ ROTATE_API_KEY = f"{BASE}/api-keys/rotate"
 UPDATE_API_KEY = f"{BASE}/api-keys/update"
 FEDERATION_POLICIES = f"{BASE}/federation/policies"
 AUDIT_EVENTS = f"{BASE}/audit/list"
+SESSIONS = f"{BASE}/sessions"
 TOKEN_EXCHANGE = f"{BASE}/token-exchange"
 
 
@@ -240,6 +241,20 @@ class KeyManagementMixin:
         issued under it keep working until they expire; revoke them to end them now)."""
         resp = self._request(f"{FEDERATION_POLICIES}/delete", "POST", json={"policy_id": policy_id})
         return resp["policy"]
+
+    def list_sessions(self, username: str | None = None, include_ended: bool = False) -> list:
+        """Browser sessions (sign-in): your own; admins anyone's, or a ``username``'s.
+        ``include_ended`` adds revoked and expired ones."""
+        params = {"username": username} if username is not None else {}
+        if include_ended:
+            params["all"] = "true"
+        return self._request(f"{SESSIONS}/list", "GET", params=params).get("sessions", [])
+
+    def revoke_sessions(self, session_id: str | None = None, username: str | None = None):
+        """End one session, or every session of ``username`` ("sign out everywhere" with your
+        own name): the ids revoked."""
+        body = _given({"session_id": session_id, "username": username})
+        return self._request(f"{SESSIONS}/revoke", "POST", json=body).get("revoked", [])
 
 
 class RestKeys(KeyManagementMixin):

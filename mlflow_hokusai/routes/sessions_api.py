@@ -1,5 +1,6 @@
-"""REST endpoints for browser sessions: ``GET …/mlflow/hokusai/sessions/list`` and
-``POST …/mlflow/hokusai/sessions/revoke`` (``auth/sessions.py`` holds the sessions).
+"""REST endpoints for browser sessions: ``GET …/mlflow/hokusai/sessions/list`` (live ones;
+``all=true`` adds ended ones) and ``POST …/mlflow/hokusai/sessions/revoke``
+(``auth/sessions.py`` holds the sessions).
 
 Anyone sees and revokes their own sessions ("sign out everywhere" is ``{"username": me}``);
 admins anyone's. With sign-in off, both answer 400 ``FEATURE_DISABLED``.
@@ -36,16 +37,19 @@ def _may_see(identity, username: str) -> None:
 def list_sessions():
     manager = _sessions()
     identity = current_identity()
-    unknown = sorted(set(request.args) - {"username"})
+    unknown = sorted(set(request.args) - {"username", "all"})
     if unknown:
         raise invalid_parameter(f"Unknown parameter(s) {', '.join(map(repr, unknown))}.")
+    everything = request.args.get("all", "false").lower()
+    if everything not in ("true", "false"):
+        raise invalid_parameter("'all' must be 'true' or 'false'.")
     username = request.args.get("username") or None
     if username is not None:
         _may_see(identity, username)
     elif not identity.is_admin:
         username = identity.username
     found = []
-    for record in manager.list(username):
+    for record in manager.list(username, everything=everything == "true"):
         described = manager.describe(record)
         described["current"] = record.id == identity.session_id
         found.append(described)

@@ -34,6 +34,7 @@ EVENTS = {
     "signed-out": "a person signed out (their session ended)",
     "session-revoked": "a session was revoked (by its owner or an admin)",
     "sign-in-refused": "a sign-in was refused, with the reason",
+    "roles-changed": "sign-in changed a person's admin status or MLflow roles (their groups)",
 }
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
