@@ -56,12 +56,17 @@ class Server:
         backend_store_uri: str | None = None,
         health_path: str = "/health",
         python: str | None = None,
+        tls: bool = False,
     ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hokusai-test-"))
         self.workers = workers
         self.python = python or sys.executable  # another environment's, e.g. another MLflow
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # tls: HTTPS with a self-signed certificate (tests/tls.py); clients pass
+        # ``verify=server.verify`` (the certificate file) to trust it.
+        self.tls = tls
+        self.verify: str | bool = True
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.app_name = app_name
         self.health_path = health_path  # e.g. PREFIX/health under --static-prefix PREFIX
         self.extra_env = env or {}
@@ -119,7 +124,7 @@ class Server:
             if not any(a.startswith("--uvicorn-opts") for a in self.args):
                 # uvicorn kills a worker that does not answer its 5 s health check; on a busy
                 # 2-core machine a worker still importing MLflow can miss it, forever.
-                cmd += ["--uvicorn-opts", "--timeout-worker-healthcheck 120"]
+                cmd += ["--uvicorn-opts", "--timeout-worker-healthcheck 120" + self._tls_opts()]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             cmd,
@@ -131,13 +136,23 @@ class Server:
         )
         return self
 
+    def _tls_opts(self) -> str:
+        if not self.tls:
+            return ""
+        from tests.tls import self_signed
+
+        cert, key = self_signed(self.workdir)
+        self.verify = str(cert)
+        return f" --ssl-certfile {cert} --ssl-keyfile {key}"
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                if requests.get(self.url + self.health_path, timeout=2).status_code == 200:
+                health = requests.get(self.url + self.health_path, timeout=2, verify=self.verify)
+                if health.status_code == 200:
                     break
             except requests.RequestException:
                 pass
@@ -191,13 +206,17 @@ class Server:
         headers = kwargs.pop("headers", {})
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return requests.get(self.url + path, headers=headers, timeout=30, **kwargs)
+        return requests.get(
+            self.url + path, headers=headers, timeout=30, verify=self.verify, **kwargs
+        )
 
     def post(self, path: str, key: str | None = None, **kwargs):
         headers = kwargs.pop("headers", {})
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return requests.post(self.url + path, headers=headers, timeout=30, **kwargs)
+        return requests.post(
+            self.url + path, headers=headers, timeout=30, verify=self.verify, **kwargs
+        )
 
     def __enter__(self):
         return self.start()
