@@ -139,14 +139,38 @@ def _first_ready() -> bool:
     run = os.environ.get(SERVER_RUN_VARIABLE)
     if not run or not run.isalnum():
         return True
-    claim = os.path.join(tempfile.gettempdir(), f"mlflow-hokusai-ready-{run}")
+    claim = os.path.join(tempfile.gettempdir(), f"{READY_CLAIM_PREFIX}{run}")
     try:
         os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return False
     except OSError:
         return True  # better twice than never
+    _sweep_ready_claims(tempfile.gettempdir(), keep=claim)
     return True
+
+
+READY_CLAIM_PREFIX = "mlflow-hokusai-ready-"
+READY_CLAIM_DAYS = 2  # an older claim's server has long logged its line
+
+
+def _sweep_ready_claims(folder: str, keep: str, now: float | None = None) -> None:
+    """Remove the empty claim files of servers started more than ``READY_CLAIM_DAYS`` ago
+    (a server that is stopped cannot remove its own: its workers are killed), so they do not
+    pile up in the temp folder."""
+    now = time.time() if now is None else now
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(READY_CLAIM_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            stale = path != keep and now - os.stat(path).st_mtime > READY_CLAIM_DAYS * 86400
+            if stale and os.path.getsize(path) == 0:
+                os.remove(path)
+        except OSError:
+            pass  # another server swept it, or not ours to remove
 
 
 def _listening(descriptors=None) -> bool:

@@ -123,3 +123,26 @@ def test_the_ready_line_waits_for_a_listening_socket_and_is_said_once(monkeypatc
         assert bootstrap._listening([sock.fileno()])
     monkeypatch.setenv(bootstrap.SERVER_RUN_VARIABLE, secrets.token_hex(8))
     assert bootstrap._first_ready() and not bootstrap._first_ready()  # later workers: silent
+
+
+def test_old_ready_claims_are_swept_and_nothing_else(tmp_path):
+    import os
+    import time
+
+    from mlflow_hokusai import bootstrap
+
+    prefix = bootstrap.READY_CLAIM_PREFIX
+    old, fresh, mine, other = (
+        tmp_path / n for n in (f"{prefix}a", f"{prefix}b", f"{prefix}c", "x")
+    )
+    for path in (old, fresh, mine, other):
+        path.write_bytes(b"")
+    written = tmp_path / f"{prefix}d"
+    written.write_text("not an empty claim")
+    long_ago = time.time() - (bootstrap.READY_CLAIM_DAYS + 1) * 86400
+    for path in (old, mine, other, written):
+        os.utime(path, (long_ago, long_ago))
+    bootstrap._sweep_ready_claims(str(tmp_path), keep=str(mine))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (fresh, mine, other, written)
+    )
