@@ -119,7 +119,7 @@ def _limit_options(func):
 @rate_limit_option(
     "Accept at most N requests per second, minute or hour with this key, counted across "
     "every worker and replica; over it, 429 with Retry-After (default: the server's "
-    "default_rate_limit, else none; 'none': no limit, for admins where a default exists)."
+    "default_rate_limit, else none; 'unlimited': no limit, for admins where a default exists)."
 )
 @_limit_options
 @database_option

@@ -84,7 +84,7 @@ class KeyManagementMixin:
     ) -> ApiKey:
         """Create a key (for ``username``: admins only; usable only from ``allowed_ips``, up
         to 20 addresses or CIDR ranges, when given; at most ``rate_limit`` requests, e.g.
-        ``"1000/hour"``, or ``"none"``; default: the server's ``default_rate_limit``). The
+        ``"1000/hour"``, or ``"unlimited"``; default: the server's ``default_rate_limit``). The
         result's ``.key`` is the plaintext, shown this once.
 
         Resource limits: ``experiments`` (ids or names) and ``registered_models`` (names or

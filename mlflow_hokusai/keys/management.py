@@ -165,20 +165,22 @@ def parse_allowed_ips(value) -> tuple[str, ...]:
     return tuple(networks)
 
 
-NO_RATE_LIMIT = "none"
+NO_RATE_LIMIT = "none"  # stored: the key has no rate limit
+UNLIMITED_RATE = "unlimited"  # what people write and read for it
 
 
 def parse_key_rate_limit(value) -> str | None:
-    """A key's ``rate_limit``: ``N/second|minute|hour`` in normal form, ``"none"`` (no limit,
-    even where the server has a default), or None (not given: the server's default)."""
+    """A key's ``rate_limit``: ``N/second|minute|hour`` in normal form, ``"unlimited"`` (no
+    limit, even where the server has a default; stored as ``"none"``, which is accepted too),
+    or None (not given: the server's default)."""
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().lower() == NO_RATE_LIMIT:
+    if isinstance(value, str) and value.strip().lower() in (UNLIMITED_RATE, NO_RATE_LIMIT):
         return NO_RATE_LIMIT
     try:
         return parse_rate_limit(value)
     except ValueError as e:
-        raise invalid_parameter(f"'rate_limit' {e}, or 'none' for no limit.") from None
+        raise invalid_parameter(f"'rate_limit' {e}, or 'unlimited' for no limit.") from None
 
 
 def parse_name(value) -> str:

@@ -310,7 +310,7 @@ async function create(event) {
     const text = String(value).trim();
     if (!text) continue;
     if (name === "expires_in_days") body[name] = /^\d+$/.test(text) ? Number(text) : text;
-    else if (name === "rate_limit" && /^(unlimited|none|no limit)$/i.test(text)) body[name] = "none";
+    else if (name === "rate_limit" && /^(unlimited|none|no limit)$/i.test(text)) body[name] = "unlimited";
     else if (name === "allowed_ips") body[name] = text.split(/[\s,]+/).filter(Boolean);
     else if (name === "experiments" || name === "registered_models") {
       body[name] = text.split(",").map((entry) => entry.trim()).filter(Boolean);
