@@ -118,7 +118,8 @@ def test_a_matching_token_gets_a_short_lived_federated_key(server, issuer, polic
     key = body["access_token"]
     assert key.startswith("hk_live_")
     me = server.get(WHOAMI, key).json()
-    assert (me["username"], me["scope"]) == ("ci-bot", "write")
+    assert (me["username"], me["scope"], me["federated"]) == ("ci-bot", "write", True)
+    assert server.get(WHOAMI, server.admin_key).json()["federated"] is False
     record = {k["id"]: k for k in _keys_of(server)}[me["key_id"]]
     assert record["federated_by"] == policy["id"]
     expires = datetime.fromisoformat(record["expires_at"])

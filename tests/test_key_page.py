@@ -389,3 +389,16 @@ def test_the_page_forbids_framing_inline_script_and_caching(server):
     assert requests.get(server.url + "/hokusai/keys", timeout=30).status_code == 401
     challenge = requests.get(server.url + "/hokusai/keys", timeout=30)
     assert challenge.headers["WWW-Authenticate"].startswith("Basic")  # the browser's prompt
+
+
+def test_the_pages_audit_filter_offers_every_event():
+    """The page's event filter is a copy of the audit's event list: it must not fall behind."""
+    import re
+    from pathlib import Path
+
+    from mlflow_hokusai.routes import key_page
+    from mlflow_hokusai.store.audit import EVENTS
+
+    script = (Path(key_page.__file__).parent / "keys.js").read_text()
+    listed = re.search(r"const EVENTS = \[(.*?)\];", script, re.S).group(1)
+    assert sorted(re.findall(r'"([a-z-]+)"', listed)) == sorted(EVENTS)

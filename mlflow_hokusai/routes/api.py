@@ -40,6 +40,7 @@ def whoami():
         "key_id": identity.key_id,
         "scope": identity.scope,
         "limits": identity.limits.to_dict() if identity.limits.to_json() else None,
+        "federated": identity.federated,  # a token exchange's key: it manages no keys
     }
     if identity.session_id is not None:  # signed in with the identity provider
         answer["session_id"] = identity.session_id

@@ -7,7 +7,7 @@ const root = location.pathname.replace(/\/hokusai\/keys\/?$/, "");
 const api = `${root}/ajax-api/2.0/mlflow/hokusai`;
 const EVENTS = ["created", "rotated", "revoked", "expired-use", "denied-use", "login-limited",
   "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused",
-  "signed-in", "signed-out", "session-revoked", "sign-in-refused"];
+  "signed-in", "signed-out", "session-revoked", "sign-in-refused", "roles-changed"];
 const $ = (selector) => document.querySelector(selector);
 // Keys per page of the table: fewer where each key is a card (the CSS's breakpoint).
 const NARROW = matchMedia("(max-width: 60rem)");
@@ -134,7 +134,8 @@ function labelCells(table, row) {
 }
 
 // Why this sign-in cannot create, rotate or revoke keys (null: it can), as the server's rules
-// say: a read-only key, or a key limited to some experiments and models.
+// say: a read-only key, a key limited to some experiments and models, or a key a token
+// exchange issued (keyless CI).
 function cannotChange() {
   if (me.scope === "read") {
     return "You are signed in with a read-only key: you can see your keys here but not " +
@@ -143,6 +144,10 @@ function cannotChange() {
   if (me.limits) {
     return "You are signed in with a key limited to some experiments and models: it cannot " +
       "create, rotate or revoke keys. Open this page with an unlimited key to change keys.";
+  }
+  if (me.federated) {
+    return "You are signed in with a short-lived key from a token exchange (keyless CI): it " +
+      "cannot create, rotate or revoke keys. Open this page with an ordinary key to change keys.";
   }
   return null;
 }
