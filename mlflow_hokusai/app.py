@@ -39,6 +39,7 @@ def create_app():
     from mlflow_hokusai.auth.login_limits import LoginLimits
     from mlflow_hokusai.auth.rate_limits import rate_limits
     from mlflow_hokusai.auth.scopes import ReadScope
+    from mlflow_hokusai.auth.secret_scanning import ScannerKeys, SecretScanning
     from mlflow_hokusai.auth.token_exchange import TokenExchange
     from mlflow_hokusai.auth.workload_tokens import WorkloadTokenVerifier
     from mlflow_hokusai.config import load_settings
@@ -59,6 +60,7 @@ def create_app():
         keyless_ci_api,
         keys_api,
         model_sources,
+        secret_scanning_api,
         sessions_api,
         token_tags,
     )
@@ -129,6 +131,12 @@ def create_app():
         metrics=metrics,
         sessions=sessions,
         sign_in=sign_in,
+        secret_scanning=SecretScanning(
+            ScannerKeys(settings.secret_scanning_keys_url),
+            keys,
+            limits,
+            settings.secret_scanning_limit,
+        ),
     )
     metrics.watch_keys(lambda: started.key_store.status_counts(utcnow(), rules.dormant_cutoff()))
     flask_app.extensions[EXTENSION] = services
@@ -184,6 +192,7 @@ def create_app():
     sessions_api.install(flask_app, services)
     resource_limit_routes.install(flask_app, services)
     keyless_ci_api.install(flask_app, services)
+    secret_scanning_api.install(flask_app, services)
     model_sources.install(flask_app, services)
     token_tags.install(flask_app, services)
     artifacts.install(flask_app, services)

@@ -23,6 +23,9 @@ DEFAULT_URL_PREFIX = "/api/mlflow"
 MAX_LIFETIME_DAYS = 3650
 DEFAULT_MAX_ROTATION_GRACE = 7 * 86400  # seconds
 DEFAULT_TOKEN_EXCHANGE_LIMIT = "30/minute"  # per client address
+# GitHub's secret scanning partner program: the keys its reports are signed with.
+DEFAULT_SECRET_SCANNING_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
+DEFAULT_SECRET_SCANNING_LIMIT = "60/minute"  # reports per client address
 DEFAULT_OIDC_SCOPES = "openid profile email"
 DEFAULT_SESSION_LIFETIME = 12 * 3600  # seconds
 DEFAULT_SESSION_IDLE_TIMEOUT = 3600  # seconds
@@ -87,6 +90,10 @@ class Settings:
     # oldest workload token (by its iat) accepted, seconds.
     token_exchange_limit: str = DEFAULT_TOKEN_EXCHANGE_LIMIT
     oidc_max_token_age: int = 3600
+    # Leaked keys (auth/secret_scanning.py): where the reports' signing keys are published,
+    # and reports allowed per source address.
+    secret_scanning_keys_url: str = DEFAULT_SECRET_SCANNING_KEYS_URL
+    secret_scanning_limit: str = DEFAULT_SECRET_SCANNING_LIMIT
     # Sign-in with the organisation's OpenID provider (auth/sign_in.py); off without an issuer.
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
@@ -248,6 +255,13 @@ def _http_url_or_none(value: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError
     return value
+
+
+def _http_url(value: str) -> str:
+    url = _http_url_or_none(value)
+    if url is None:
+        raise ValueError
+    return url
 
 
 def _issuer(value: str) -> str | None:
@@ -514,6 +528,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
         rule="a duration from 60 s to 24 h such as 600, 30m or 1h",
         bounds=(60, 86400),
         shown_default="`1h`",
+    ),
+    SettingSpec(
+        "secret_scanning_keys_url",
+        "HOKUSAI_SECRET_SCANNING_KEYS_URL",
+        _http_url,
+        DEFAULT_SECRET_SCANNING_KEYS_URL,
+        "where the keys that sign secret scanning reports are published (GitHub's format; see "
+        "[Key management](key-management.md#leaked-keys-secret-scanning))",
+        rule="an http(s) URL such as https://api.github.com/meta/public_keys/secret_scanning",
+    ),
+    SettingSpec(
+        "secret_scanning_limit",
+        "HOKUSAI_SECRET_SCANNING_LIMIT",
+        parse_rate_limit,
+        DEFAULT_SECRET_SCANNING_LIMIT,
+        "secret scanning reports allowed per client address (`N/second`, `N/minute`, `N/hour`)",
+        rule=f"{_KEY_RATE_RULE}, such as 60/minute",
     ),
     SettingSpec(
         "oidc_issuer",

@@ -21,6 +21,7 @@ _STATUS = {
     "RESOURCE_DOES_NOT_EXIST": 404,
     "RESOURCE_ALREADY_EXISTS": 409,
     "REQUEST_LIMIT_EXCEEDED": 429,
+    "REQUEST_TOO_LARGE": 413,
     "TEMPORARILY_UNAVAILABLE": 503,
 }
 
@@ -44,8 +45,13 @@ ISSUER_DOWN = (
     "The token's issuer could not be reached to fetch its signing keys; retry later (the "
     "server log names the issuer)."
 )
+SCANNER_KEYS_DOWN = (
+    "The keys that sign secret scanning reports could not be fetched, so this report cannot be "
+    "verified; nothing was changed. Retry later (the server log names the address)."
+)
 OUTAGE_MESSAGES = frozenset(
     {
+        SCANNER_KEYS_DOWN,
         AUTH_DATABASE_DOWN,
         DATABASE_DOWN,
         ARTIFACT_STORE_DOWN,

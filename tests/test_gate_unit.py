@@ -79,6 +79,9 @@ def test_route_prefix_makes_paths_canonical(path, url_prefix, static_prefix, can
         ("/s/static-files/app.css", "/s", True),
         ("/api/2.0/mlflow/hokusai/token-exchange", "", True),  # the OIDC token is the key
         ("/ajax-api/2.0/mlflow/hokusai/token-exchange", "", True),
+        ("/api/2.0/mlflow/hokusai/secret-scanning", "", True),  # GitHub's signature is the key
+        ("/ajax-api/2.0/mlflow/hokusai/secret-scanning", "", True),
+        ("/s/api/2.0/mlflow/hokusai/secret-scanning", "/s", True),
         # not public: everything else
         ("/", "", False),
         ("/api/2.0/mlflow/experiments/search", "", False),
@@ -90,6 +93,13 @@ def test_route_prefix_makes_paths_canonical(path, url_prefix, static_prefix, can
         ("/api/2.0/mlflow/hokusai/token-exchange/x", "", False),
         ("/api/2.0/mlflow/hokusai/token-exchange/../api-keys/create", "", False),
         ("/api/2.0/mlflow/hokusai/token-exchange;/x", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanning/", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanning/x", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanning/../api-keys/revoke", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanning%2f..%2fapi-keys/revoke", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanning;/x", "", False),
+        ("/api/2.0/mlflow/hokusai/secret-scanningx", "", False),
+        ("/api/2.1/mlflow/hokusai/secret-scanning", "", False),
         ("/api/2.0/mlflow/hokusai/federation/policies/list", "", False),
         # dot segments, doubled slashes, encodings, ';', backslashes, control characters
         ("/health/../api/2.0/mlflow/experiments/search", "", False),

@@ -41,6 +41,8 @@ BAD = {
     "rate_limit_unavailable": "maybe",
     "token_exchange_limit": "0/minute",
     "oidc_max_token_age": "59",
+    "secret_scanning_keys_url": "api.github.com/meta/public_keys/secret_scanning",
+    "secret_scanning_limit": "60/day",
     "trusted_proxies": "10.0.0.300",
     "oidc_issuer": "login.example.com",
     "oidc_client_id": None,

@@ -14,6 +14,8 @@ import anyio
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.cache import clean_request
 from mlflow_hokusai.auth.context import reset_identity, set_identity
+from mlflow_hokusai.auth.secret_scanning import too_large
+from mlflow_hokusai.errors import parts_of
 from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps, wants_html
 from mlflow_hokusai.gate.json_errors import asgi_send, send_parts
 from mlflow_hokusai.gate.paths import swapped
@@ -34,6 +36,11 @@ class AsgiGate(Gatekeeper):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await send_parts(send, *decision.response)
+        if decision.max_body is not None and scope["type"] == "http":
+            body = await _read_at_most(receive, decision.max_body)
+            if body is None:
+                return await send_parts(send, *parts_of(too_large()))
+            scope, receive = _with_body(scope, body, receive)
         scope = _rewritten_scope(scope, decision)
         if decision.headers:
             send = _with_headers(send, decision.headers)
@@ -69,6 +76,44 @@ class AsgiGate(Gatekeeper):
                     self.decide(request), lambda step: next(known, None) or self.answer(step)
                 )
             )
+
+
+async def _read_at_most(receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is longer than ``limit`` bytes (the rest is
+    never read)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _with_body(scope, body: bytes, receive):
+    """The scope and a ``receive`` that hand the app ``body``, read already, with its
+    ``Content-Length`` (a body sent in chunks has none, and the WSGI app would see nothing)."""
+    headers = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k.lower() not in (b"content-length", b"transfer-encoding")
+    ]
+    scope = dict(scope, headers=[*headers, (b"content-length", str(len(body)).encode())])
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()  # after the body: wait for the client to go away
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return scope, replay
 
 
 class _NeedsLookup(Exception):

@@ -29,7 +29,13 @@ from mlflow_hokusai.auth.authenticator import AuthFailure, Identity
 from mlflow_hokusai.auth.credentials import Credential, from_headers
 from mlflow_hokusai.errors import HokusaiError, error_parts, parts_of
 from mlflow_hokusai.gate import sessions
-from mlflow_hokusai.gate.paths import Parts, PathRules, not_found_message, slash_redirect
+from mlflow_hokusai.gate.paths import (
+    Parts,
+    PathRules,
+    not_found_message,
+    slash_redirect,
+    too_large_answer,
+)
 
 _OUTCOMES = {"rate-limited": "rate_limited", "ip-not-allowed": "forbidden_ip"}
 _READS = ("GET", "HEAD")
@@ -85,6 +91,7 @@ class Decision:
     peer: str | None = None
     outcome: str | None = None  # the request metric's label
     audit: tuple[str, tuple] | None = None  # (AuditLog method, its arguments)
+    max_body: int | None = None  # a public route's body limit: the adapter reads no more
     request_line: str = field(default="", compare=False)
 
 
@@ -128,7 +135,11 @@ class Gatekeeper:
             # know the base to send it back to.
             return Decision(request.path)
         if self.paths.is_public(path):
-            return Decision(path, swap, response=self.paths.public_answer(path, method))
+            limit = self.paths.body_limit(path)
+            answer = self.paths.public_answer(path, method)
+            if limit is not None and answer is None:
+                answer = too_large_answer(limit, request.headers("Content-Length"))
+            return Decision(path, swap, response=answer, max_body=limit)
         peer = self.addresses.of(request.client, request.headers("X-Forwarded-For"))
         admitted = Decision(path, swap, peer=peer, request_line=f"{method} {path}")
         credential = from_headers(request.headers)

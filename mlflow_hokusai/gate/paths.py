@@ -9,11 +9,21 @@ from collections.abc import Callable
 
 import mlflow
 
+from mlflow_hokusai.auth.secret_scanning import MAX_REPORT_BYTES, too_large
+from mlflow_hokusai.errors import parts_of
+
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(
     r"/(?:ajax-)?api/\d+\.\d+/mlflow/server-info|/static-files/[^?]*"
     # keyless CI: the workload's OIDC token is the credential (routes/keyless_ci_api.py)
     r"|/(?:ajax-)?api/2\.0/mlflow/hokusai/token-exchange"
+    # leaked keys: GitHub's signature is the credential (routes/secret_scanning_api.py)
+    r"|/(?:ajax-)?api/2\.0/mlflow/hokusai/secret-scanning"
+)
+# Public routes that take a body from anyone, with the most of it the gate lets through
+# (bytes): a larger body is refused before it is read.
+_PUBLIC_BODY_LIMITS = (
+    (re.compile(r"/(?:ajax-)?api/2\.0/mlflow/hokusai/secret-scanning"), MAX_REPORT_BYTES),
 )
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
 
@@ -65,6 +75,22 @@ def is_public(path: str, static_prefix: str = "") -> bool:
     return path in _PUBLIC_EXACT or _PUBLIC_PATTERN.fullmatch(path) is not None
 
 
+def body_limit(path: str, static_prefix: str = "") -> int | None:
+    """The most of a request body the public ``path`` may send (None: not limited here)."""
+    path = strip_prefix(path, static_prefix)
+    return next((size for rule, size in _PUBLIC_BODY_LIMITS if rule.fullmatch(path)), None)
+
+
+def too_large_answer(limit: int, content_length: list[str]) -> Parts | None:
+    """The 413 for a body declared (``Content-Length`` values) larger than ``limit``, else
+    None. A body sent without a length is counted as it is read (``gate/asgi.py``)."""
+    try:
+        declared = max((int(value) for value in content_length), default=0)
+    except ValueError:
+        return None  # the server itself refuses a malformed length
+    return parts_of(too_large()) if declared > limit else None
+
+
 class PathRules:
     """This server's prefixes: ``url_prefix`` (``HOKUSAI_URL_PREFIX``), MLflow's
     ``--static-prefix`` and ``native(path, method)``, which says whether MLflow serves a path
@@ -94,6 +120,9 @@ class PathRules:
 
     def is_public(self, path: str) -> bool:
         return is_public(path, self.static_prefix)
+
+    def body_limit(self, path: str) -> int | None:
+        return body_limit(path, self.static_prefix)
 
     def public_answer(self, path: str, method: str) -> Parts | None:
         """For a public path: the response the gate gives itself, or None to pass it on."""

@@ -94,6 +94,11 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
+# What a secret scanner looks for (GitHub's partner program; docs/key-management.md): the
+# prefix, an environment and a body of the right length and alphabet, as a whole word. The
+# checksum is beyond a regular expression: the server checks it when a match is reported.
+SCANNER_PATTERN = rf"\bhk_(?:{'|'.join(ENVIRONMENTS)})_[0-9A-Za-z]{{{BODY_LENGTH}}}\b"
+
 # Anything shaped like one of our keys (checksum or not: a mistyped key is still a secret).
 _KEY_LIKE = re.compile(r"hk_(live|test)_[0-9A-Za-z]{8,}")
 

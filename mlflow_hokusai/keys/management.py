@@ -37,9 +37,11 @@ from mlflow_hokusai.store.keys import (
     KeyStore,
     Scope,
 )
-from mlflow_hokusai.text import MAX_NAME_LENGTH, check_name, has_unsafe_chars
+from mlflow_hokusai.text import MAX_NAME_LENGTH, check_name, has_unsafe_chars, printable
 
 MAX_EXPIRY_DAYS = MAX_LIFETIME_DAYS  # the longest lifetime any key may be given
+LEAK_REPORTER = "secret-scanning"  # the audit trail's actor of a key revoked as leaked
+MAX_LEAK_URL_LENGTH = 400  # of the address a leak was found at, in the audit detail
 
 
 # -- storing keys -----------------------------------------------------------------------------
@@ -598,8 +600,19 @@ class KeyManager:
             limits=from_json(record.resource_limits) if limits is None else limits,
         )
 
-    def _audit(self, event: str, actor: Actor, record: KeyRecord, detail: str) -> None:
-        """An audit event about the key ``record``, by ``actor`` (its name and address)."""
+    def _audit(
+        self,
+        event: str,
+        actor: Actor,
+        record: KeyRecord,
+        detail: str,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """An audit event about the key ``record``, by ``actor`` (its name and address): the
+        one path every key event takes. ``reason``: why, where a kind of event has several
+        causes (a ``revoked`` key reported ``leaked`` by secret scanning), for whatever
+        listens to key events; the ``detail`` says it in words."""
         if actor.session is not None:
             detail = (
                 f"{detail}; via session {actor.session}"
@@ -642,6 +655,30 @@ class KeyManager:
         for record in revoked:
             self._audit("revoked", actor, record, detail(record))
         return revoked
+
+    def revoke_leaked(self, key: str, *, url: str, source: str | None) -> KeyRecord | None:
+        """Secret scanning found ``key`` (a plaintext key) published at ``url``: revoke it if it
+        is a key of ours that still works (audited as ``revoked``, ``leaked: <url>``, by
+        ``secret-scanning`` from ``source``, the reporter's address). Returns the revoked key,
+        or None when nothing changed: not our key format, no such key, or already revoked,
+        expired or rotated out. This worker refuses it at once, the others within the
+        staleness bound."""
+        try:
+            parsed = keyformat.parse_key(key)
+        except keyformat.KeyFormatError:
+            return None
+        record = self.store.revoke_live(parsed.digest)
+        if record is None:
+            return None
+        self._on_change()
+        self._audit(
+            "revoked",
+            Actor(LEAK_REPORTER, False, source=source),
+            record,
+            f"leaked: {printable(keyformat.redact(url))[:MAX_LEAK_URL_LENGTH]}",
+            reason="leaked",
+        )
+        return record
 
     def revoke_user_keys(self, actor: Actor, username: str, why: str) -> list[KeyRecord]:
         """The user ``username`` was deleted, or a new user took the name: revoke every key

@@ -13,6 +13,7 @@ from mlflow_hokusai.auth.authenticator import Authenticator
 from mlflow_hokusai.auth.cache import LookupCache
 from mlflow_hokusai.auth.rate_limits import RateLimits
 from mlflow_hokusai.auth.scopes import ReadScope
+from mlflow_hokusai.auth.secret_scanning import SecretScanning
 from mlflow_hokusai.auth.sessions import SessionManager
 from mlflow_hokusai.auth.sign_in import OidcSignIn
 from mlflow_hokusai.auth.token_exchange import TokenExchange
@@ -43,6 +44,7 @@ class Services:
     metrics: AuthMetrics = field(default_factory=AuthMetrics)  # off unless --expose-prometheus
     sessions: SessionManager | None = None  # signed-in browsers (None: sign-in is off)
     sign_in: OidcSignIn | None = None  # the OpenID provider's sign-in (None: off)
+    secret_scanning: SecretScanning | None = None  # leaked keys reported by GitHub: revoked
 
     def api_paths(self, base: str) -> list[str]:
         """``base`` under both API roots (``/api/2.0`` and ``/ajax-api/2.0``)."""

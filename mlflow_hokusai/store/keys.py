@@ -349,6 +349,24 @@ class KeyStore:
             sa.or_(ApiKey.rotation_ends_at.is_(None), ApiKey.rotation_ends_at > now),
         )
 
+    def revoke_live(self, digest: str) -> KeyRecord | None:
+        """Revoke the key with this digest if it still works (not revoked, not expired, its
+        rotation window not over); return it when this call revoked it, else None."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            # One conditional UPDATE: of two reports of one key at once, one revokes it.
+            result = conn.execute(
+                sa.update(ApiKey)
+                .where(
+                    ApiKey.digest == digest,
+                    ApiKey.revoked_at.is_(None),
+                    sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+                    sa.or_(ApiKey.rotation_ends_at.is_(None), ApiKey.rotation_ends_at > now),
+                )
+                .values(revoked_at=now)
+            )
+        return self.lookup(digest) if result.rowcount == 1 else None
+
     def revoke_all(self, username: str) -> list[KeyRecord]:
         """Revoke every unrevoked key of ``username``; return the keys this call revoked."""
         return self._revoke_where(ApiKey.username == username)

@@ -53,6 +53,8 @@ FREE = {
     ("GET", "/hokusai/keys.css"): "the key page's style",
     ("GET", "/api/2.0/mlflow/users/current"): "the owner's user record",
     ("POST", "/api/2.0/mlflow/hokusai/token-exchange"): "public: an OIDC token is the credential",
+    ("POST", "/api/2.0/mlflow/hokusai/secret-scanning"): "public: GitHub's signature is the "
+    "credential; it revokes leaked keys, whoever owns them",
 }
 # Routes MLflow's engine decides per experiment or model: 403 on an outside resource.
 POINT = re.compile(

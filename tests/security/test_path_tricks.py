@@ -13,6 +13,7 @@ from tests.security.raw import send
 SEARCH = "api/2.0/mlflow/experiments/search?max_results=5"
 ARTIFACTS = "api/2.0/mlflow-artifacts/artifacts"
 WHOAMI = "api/2.0/mlflow/hokusai/whoami"
+SCANNING = "api/2.0/mlflow/hokusai/secret-scanning"  # public: GitHub's signature is the key
 
 TRICKS = [
     f"/{SEARCH}",
@@ -78,6 +79,16 @@ TRICKS = [
     "/ajax-api/3.0/jobs/search",
     "/health/../ajax-api/3.0/jobs/search",
     "/ajax-api/3.0/mlflow/server-info/../../3.0/jobs/search",
+    f"/{SCANNING}/../whoami",
+    f"/{SCANNING}/..%2fwhoami",
+    f"/{SCANNING}%2f..%2fwhoami",
+    f"/{SCANNING};/../whoami",
+    f"/{SCANNING}/../../../2.0/mlflow/experiments/search?max_results=5",
+    f"/{SCANNING}/../api-keys/list",
+    f"/api/mlflow/{SCANNING}/../whoami",
+    f"/api/mlflow/{SCANNING}/..%2fapi-keys/list",
+    f"/{SCANNING}?/../whoami",
+    f"/{SCANNING}#/../whoami",
 ]
 
 

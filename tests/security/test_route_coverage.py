@@ -8,13 +8,16 @@ import re
 from tests.security.raw import send
 
 PREFIX = "/api/mlflow"
-# The design's public routes: health, version, server-info, static UI assets, and the token
-# exchange (the workload's signed OIDC token is its credential: tests/test_federation.py), and,
-# only with sign-in configured (not here: they are protected paths then), the sign-in routes
-# (tests/test_sso.py). Nothing else.
+# The design's public routes: health, version, server-info, static UI assets, the token
+# exchange (the workload's signed OIDC token is its credential: tests/test_federation.py), the
+# secret scanning endpoint (GitHub's signature over the report is its credential; unsigned or
+# oversized reports change nothing: tests/test_secret_scanning.py), and, only with sign-in
+# configured (not here: they are protected paths then), the sign-in routes (tests/test_sso.py).
+# Nothing else.
 PUBLIC = re.compile(
     r"/health|/version|/favicon\.ico|/(?:ajax-)?api/\d+\.\d+/mlflow/server-info"
     r"|/static-files/.*|/(?:ajax-)?api/2\.0/mlflow/hokusai/token-exchange"
+    r"|/(?:ajax-)?api/2\.0/mlflow/hokusai/secret-scanning"
 )
 
 
