@@ -155,3 +155,12 @@ def database_unavailable(error: BaseException | None) -> bool:
             return True
         error = error.__cause__
     return False
+
+
+def body_too_large(limit: int) -> HokusaiError:
+    """The 413 for a request body over ``limit`` bytes (what a public endpoint reads at most)."""
+    size = f"{limit // 1048576} MiB" if limit % 1048576 == 0 else f"{limit // 1024} KiB"
+    return HokusaiError(
+        "REQUEST_TOO_LARGE",
+        f"The request body is larger than {limit:,} bytes ({size}), the most this endpoint reads.",
+    )

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 
 from tests.oidc_issuer import AUDIENCE, OidcIssuer
@@ -646,6 +647,30 @@ def test_a_token_over_16_kib_is_a_400(server, issuer, policy):
     status, body, _ = exchange(server, huge)
     assert status == 400, body
     assert "at most 16,384" in body["message"]
+
+
+def test_an_exchange_body_over_64_kib_is_refused_before_it_is_read(server, issuer, policy):
+    """The endpoint is public: the gate refuses a large body from its Content-Length, and
+    counts one sent in chunks, so nobody makes the server buffer megabytes."""
+    body = urlencode({"grant_type": GRANT, "subject_token": "x" * (2 * 1024 * 1024)}).encode()
+    status, _, answer = post_from(
+        server, f"127.0.{next(_sources)}.1", body, "application/x-www-form-urlencoded"
+    )
+    assert status == 413 and answer["error_code"] == "REQUEST_TOO_LARGE", answer
+    assert "65,536 bytes (64 KiB)" in answer["message"]
+
+    def chunks():
+        yield b"grant_type=x&subject_token="
+        for _ in range(100):
+            yield b"x" * 4096
+
+    chunked = requests.post(
+        server.url + EXCHANGE,
+        data=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert chunked.status_code == 413, chunked.text
 
 
 def test_a_subject_glob_never_spans_a_colon(server, issuer, policy):

@@ -35,7 +35,13 @@ from collections.abc import Callable
 import requests
 
 from mlflow_hokusai.config import DEFAULT_SECRET_SCANNING_LIMIT
-from mlflow_hokusai.errors import SCANNER_KEYS_DOWN, HokusaiError, Unavailable, invalid_parameter
+from mlflow_hokusai.errors import (
+    SCANNER_KEYS_DOWN,
+    HokusaiError,
+    Unavailable,
+    body_too_large,
+    invalid_parameter,
+)
 from mlflow_hokusai.keys.management import KeyManager
 from mlflow_hokusai.text import printable
 
@@ -265,8 +271,4 @@ class SecretScanning:
 
 
 def too_large() -> HokusaiError:
-    return HokusaiError(
-        "REQUEST_TOO_LARGE",
-        f"The request body is larger than {MAX_REPORT_BYTES:,} bytes (1 MiB), the most this "
-        "endpoint reads.",
-    )
+    return body_too_large(MAX_REPORT_BYTES)

@@ -34,6 +34,8 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 MAX_TOKEN_LENGTH = 16 * 1024  # real workload tokens are 1-2 KiB
+# The most of an exchange's body the gate lets through (a form: the token and a few fields).
+MAX_EXCHANGE_BYTES = 64 * 1024
 # A token may be exchanged again once this share of its key's lifetime has passed: the plugin
 # renews at half of it at the earliest (client/auth_provider.py), a stolen token mints no more.
 REUSE_AFTER_SHARE = 0.45

@@ -14,8 +14,7 @@ import anyio
 from mlflow_hokusai.auth import resource_limits
 from mlflow_hokusai.auth.cache import clean_request
 from mlflow_hokusai.auth.context import reset_identity, set_identity
-from mlflow_hokusai.auth.secret_scanning import too_large
-from mlflow_hokusai.errors import parts_of
+from mlflow_hokusai.errors import body_too_large, parts_of
 from mlflow_hokusai.gate.decision import Decision, Gatekeeper, Request, run_steps, wants_html
 from mlflow_hokusai.gate.json_errors import asgi_send, send_parts
 from mlflow_hokusai.gate.paths import swapped
@@ -39,7 +38,7 @@ class AsgiGate(Gatekeeper):
         if decision.max_body is not None and scope["type"] == "http":
             body = await _read_at_most(receive, decision.max_body)
             if body is None:
-                return await send_parts(send, *parts_of(too_large()))
+                return await send_parts(send, *parts_of(body_too_large(decision.max_body)))
             scope, receive = _with_body(scope, body, receive)
         scope = _rewritten_scope(scope, decision)
         if decision.headers:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import mlflow
 
-from mlflow_hokusai.auth.secret_scanning import MAX_REPORT_BYTES, too_large
-from mlflow_hokusai.errors import parts_of
+from mlflow_hokusai.auth.secret_scanning import MAX_REPORT_BYTES
+from mlflow_hokusai.auth.token_exchange import MAX_EXCHANGE_BYTES
+from mlflow_hokusai.errors import body_too_large, parts_of
 
 _PUBLIC_EXACT = frozenset({"/health", "/version", "/favicon.ico"})
 _PUBLIC_PATTERN = re.compile(
@@ -24,6 +25,7 @@ _PUBLIC_PATTERN = re.compile(
 # (bytes): a larger body is refused before it is read.
 _PUBLIC_BODY_LIMITS = (
     (re.compile(r"/(?:ajax-)?api/2\.0/mlflow/hokusai/secret-scanning"), MAX_REPORT_BYTES),
+    (re.compile(r"/(?:ajax-)?api/2\.0/mlflow/hokusai/token-exchange"), MAX_EXCHANGE_BYTES),
 )
 _UNCLEAN = re.compile(r"//|/\.\.?(?:/|$)|[%;\\\x00-\x1f]")
 
@@ -88,7 +90,7 @@ def too_large_answer(limit: int, content_length: list[str]) -> Parts | None:
         declared = max((int(value) for value in content_length), default=0)
     except ValueError:
         return None  # the server itself refuses a malformed length
-    return parts_of(too_large()) if declared > limit else None
+    return parts_of(body_too_large(limit)) if declared > limit else None
 
 
 class PathRules:
