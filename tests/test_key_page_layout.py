@@ -3,21 +3,27 @@ and a phone's (390 px): no sideways scrolling, every key's Status, Rotate and Re
 the window, dates on one line, the checkbox beside its label, placeholders not cut off; an
 admin's key list in pages; a resource-limited key's page that disables what it cannot do; a
 create form that does nothing before the script is ready; an expiry under a day in minutes or
-hours.
+hours; each key's expiry warning and, for its owner, the addresses it was used from.
 
 Screenshots go to the test's tmp dir; with ``HOKUSAI_DOCS_IMAGES=docs/images`` the ones the
 docs show are written there too (how the docs' screenshots are kept current)."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
+from mlflow_hokusai.store.clock import utcnow
+from mlflow_hokusai.store.engine import get_engine
+from mlflow_hokusai.store.models import ApiKey
 from tests.browser import screenshot, signed_in
-from tests.test_key_page import KEYS, _keys_of, _open, _row, _user
+from tests.security.raw import send
+from tests.test_key_page import KEYS, WHOAMI, _keys_of, _open, _row, _user
 
 pytestmark = pytest.mark.browser
 
@@ -206,8 +212,8 @@ def test_the_create_form_does_nothing_before_the_script_is_ready(server, chromiu
 
 
 def test_an_expiry_under_a_day_is_shown_in_minutes_or_hours(server, chromium, tmp_path):
-    """A federated key lives minutes: "expiring (15 min)", not "(1 d)". The list the page gets
-    is given expiries 15 minutes, 5 hours and 3 days away."""
+    """A federated key lives minutes: "expires in 15 min", not "in 1 d". The list the page
+    gets is given expiries 15 minutes, 5 hours and 3 days away (and called expiring)."""
     username, key, _ = _user(server, "soon")
     _create(server, key, name="second")
     _create(server, key, name="third")
@@ -219,6 +225,7 @@ def test_an_expiry_under_a_day_is_shown_in_minutes_or_hours(server, chromium, tm
         body = response.json()
         for record, delta in zip(body["api_keys"], soon, strict=True):
             record["expires_at"] = (now + delta).isoformat(timespec="seconds")
+            record["expiring"] = True
         route.fulfill(response=response, json=body)
 
     context = signed_in(chromium, username, key, viewport=DESKTOP)
@@ -229,7 +236,73 @@ def test_an_expiry_under_a_day_is_shown_in_minutes_or_hours(server, chromium, tm
         expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
         statuses = page.locator("#keys tbody td.status")
         expect(statuses).to_have_text(
-            ["expiring (15 min)", "expiring (5 h)", "expiring (3 d)"], timeout=10_000
+            ["expires in 15 min", "expires in 5 h", "expires in 3 d"], timeout=10_000
         )
+    finally:
+        context.close()
+
+
+def _use_from(server, key: str, source: str) -> None:
+    reply = send(server.url, "GET", WHOAMI, [("Authorization", f"Bearer {key}")], source=source)
+    assert reply.status == 200, reply.text
+
+
+def _recorded(server, username: str, key_id: str, count: int) -> None:
+    """Wait until the server has recorded ``count`` addresses for the key (each worker writes
+    them in the background)."""
+    deadline = time.monotonic() + 30
+    while True:
+        key = next(k for k in _keys_of(server, username) if k["id"] == key_id)
+        if len(key["addresses"]) >= count:
+            return
+        assert time.monotonic() < deadline, key
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280px", "390px"])
+def test_each_key_shows_its_expiry_warning_and_where_it_was_used_from(
+    server, chromium, tmp_path, viewport
+):
+    """Real keys: one expiring in 3 days, one made to expire in 3 hours (its expiry moved in
+    the database, as a federated key's would be), one for 90 days (no warning). The owner
+    sees where the 3-day key was used from (127.0.0.1 and 127.0.0.2), folded under its last
+    use, and the page still fits."""
+    username, key, _ = _user(server, "seen-page")
+    days = _create(server, key, name="ci", expires_in_days=3)
+    hours = _create(server, key, name="hourly", expires_in_days=1)["api_key"]["id"]
+    later = _create(server, key, name="later", expires_in_days=90)["api_key"]["id"]
+    with get_engine(server.database_uri).begin() as conn:
+        conn.execute(
+            sa.update(ApiKey)
+            .where(ApiKey.id == hours)
+            .values(expires_at=utcnow() + timedelta(hours=3))
+        )
+    deploy = days["api_key"]["id"]
+    _use_from(server, days["key"], "127.0.0.2")
+    _use_from(server, days["key"], "127.0.0.1")
+    _recorded(server, username, deploy, 2)
+    context, page, errors = _open(chromium, server, username, key, viewport=viewport)
+    try:
+        expect(_row(page, deploy).locator("td.status")).to_have_text("expires in 3 d")
+        expect(_row(page, hours).locator("td.status")).to_have_text("expires in 3 h")
+        expect(_row(page, later).locator("td.status")).to_have_text("active")
+        used = _row(page, deploy).locator("td.last-used")
+        expect(used.locator("summary")).to_have_text("2 addresses")
+        expect(used.locator(".addresses li")).to_have_count(2)
+        expect(used.locator(".addresses li").first).to_be_hidden()  # folded until asked
+        used.locator("summary").click()
+        addresses = used.locator(".addresses .address")
+        expect(addresses).to_have_count(2)
+        assert sorted(addresses.all_inner_texts()) == ["127.0.0.1", "127.0.0.2"]
+        expect(used.locator(".addresses time").first).to_have_text(
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$")
+        )
+        expect(_row(page, later).locator("td.last-used summary")).to_have_count(0)  # unused
+        _assert_fits(page, viewport["width"])
+        _assert_tidy(page)
+        used.scroll_into_view_if_needed()
+        name = "key-page-addresses-phone.png" if viewport == PHONE else "key-page-addresses.png"
+        screenshot(page, tmp_path, name)
+        assert errors == []
     finally:
         context.close()

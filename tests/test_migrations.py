@@ -204,3 +204,45 @@ def test_upgrade_from_0009_gives_rotation_chains_one_lineage(tmp_path):
     replacement = store.rotate("k3", parsed.digest, parsed.display_prefix)
     assert store.get(replacement.id).counter_id == "k1"
     upgrade(engine)  # idempotent
+
+
+def _revision_before(filename_end: str) -> str:
+    """The revision the migration in the file ending ``filename_end`` upgrades from (the
+    chain is re-linked when branches merge: never a hard-coded id)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    ours = [rev for rev in script.walk_revisions() if rev.path.endswith(filename_end)]
+    assert len(ours) == 1, [rev.path for rev in script.walk_revisions()]
+    return ours[0].down_revision
+
+
+def test_upgrade_from_the_previous_main_adds_key_addresses(tmp_path):
+    """A database made by the previous main keeps its keys (used, but from no recorded
+    address) and records where they are used from afterwards."""
+    from datetime import datetime
+
+    from mlflow_hokusai.store.keys import KeyStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), _revision_before("_key_addresses.py"))
+    mlflow_users.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=8, username="kim", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at, last_used_at, lineage) VALUES ('k-kim', 'd1', "
+                "'hk_live_abcd', 'kim', 8, 'ci', 'write', '2026-12-02 00:00:00', "
+                "'2026-12-03 00:00:00', 'k-kim')"
+            )
+        )
+    upgrade(engine)
+    store = KeyStore(engine)
+    assert store.get("k-kim").last_used_at == datetime(2026, 12, 3)
+    assert store.addresses(["k-kim"]) == {}
+    store.touch("k-kim", datetime(2026, 12, 4), "192.0.2.8")
+    assert [seen.address for seen in store.addresses(["k-kim"])["k-kim"]] == ["192.0.2.8"]
+    assert store.get("k-kim").last_used_at == datetime(2026, 12, 4)
+    upgrade(engine)  # idempotent

@@ -44,6 +44,7 @@ from mlflow_hokusai.store.sessions import digest_of
 
 _logger = logging.getLogger(__name__)
 TOUCH_INTERVAL_SECONDS = 60.0
+_REMEMBERED = 10_000  # keys and (key, address) pairs a worker remembers writing
 
 MISSING_MESSAGE = (
     "Authentication required: send a Hokusai API key as 'Authorization: Bearer <key>' "
@@ -209,7 +210,7 @@ class Authenticator:
             return AuthFailure(message, reason, record.id, record.username)
         if record.user_is_admin is None:
             return AuthFailure("The user who owns this API key no longer exists.", "no-user")
-        self._maybe_touch(record.id)
+        self._maybe_touch(record.id, peer)
         limits = _limits(record.resource_limits)
         return Identity(
             record.username,
@@ -288,17 +289,32 @@ class Authenticator:
             return AuthFailure("Invalid username or password.", "bad-password", username=username)
         return Identity(username, bool(is_admin), None, "write")
 
-    def _maybe_touch(self, key_id: str) -> None:
-        """Record last use at most once a minute per key, off the request's path."""
+    def _maybe_touch(self, key_id: str, peer: str | None = None) -> None:
+        """Record last use, and the address it came from, off the request's path: a write
+        when this worker has not recorded the key for a minute, or the key from ``peer``."""
         now = time.monotonic()
-        last = self._touched.get(key_id)
-        if last is not None and now - last < TOUCH_INTERVAL_SECONDS:
-            return
-        self._touched[key_id] = now
-        self._toucher.submit(self._touch, key_id)
+        key_due = self._due(key_id, now)
+        address_due = bool(peer) and self._due((key_id, peer), now)
+        if key_due or address_due:
+            self._toucher.submit(self._touch, key_id, peer if address_due else None)
 
-    def _touch(self, key_id: str) -> None:
+    def _due(self, what, now: float) -> bool:
+        """Whether ``what`` (a key, or a key and an address) was not recorded for a minute;
+        if so, it is now. Forgets what is older than that when the memory grows."""
+        last = self._touched.get(what)
+        if last is not None and now - last < TOUCH_INTERVAL_SECONDS:
+            return False
+        if len(self._touched) >= _REMEMBERED:
+            recent = {
+                k: t for k, t in list(self._touched.items()) if now - t < TOUCH_INTERVAL_SECONDS
+            }
+            # All recent (many addresses at once): start afresh rather than sift each time.
+            self._touched = recent if len(recent) < _REMEMBERED // 2 else {}
+        self._touched[what] = now
+        return True
+
+    def _touch(self, key_id: str, address: str | None) -> None:
         try:
-            self.store.touch(key_id, utcnow())
+            self.store.touch(key_id, utcnow(), address)
         except Exception:  # a failed bookkeeping write must never fail a request
             _logger.warning("could not record last use of key %s", key_id, exc_info=True)

@@ -92,7 +92,7 @@ class Offline:
         records = self.manager.list(
             self.actor, username=username, everyone=everyone or username is None
         )
-        return [self.manager.describe(r) for r in records]
+        return self.manager.described(self.actor, records)
 
     def revoke(self, key_id) -> dict:
         return self.manager.describe(self.manager.revoke(self.actor, self.key_id(key_id)))

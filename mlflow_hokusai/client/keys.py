@@ -46,6 +46,10 @@ class ApiKey:
     rate_limit: str | None = None
     # {"experiments", "registered_models", "workspace", "can_create"}; None: unlimited
     limits: dict | None = None
+    expiring: bool = False  # active and within the server's expiry warning (7 days)
+    # The last addresses it was used from, newest first: [{"address", "last_seen_at"}, …]
+    # (its owner and admins only).
+    addresses: list[dict] = field(default_factory=list)
     key: str | None = None
 
     @classmethod

@@ -10,6 +10,9 @@
 - a rotation may leave the old key working for an overlap window (``grace_seconds``; the
   server default ``rotation_grace``, 0 = none; at most ``max_rotation_grace``).
 
+An active key within ``EXPIRY_WARNING`` of its expiry is *expiring*: its description says so
+(``expiring``) and the key page warns ("expires in 3 h").
+
 Tightening a rule: the maximum and the default apply to keys created (or rotated) from then on;
 existing keys keep their expiry. Dormancy applies to every key at once, old ones included.
 """
@@ -23,6 +26,9 @@ from mlflow_hokusai.config import DEFAULT_MAX_ROTATION_GRACE, check_lifetime_rul
 from mlflow_hokusai.errors import invalid_parameter
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import KeyRecord, KeyStatus
+
+# How long before its expiry a key is *expiring* (warned about).
+EXPIRY_WARNING = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,24 @@ class LifetimeRules:
             return "dormant"
         return status
 
+    def expiring(self, record: KeyRecord, now: datetime | None = None) -> bool:
+        """The key works (active, not dormant) and expires within ``EXPIRY_WARNING``."""
+        now = now or utcnow()
+        return (
+            record.expires_at is not None
+            and record.expires_at - now <= EXPIRY_WARNING
+            and self.status(record, now) == "active"
+        )
+
     def describe(self, record: KeyRecord) -> dict:
-        """``record.to_dict()`` with the status these rules give it."""
-        return {**record.to_dict(), "status": self.status(record)}
+        """``record.to_dict()`` with the status these rules give it, and whether it is
+        expiring."""
+        now = utcnow()
+        return {
+            **record.to_dict(),
+            "status": self.status(record, now),
+            "expiring": self.expiring(record, now),
+        }
 
 
 def lifetime_rules(settings) -> LifetimeRules:

@@ -627,6 +627,20 @@ class KeyManager:
         """The record as the REST API and the CLI show it (status under the lifetime rules)."""
         return self.rules.describe(record)
 
+    def described(self, actor: Actor, records: list[KeyRecord]) -> list[dict]:
+        """``describe`` for ``actor``, with ``addresses`` (where each key was last used from,
+        newest first) on the keys it owns, or on every key for an admin; nobody else learns
+        where another user's key is used."""
+        visible = {r.id for r in records if actor.is_admin or r.username == actor.name}
+        seen = self.store.addresses(visible) if visible else {}
+        described = []
+        for record in records:
+            shown = self.describe(record)
+            if record.id in visible:
+                shown["addresses"] = [a.to_dict() for a in seen.get(record.id, [])]
+            described.append(shown)
+        return described
+
     def list(self, actor: Actor, *, username=None, everyone: bool = False) -> list[KeyRecord]:
         if everyone:
             if not actor.is_admin:

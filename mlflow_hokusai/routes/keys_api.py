@@ -33,6 +33,11 @@ def _flag(name: str) -> bool:
 LIMIT_FIELDS = ("experiments", "registered_models", "workspace", "can_create")
 
 
+def _described(manager, record) -> dict:
+    """The key as its owner (or an admin) sees it: with the addresses it was used from."""
+    return manager.described(actor(), [record])[0]
+
+
 def create_key():
     body = json_body(
         {"name", "scope", "expires_in_days", "username", "allowed_ips", "rate_limit"}
@@ -49,7 +54,7 @@ def create_key():
         rate_limit=body.get("rate_limit"),
         **{field: body.get(field) for field in LIMIT_FIELDS},
     )
-    return jsonify({"key": key, "api_key": manager.describe(record)})
+    return jsonify({"key": key, "api_key": _described(manager, record)})
 
 
 def update_key():
@@ -65,7 +70,7 @@ def update_key():
         unlimited=unlimited,
         **{field: body.get(field) for field in LIMIT_FIELDS},
     )
-    return jsonify({"api_key": manager.describe(record)})
+    return jsonify({"api_key": _described(manager, record)})
 
 
 def list_keys():
@@ -77,23 +82,22 @@ def list_keys():
         )
     manager = services().keys
     records = manager.list(actor(), username=request.args.get("username"), everyone=_flag("all"))
-    return jsonify({"api_keys": [manager.describe(r) for r in records]})
+    return jsonify({"api_keys": manager.described(actor(), records)})
 
 
 def revoke_key():
     body = json_body({"key_id"})
     manager = services().keys
     record = manager.revoke(actor(), body.get("key_id"))
-    return jsonify({"api_key": manager.describe(record)})
+    return jsonify({"api_key": _described(manager, record)})
 
 
 def rotate_key():
     body = json_body({"key_id", "grace_seconds"})
     manager = services().keys
     key, record, old = manager.rotate(actor(), body.get("key_id"), body.get("grace_seconds"))
-    return jsonify(
-        {"key": key, "api_key": manager.describe(record), "replaced": manager.describe(old)}
-    )
+    new, replaced = manager.described(actor(), [record, old])
+    return jsonify({"key": key, "api_key": new, "replaced": replaced})
 
 
 ROUTES = [

@@ -67,6 +67,17 @@ def _sqlite_on_connect(dbapi_conn, _record):
     cursor.close()
 
 
+def insert_for(dialect: str):
+    """The dialect's ``insert`` (it has ``on_conflict_do_update``, an upsert in one statement)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the key database is SQLite or PostgreSQL
+        raise ValueError(f"the key database must be SQLite or PostgreSQL, not {dialect}")
+    return insert
+
+
 def _alembic_config(connection) -> Config:
     cfg = Config()
     cfg.set_main_option(

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from mlflow_hokusai.store import key_addresses
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.models import ApiKey, Setting, mlflow_users
 
@@ -371,9 +372,18 @@ class KeyStore:
         """Revoke every unrevoked key of ``username``; return the keys this call revoked."""
         return self._revoke_where(ApiKey.username == username)
 
-    def touch(self, key_id: str, when: datetime) -> None:
+    def touch(self, key_id: str, when: datetime, address: str | None = None) -> None:
+        """The key was used at ``when`` (from ``address``, when given): one transaction."""
         with self.engine.begin() as conn:
             conn.execute(sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+            if address:
+                key_addresses.record(conn, key_id, address, when)
+
+    def addresses(self, key_ids) -> dict[str, list[key_addresses.SeenAddress]]:
+        """The addresses each of ``key_ids`` was last used from, newest first (at most
+        ``key_addresses.KEPT``); keys never used are left out."""
+        with self.engine.connect() as conn:
+            return key_addresses.recent(conn, key_ids)
 
     def has_active_key(self, username: str) -> bool:
         now = utcnow()

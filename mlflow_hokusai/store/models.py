@@ -55,6 +55,17 @@ class ApiKey(Base):
     lineage: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
+class KeyAddress(Base):
+    """A client address a key was used from and when it was last seen from there
+    (``store/key_addresses.py``, migration 0013): at most five per key, the most recent."""
+
+    __tablename__ = "hokusai_key_addresses"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
 class FederationPolicy(Base):
     """Which workload tokens may be exchanged for a short-lived key (``store/trust_policies.py``):
     tokens from ``issuer`` for ``audience`` whose subject matches ``subject`` (a glob) and whose

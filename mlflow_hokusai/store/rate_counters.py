@@ -26,21 +26,12 @@ from limits.storage.base import MovingWindowSupport
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlflow_hokusai.store.engine import insert_for
 from mlflow_hokusai.store.models import RateCounter, RateHit
 
 PURGE_INTERVAL_SECONDS = 60.0
 _COUNTERS = RateCounter.__table__
 _HITS = RateHit.__table__
-
-
-def _insert_for(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the key database is SQLite or PostgreSQL
-        raise ValueError(f"rate-limit counters need SQLite or PostgreSQL, not {dialect}")
-    return insert
 
 
 class SqlCounterStorage(Storage, MovingWindowSupport):
@@ -53,7 +44,7 @@ class SqlCounterStorage(Storage, MovingWindowSupport):
         super().__init__(wrap_exceptions=True)
         self.engine = engine
         self._clock = clock
-        self._insert = _insert_for(engine.dialect.name)
+        self._insert = insert_for(engine.dialect.name)
         self._purged = -PURGE_INTERVAL_SECONDS
         self._purge_lock = threading.Lock()
 

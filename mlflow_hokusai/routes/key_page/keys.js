@@ -100,10 +100,11 @@ function remaining(milliseconds) {
   return `${Math.ceil(milliseconds / 86400000)} d`;
 }
 
+// The status in words: an active key the server calls expiring (within its warning window,
+// keys/lifetime.py) says how soon.
 function keyStatus(key) {
-  if (key.status === "active" && key.expires_at) {
-    const left = Date.parse(key.expires_at) - Date.now();
-    if (left < 7 * 86400000) return `expiring (${remaining(left)})`;
+  if (key.expiring && key.expires_at) {
+    return `expires in ${remaining(Date.parse(key.expires_at) - Date.now())}`;
   }
   if (key.status === "rotating" && key.rotation_ends_at) {
     return `rotating until ${when(key.rotation_ends_at)}`;
@@ -121,6 +122,43 @@ function cell(row, text, className) {
 function dateCell(row, iso) {
   const td = cell(row, when(iso), "date");
   if (iso) td.title = `${when(iso, true)} UTC`;
+  return td;
+}
+
+// "Last used", and for its owner (or an admin) where from: the last addresses the key was
+// used from, newest first, each with when it was last seen there, folded under a summary.
+function lastUsedCell(row, key) {
+  const td = cell(row, "", "last-used");
+  const box = document.createElement("div");  // one grid item where rows are cards
+  const date = document.createElement("span");
+  date.className = "date";
+  date.textContent = when(key.last_used_at);
+  if (key.last_used_at) date.title = `${when(key.last_used_at, true)} UTC`;
+  box.append(date);
+  const seen = key.addresses || [];
+  if (seen.length) {
+    const details = document.createElement("details");
+    details.className = "addresses";
+    const summary = document.createElement("summary");
+    summary.textContent = seen.length === 1 ? "1 address" : `${seen.length} addresses`;
+    summary.title = "The addresses this key was last used from";
+    const list = document.createElement("ul");
+    for (const entry of seen) {
+      const item = document.createElement("li");
+      const address = document.createElement("span");
+      address.className = "address mono";
+      address.textContent = entry.address;
+      const time = document.createElement("time");
+      time.dateTime = entry.last_seen_at;
+      time.textContent = when(entry.last_seen_at);
+      time.title = `last seen ${when(entry.last_seen_at, true)} UTC`;
+      item.append(address, time);
+      list.append(item);
+    }
+    details.append(summary, list);
+    box.append(details);
+  }
+  td.append(box);
   return td;
 }
 
@@ -231,11 +269,12 @@ function showKeys() {
     cell(row, `${key.prefix}…`, "mono");
     cell(row, key.scope);
     const [state, until] = keyStatus(key).split(" until ");
-    const status = cell(row, until ? `${state} until` : state, `status status-${key.status}`);
+    const tone = key.expiring ? "expiring" : key.status;
+    const status = cell(row, until ? `${state} until` : state, `status status-${tone}`);
     if (until) status.append(document.createElement("br"), until);
     dateCell(row, key.created_at);
     dateCell(row, key.expires_at);
-    dateCell(row, key.last_used_at);
+    lastUsedCell(row, key);
     cell(row, (key.allowed_ips || []).join(", ") || "anywhere");
     cell(row, rateLimit(key.rate_limit));
     cell(row, limits(key.limits), "limits");
