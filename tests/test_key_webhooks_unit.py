@@ -78,6 +78,24 @@ def test_the_documented_check_accepts_ours_and_refuses_changes():
     assert not verify_mlflow_signature(row.payload, signature, SECRET, "other-id", stamp)
 
 
+def test_the_docs_receiver_snippet_accepts_ours():
+    """The verification function docs/key-management.md gives receivers checks our headers."""
+    import ast
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "key-management.md"
+    section = page.read_text().split("### Verifying a delivery", 1)[1]
+    tree = ast.parse(section.split("```python\n", 1)[1].split("```", 1)[0])
+    check = next(n for n in tree.body if getattr(n, "name", "") == "verify_mlflow_signature")
+    namespace: dict = {}
+    exec("import base64, hashlib, hmac, time\n" + ast.unparse(check), namespace)
+    row = webhooks.ping_row()
+    headers = webhooks.signed_headers(SECRET, row.delivery_id, row.payload)
+    args = (headers["X-MLflow-Signature"], SECRET, row.delivery_id, headers["X-MLflow-Timestamp"])
+    assert namespace["verify_mlflow_signature"](row.payload, *args)
+    assert not namespace["verify_mlflow_signature"](row.payload + " ", *args)
+
+
 def test_urls_are_shown_without_their_secrets():
     url = "https://hook:pw@example.com:8443/in/T0K3N?token=abc"
     assert webhooks.shown_url(url) == "https://example.com:8443/in/T0K3N"

@@ -11,12 +11,14 @@ receiver that fails (no answer, or anything but 2xx) is retried with exponential
 each receiver in order; an event still failing after ``key_webhook_retry_for`` is given up
 (logged, and recorded on the row).
 
-The guarantee is at least once, with the delivery id for receivers to dedupe: a restart
-(SIGTERM) lets the POST under way finish and be marked before the thread ends (the thread is
-not a daemon, and stops once the main thread has), then releases the lease so another
-process takes over at once. Only a process killed between a receiver's 2xx and the commit of
-"delivered" (a few milliseconds), or a lease lost during a POST slower than the lease's
-20 s margin, can send an event twice — with the same delivery id.
+The guarantee is at least once, with the delivery id for receivers to dedupe: a clean stop
+(SIGTERM) lets the POST under way finish and be marked before the thread ends — ``stop`` is
+called at the ASGI lifespan's shutdown under uvicorn (which then ends its process with the
+signal), and elsewhere the thread, not a daemon, ends once the main thread has — then
+releases the lease so another process takes over at once. Only a process killed between a
+receiver's 2xx and the commit of "delivered" (a few milliseconds), or a lease lost during a
+POST slower than the lease's 20 s margin, can send an event twice — with the same delivery
+id.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class WebhookSender:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop after the POST under way (at most its 15 s timeout) and release the lease."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -115,10 +115,15 @@ class WebhookStore:
     ) -> bool:
         """Add ``results`` (receiver id -> ``delivered`` or ``failed: …``) to event
         ``row_id``; it is done once every one of ``receivers`` has a result. Returns done."""
+        this = WebhookDelivery.id == row_id
         with self.engine.begin() as conn:
-            query = sa.select(WebhookDelivery.results).where(WebhookDelivery.id == row_id)
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
+            # Write first: the row is locked (PostgreSQL) and the database's write lock taken
+            # (SQLite, where a read-then-write transaction can fail at once if another process
+            # wrote in between) before the results are read.
+            conn.execute(
+                sa.update(WebhookDelivery).where(this).values(attempts=WebhookDelivery.attempts)
+            )
+            query = sa.select(WebhookDelivery.results).where(this)
             merged = {**json.loads(conn.execute(query).scalar_one()), **results}
             values = {"results": json.dumps(merged, sort_keys=True)}
             if error is not None:
@@ -126,9 +131,7 @@ class WebhookStore:
             done = receivers <= set(merged)
             if done:
                 values["done_at"] = utcnow()
-            conn.execute(
-                sa.update(WebhookDelivery).where(WebhookDelivery.id == row_id).values(**values)
-            )
+            conn.execute(sa.update(WebhookDelivery).where(this).values(**values))
         return done
 
     def delivered_ids(self) -> list[str]:
