@@ -105,6 +105,7 @@ def create_app():
         on_note=logging.getLogger("mlflow_hokusai.keys").info,
         rules=rules,
         default_rate_limit=settings.default_rate_limit,
+        webhooks=bool(settings.key_webhook_urls),
     )
     limits = rate_limits(settings, started.key_store.engine)
     policies = TrustPolicyStore(started.key_store.engine)
@@ -202,8 +203,32 @@ def create_app():
         _patch_fastapi_app(runner_app, s3_downloads.open_stream, answers=(HokusaiError,))
     gate_class = AsgiGate if _mlflow.server_runner() == "uvicorn" else WsgiGate
     gate = gate_class(runner_app, services)
+    _start_webhook_sender(services, started.key_store.engine, rules)
     bootstrap.announce_when_listening(settings)
     return gate
+
+
+def _start_webhook_sender(services, engine, rules) -> None:
+    """Key event webhooks (``key_webhook_urls``): this worker's sender thread, which sends
+    only while it holds the one lease of all workers and replicas (never on a request), and
+    stops with the worker, after the POST under way."""
+    settings = services.settings
+    if not settings.key_webhook_urls:
+        return
+    from mlflow_hokusai.keys.notices import KeyNotices
+    from mlflow_hokusai.keys.webhook_sender import WebhookSender
+    from mlflow_hokusai.store.webhooks import WebhookStore
+
+    sender = WebhookSender(
+        engine,
+        settings.key_webhook_urls,
+        settings.key_webhook_secret,
+        KeyNotices(WebhookStore(engine), rules),
+        max_backoff=settings.key_webhook_max_backoff,
+        retry_for=settings.key_webhook_retry_for,
+        check_interval=settings.key_webhook_check_interval,
+    )
+    services.on_shutdown.append(sender.start().stop)
 
 
 def _sign_in(settings, engine, audit, cache):

@@ -29,6 +29,11 @@ DEFAULT_SECRET_SCANNING_LIMIT = "60/minute"  # reports per client address
 DEFAULT_OIDC_SCOPES = "openid profile email"
 DEFAULT_SESSION_LIFETIME = 12 * 3600  # seconds
 DEFAULT_SESSION_IDLE_TIMEOUT = 3600  # seconds
+DEFAULT_KEY_WEBHOOK_CHECK_INTERVAL = 15 * 60  # seconds
+DEFAULT_KEY_WEBHOOK_MAX_BACKOFF = 10 * 60  # seconds
+DEFAULT_KEY_WEBHOOK_RETRY_FOR = 3 * 86400  # seconds
+MAX_KEY_WEBHOOK_URLS = 10
+MIN_KEY_WEBHOOK_SECRET = 16  # characters
 
 
 def check_lifetime_rules(
@@ -111,6 +116,16 @@ class Settings:
     # Browser sessions, seconds: the longest life of one, and how long one may sit unused.
     session_lifetime: int = DEFAULT_SESSION_LIFETIME
     session_idle_timeout: int = DEFAULT_SESSION_IDLE_TIMEOUT
+    # Key event webhooks (keys/webhooks.py): where events go (none: off), the HMAC secret
+    # they are signed with (never logged; or read from key_webhook_secret_file), and seconds:
+    # how often expiring and dormant keys are looked for, the longest wait between retries
+    # to a failing receiver, and how long one event is retried before it is given up.
+    key_webhook_urls: tuple[str, ...] = ()
+    key_webhook_secret: str | None = field(default=None, repr=False)
+    key_webhook_secret_file: str | None = None
+    key_webhook_check_interval: int = DEFAULT_KEY_WEBHOOK_CHECK_INTERVAL
+    key_webhook_max_backoff: int = DEFAULT_KEY_WEBHOOK_MAX_BACKOFF
+    key_webhook_retry_for: int = DEFAULT_KEY_WEBHOOK_RETRY_FOR
     # Passed through to MLflow's auth engine as its [mlflow] section.
     mlflow_section: dict = field(default_factory=dict)
     # The raw [hokusai] section, for settings owned by other modules (e.g. tag rules).
@@ -267,6 +282,47 @@ def _http_url(value: str) -> str:
 def _issuer(value: str) -> str | None:
     url = _http_url_or_none(value)
     return url.rstrip("/") if url else None
+
+
+_LOOPBACK_NAMES = ("localhost", "localhost.")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: a host http may be used to."""
+    import ipaddress
+
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_urls(value: str) -> tuple[str, ...]:
+    """Comma- (or space-) separated receiver URLs: https, or http to a loopback host only
+    (key events must not cross a network in clear text); no fragment, at most 10."""
+    from urllib.parse import urlsplit
+
+    urls = tuple(dict.fromkeys(u for u in re.split(r"[,\s]+", value.strip()) if u))
+    if len(urls) > MAX_KEY_WEBHOOK_URLS:
+        raise _Fault(f"{len(urls)} URLs given, at most {MAX_KEY_WEBHOOK_URLS}")
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            host, _port = parts.hostname, parts.port  # a bad port raises ValueError
+        except ValueError:
+            host, parts = None, None
+        if parts is None or parts.scheme not in ("http", "https") or not host:
+            raise _Fault(f"{url!r} is not an absolute http(s) URL")
+        if parts.fragment:
+            raise _Fault(f"{url!r} has a fragment (#…), which is never sent")
+        if parts.scheme == "http" and not is_loopback_host(host):
+            raise _Fault(
+                f"{url!r} uses http to {host}, which is not this machine: use https (http is "
+                "allowed only to localhost, 127.0.0.1 or ::1)"
+            )
+    return urls
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -663,6 +719,62 @@ SETTINGS: tuple[SettingSpec, ...] = (
         shown_default="`1h`",
     ),
     SettingSpec(
+        "key_webhook_urls",
+        "HOKUSAI_KEY_WEBHOOK_URLS",
+        _webhook_urls,
+        (),
+        "where key events are POSTed (https URLs, comma-separated; http only to a loopback "
+        "host; see [Key management](key-management.md#key-event-webhooks)); empty = off",
+        rule="https URLs separated by commas (http only to localhost, 127.0.0.1 or ::1)",
+        shown_default="none (off)",
+    ),
+    SettingSpec(
+        "key_webhook_secret",
+        "HOKUSAI_KEY_WEBHOOK_SECRET",
+        _or_none,
+        None,
+        "the secret key events are signed with, as MLflow signs its webhooks (at least 16 "
+        "characters; never logged; or the next setting)",
+    ),
+    SettingSpec(
+        "key_webhook_secret_file",
+        "HOKUSAI_KEY_WEBHOOK_SECRET_FILE",
+        _stripped_or_none,
+        None,
+        "a file holding the webhook secret",
+    ),
+    SettingSpec(
+        "key_webhook_check_interval",
+        "HOKUSAI_KEY_WEBHOOK_CHECK_INTERVAL",
+        _duration,
+        DEFAULT_KEY_WEBHOOK_CHECK_INTERVAL,
+        "how often the server looks for keys to send `expiring` and `dormant` notices about "
+        "(1 s to 1 day)",
+        rule="a duration from 1 s to 1 day such as 15m",
+        bounds=(1, 86400),
+        shown_default="`15m`",
+    ),
+    SettingSpec(
+        "key_webhook_max_backoff",
+        "HOKUSAI_KEY_WEBHOOK_MAX_BACKOFF",
+        _duration,
+        DEFAULT_KEY_WEBHOOK_MAX_BACKOFF,
+        "longest wait between retries to a failing receiver (waits double from 1 s; 1 s to 1 day)",
+        rule="a duration from 1 s to 1 day such as 10m",
+        bounds=(1, 86400),
+        shown_default="`10m`",
+    ),
+    SettingSpec(
+        "key_webhook_retry_for",
+        "HOKUSAI_KEY_WEBHOOK_RETRY_FOR",
+        _duration,
+        DEFAULT_KEY_WEBHOOK_RETRY_FOR,
+        "how long an event is retried before it is given up (logged; 1 minute to 30 days)",
+        rule="a duration from 1 minute to 30 days such as 3d",
+        bounds=(60, 30 * 86400),
+        shown_default="`3d`",
+    ),
+    SettingSpec(
         "trusted_proxies",
         "HOKUSAI_TRUSTED_PROXIES",
         _networks,
@@ -694,6 +806,21 @@ def _check_grace(values: dict) -> None:
         )
 
 
+def _secret_from_file(values: dict, name: str) -> None:
+    """``<name>_file`` read into ``<name>`` (only one of the two may be set)."""
+    path, env = values[f"{name}_file"], f"HOKUSAI_{name.upper()}"
+    if path and values[name]:
+        raise ConfigError(f"set {env} or {env}_FILE, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                values[name] = f.read().strip() or None
+        except OSError as e:
+            raise ConfigError(
+                f"{env}_FILE points to {path!r}, which cannot be read ({e.strerror})"
+            ) from None
+
+
 def _check_sign_in(values: dict) -> None:
     """Sign-in needs a client id and, read here from its file when given, a client secret
     (the server is a confidential client); the idle timeout lies within the lifetime."""
@@ -702,20 +829,7 @@ def _check_sign_in(values: dict) -> None:
             "session_idle_timeout (HOKUSAI_SESSION_IDLE_TIMEOUT) must not exceed "
             "session_lifetime (HOKUSAI_SESSION_LIFETIME)"
         )
-    path = values["oidc_client_secret_file"]
-    if path and values["oidc_client_secret"]:
-        raise ConfigError(
-            "set HOKUSAI_OIDC_CLIENT_SECRET or HOKUSAI_OIDC_CLIENT_SECRET_FILE, not both"
-        )
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                values["oidc_client_secret"] = f.read().strip() or None
-        except OSError as e:
-            raise ConfigError(
-                f"HOKUSAI_OIDC_CLIENT_SECRET_FILE points to {path!r}, which cannot be read "
-                f"({e.strerror})"
-            ) from None
+    _secret_from_file(values, "oidc_client_secret")
     if values["oidc_issuer"] is None:
         return
     for name in ("oidc_client_id", "oidc_client_secret"):
@@ -726,11 +840,31 @@ def _check_sign_in(values: dict) -> None:
             )
 
 
+def _check_webhooks(values: dict) -> None:
+    """Key events are always signed: receivers must be able to tell ours from forgeries."""
+    _secret_from_file(values, "key_webhook_secret")
+    if not values["key_webhook_urls"]:
+        return
+    secret = values["key_webhook_secret"]
+    if not secret:
+        raise ConfigError(
+            "key_webhook_secret (HOKUSAI_KEY_WEBHOOK_SECRET or HOKUSAI_KEY_WEBHOOK_SECRET_FILE) "
+            "is required when key_webhook_urls (HOKUSAI_KEY_WEBHOOK_URLS) is set: every key "
+            "event is signed with it"
+        )
+    if len(secret) < MIN_KEY_WEBHOOK_SECRET:
+        raise ConfigError(
+            f"key_webhook_secret must be at least {MIN_KEY_WEBHOOK_SECRET} characters, not "
+            f"{len(secret)} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+
 # Rules between settings, checked once each setting is valid on its own.
 _CROSS_CHECKS: tuple[Callable[[dict], None], ...] = (
     _check_lifetimes,
     _check_grace,
     _check_sign_in,
+    _check_webhooks,
 )
 
 

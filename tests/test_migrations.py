@@ -206,6 +206,44 @@ def test_upgrade_from_0009_gives_rotation_chains_one_lineage(tmp_path):
     upgrade(engine)  # idempotent
 
 
+def test_upgrade_from_0011_adds_the_key_webhook_tables(tmp_path):
+    """A database made by the previous main (0011) keeps its keys and gets the webhook
+    outbox, the notices (once per key) and the leases."""
+    from datetime import timedelta
+
+    from mlflow_hokusai.keys.lifetime import LifetimeRules
+    from mlflow_hokusai.keys.notices import KeyNotices
+    from mlflow_hokusai.store.clock import utcnow
+    from mlflow_hokusai.store.keys import KeyStore
+    from mlflow_hokusai.store.leases import LeaseStore
+    from mlflow_hokusai.store.webhooks import WebhookStore
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'main.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0011")
+    mlflow_users.metadata.create_all(engine)
+    soon = utcnow() + timedelta(hours=5)
+    with engine.begin() as conn:
+        conn.execute(mlflow_users.insert().values(id=8, username="kim", is_admin=0))
+        conn.execute(
+            sa.text(
+                "INSERT INTO hokusai_api_keys (id, digest, display_prefix, username, user_id, "
+                "name, scope, created_at, expires_at, lineage) VALUES ('k-kim', 'd1', "
+                "'hk_live_abcd', 'kim', 8, 'ci', 'write', '2026-12-03 00:00:00', :soon, 'k-kim')"
+            ),
+            {"soon": soon},
+        )
+    upgrade(engine)
+    assert KeyStore(engine).get("k-kim").expires_at == soon
+    store = WebhookStore(engine)
+    notices = KeyNotices(store, LifetimeRules())
+    assert notices.check() == 1 and notices.check() == 0
+    (pending,) = store.pending()
+    assert pending.event == "expiring" and pending.results == {}
+    assert LeaseStore(engine).take("key-webhooks", "me", 30)
+    upgrade(engine)  # idempotent
+
+
 def _revision_before(filename_end: str) -> str:
     """The revision the migration in the file ending ``filename_end`` upgrades from (the
     chain is re-linked when branches merge: never a hard-coded id)."""

@@ -58,6 +58,12 @@ BAD = {
     "oidc_post_logout_redirect_uri": "ftp://example.com/",
     "session_lifetime": "31d",
     "session_idle_timeout": "30s",
+    "key_webhook_urls": "http://hooks.example.com/keys",
+    "key_webhook_secret": None,
+    "key_webhook_secret_file": None,
+    "key_webhook_check_interval": "2d",
+    "key_webhook_max_backoff": "0",
+    "key_webhook_retry_for": "30s",
 }
 SPECS = {spec.name: spec for spec in SETTINGS}
 

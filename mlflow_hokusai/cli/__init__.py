@@ -2,10 +2,10 @@
 
 This package is the command line only; rules live in ``keys/``. One module per command group:
 ``keys.py`` (``keys``), ``trust_policies.py`` (``federation``: keyless CI's trust policies),
-``audit.py`` (``audit``), ``sessions.py`` (``sessions``: browser sign-in sessions) and
-``db.py`` (``db``); ``options.py`` holds what they share (settings,
-common options, opening the database, errors, output) and ``backends.py`` where a command acts:
-the database or a server's REST API.
+``audit.py`` (``audit``), ``sessions.py`` (``sessions``: browser sign-in sessions),
+``webhooks.py`` (``webhooks``: key event webhooks) and ``db.py`` (``db``); ``options.py``
+holds what they share (settings, common options, opening the database, errors, output) and
+``backends.py`` where a command acts: the database or a server's REST API.
 
 Every command works directly on ``--database-uri`` (default: the configured database), so an
 operator can create the first keys before the server ever starts (after ``db upgrade``: no
@@ -24,7 +24,7 @@ from importlib import metadata
 import click
 
 import mlflow_hokusai
-from mlflow_hokusai.cli import audit, db, keys, sessions, trust_policies
+from mlflow_hokusai.cli import audit, db, keys, sessions, trust_policies, webhooks
 
 
 class _Cli(click.Group):
@@ -61,4 +61,5 @@ cli.add_command(keys.keys)
 cli.add_command(trust_policies.federation)
 cli.add_command(audit.audit)
 cli.add_command(sessions.sessions)
+cli.add_command(webhooks.webhooks)
 cli.add_command(db.db)

@@ -48,6 +48,7 @@ class Offline:
         rules=None,
         default_rate_limit=None,
         where: str = "",
+        webhooks: bool = False,
     ):
         self.where = where  # the database, as the operator should see it
         self.store = key_store
@@ -60,6 +61,7 @@ class Offline:
             on_note=note,
             rules=rules,
             default_rate_limit=default_rate_limit,
+            webhooks=webhooks,  # key events are queued here and sent by the server
         )
         self.federation = TrustPolicyManager(
             TrustPolicyStore(key_store.engine), self.manager, self.manager.audit

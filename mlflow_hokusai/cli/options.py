@@ -223,6 +223,7 @@ def open_backend(database_uri, tracking_uri):
         lifetime_rules(configured),
         configured.default_rate_limit,
         where=shown_uri(uri),
+        webhooks=bool(configured.key_webhook_urls),
     )
 
 

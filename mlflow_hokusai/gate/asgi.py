@@ -24,8 +24,11 @@ class AsgiGate(Gatekeeper):
     def __init__(self, app, services):
         super().__init__(services)
         self.app = app
+        self._shutdown = services.shutdown
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, self._watched(receive), send)
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         request = _request(scope)
@@ -75,6 +78,18 @@ class AsgiGate(Gatekeeper):
                     self.decide(request), lambda step: next(known, None) or self.answer(step)
                 )
             )
+
+    def _watched(self, receive):
+        """``receive`` of the lifespan: at its shutdown (after the last request, before
+        uvicorn ends the process) our services stop first, in a worker thread."""
+
+        async def watched():
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                await anyio.to_thread.run_sync(self._shutdown)
+            return message
+
+        return watched
 
 
 async def _read_at_most(receive, limit: int) -> bytes | None:

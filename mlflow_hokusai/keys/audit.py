@@ -25,6 +25,7 @@ from mlflow_hokusai.config import parse_duration
 from mlflow_hokusai.errors import HokusaiError, invalid_parameter
 from mlflow_hokusai.store.audit import EVENTS, AuditRecord, AuditStore
 from mlflow_hokusai.store.clock import utcnow
+from mlflow_hokusai.store.webhooks import OutboxRow
 
 _logger = logging.getLogger(__name__)
 REFUSAL_INTERVAL_SECONDS = 60.0
@@ -90,11 +91,12 @@ class AuditLog:
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
 
-    def record(self, event: str, *, actor: str, **fields) -> None:
-        """Write a lifecycle event now. A failed audit write is logged, never raised: the
-        change it describes has already happened."""
+    def record(self, event: str, *, actor: str, outbox: OutboxRow | None = None, **fields) -> None:
+        """Write a lifecycle event now (with ``outbox``, the key event to send to the webhooks,
+        in the same transaction). A failed audit write is logged, never raised: the change it
+        describes has already happened."""
         try:
-            self.store.add(event, actor=actor, occurred_at=utcnow(), **fields)
+            self.store.add(event, actor=actor, occurred_at=utcnow(), outbox=outbox, **fields)
         except Exception:
             _logger.warning("could not write audit event %s", event, exc_info=True)
 

@@ -9,7 +9,9 @@ Rules:
 - a key acting on its owner's keys makes nothing broader than itself (``attenuation.py``);
 - when an admin creates a key for a user who does not exist yet, the MLflow user is created
   with a random password nobody knows (users log in with keys), as the CLI always has.
-Every change is written to the audit trail.
+Every change is written to the audit trail (``_audit``, the one path), and with key webhooks
+on, ``created``, ``rotated`` and ``revoked`` are queued for them in the same transaction
+(``keys/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from mlflow_hokusai.keys.attenuation import Bounds, rate_within
 from mlflow_hokusai.keys.audit import AuditLog
 from mlflow_hokusai.keys.lifetime import LifetimeRules
 from mlflow_hokusai.keys.resource_limits import UNLIMITED, ResourceLimits, from_json, parse_limits
+from mlflow_hokusai.keys.webhooks import EVENTS as WEBHOOK_EVENTS
+from mlflow_hokusai.keys.webhooks import key_event, revoke_reason
 from mlflow_hokusai.store.clock import utcnow
 from mlflow_hokusai.store.keys import (
     SCOPES,
@@ -347,8 +351,11 @@ class KeyManager:
         on_note: Callable[[str], None] | None = None,
         rules: LifetimeRules | None = None,
         default_rate_limit: str | None = None,
+        webhooks: bool = False,
     ):
         self.store = store
+        # Queue key events for the webhooks (``key_webhook_urls`` is set).
+        self.webhooks = webhooks
         # The limit of keys created without one (None: no default); only admins opt out.
         self.default_rate_limit = default_rate_limit
         self.rules = rules or LifetimeRules()
@@ -608,11 +615,18 @@ class KeyManager:
         detail: str,
         *,
         reason: str | None = None,
+        **about,
     ) -> None:
-        """An audit event about the key ``record``, by ``actor`` (its name and address): the
-        one path every key event takes. ``reason``: why, where a kind of event has several
-        causes (a ``revoked`` key reported ``leaked`` by secret scanning), for whatever
-        listens to key events; the ``detail`` says it in words."""
+        """An audit event about the key ``record``, by ``actor`` (its name and address). A
+        key event (``keys.webhooks.EVENTS``) is also queued for the webhooks, in the same
+        transaction: a revocation with its ``reason`` (``keys.webhooks.REVOKE_REASONS``;
+        without one, "leaked" for a detail ``leaked: …``, else "user" or "admin"); ``about``:
+        more of the event's data (a rotation's replacement)."""
+        outbox = None
+        if self.webhooks and event in WEBHOOK_EVENTS:
+            if event == "revoked" and reason is None:
+                reason = revoke_reason(actor.name, record.username, detail)
+            outbox = key_event(event, record, actor=actor.name, reason=reason, **about)
         if actor.session is not None:
             detail = (
                 f"{detail}; via session {actor.session}"
@@ -620,7 +634,12 @@ class KeyManager:
                 else (f"via session {actor.session}")
             )
         self.audit.record(
-            event, key_id=record.id, username=record.username, detail=detail, **actor.audited()
+            event,
+            key_id=record.id,
+            username=record.username,
+            detail=detail,
+            outbox=outbox,
+            **actor.audited(),
         )
 
     def describe(self, record: KeyRecord) -> dict:
@@ -658,16 +677,19 @@ class KeyManager:
             return record  # idempotent: nothing changed, nothing to audit
         record = self.store.revoke(record.id)
         self._on_change()
-        self._audit("revoked", actor, record, f"name={record.name!r}")
+        reason = "user" if actor.name == record.username else "admin"
+        self._audit("revoked", actor, record, f"name={record.name!r}", reason=reason)
         return record
 
-    def _audit_revoked(self, actor: Actor, revoked: list[KeyRecord], detail) -> list[KeyRecord]:
+    def _audit_revoked(
+        self, actor: Actor, revoked: list[KeyRecord], detail, reason: str
+    ) -> list[KeyRecord]:
         """After a bulk revoke: clear this worker's cache and audit each key revoked
-        (``detail(record)``)."""
+        (``detail(record)``, for ``reason``)."""
         if revoked:
             self._on_change()
         for record in revoked:
-            self._audit("revoked", actor, record, detail(record))
+            self._audit("revoked", actor, record, detail(record), reason=reason)
         return revoked
 
     def revoke_leaked(self, key: str, *, url: str, source: str | None) -> KeyRecord | None:
@@ -702,6 +724,7 @@ class KeyManager:
             actor,
             self.store.revoke_all(username),
             lambda record: f"owner deleted name={record.name!r}",
+            "owner-deleted",
         )
 
     def revoke_federated(self, actor: Actor, policy_id: str) -> list[KeyRecord]:
@@ -711,6 +734,7 @@ class KeyManager:
             actor,
             self.store.revoke_federated(policy_id),
             lambda record: f"policy deleted: {policy_id}",
+            "policy-deleted",
         )
 
     def rotate(self, actor: Actor, key_id, grace_seconds=None) -> tuple[str, KeyRecord, KeyRecord]:
@@ -753,5 +777,13 @@ class KeyManager:
         overlap = (
             f" works until {old.rotation_ends_at.isoformat()}Z" if old.rotation_ends_at else ""
         )
-        self._audit("rotated", actor, old, f"replaced by {record.id}{overlap} name={old.name!r}")
+        self._audit(
+            "rotated",
+            actor,
+            old,
+            f"replaced by {record.id}{overlap} name={old.name!r}",
+            replaced_by=record.id,
+            replaced_by_prefix=record.display_prefix,
+            works_until=old.rotation_ends_at or old.revoked_at,
+        )
         return key, record, old

@@ -4,6 +4,8 @@ no installer reaches another module's globals. Views read them from
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -45,6 +47,16 @@ class Services:
     sessions: SessionManager | None = None  # signed-in browsers (None: sign-in is off)
     sign_in: OidcSignIn | None = None  # the OpenID provider's sign-in (None: off)
     secret_scanning: SecretScanning | None = None  # leaked keys reported by GitHub: revoked
+    # Run when the worker stops cleanly, before it exits (the key webhook sender finishes
+    # the POST under way): under uvicorn at the ASGI lifespan's shutdown.
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        for stop in self.on_shutdown:
+            try:
+                stop()
+            except Exception:
+                logging.getLogger(__name__).warning("could not stop %r", stop, exc_info=True)
 
     def api_paths(self, base: str) -> list[str]:
         """``base`` under both API roots (``/api/2.0`` and ``/ajax-api/2.0``)."""

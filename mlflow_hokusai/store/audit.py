@@ -1,9 +1,10 @@
 """The audit repository: rows in ``hokusai_audit_events``.
 
 An event names what happened to which key (by id, never the key), who did it and from where.
-Writers are the key-management service (created / rotated / revoked) and the gate
-(expired-use / denied-use); readers are ``mlflow-hokusai audit list`` and the REST
-``audit/list`` endpoint.
+Writers are the key-management service (created / rotated / revoked), the gate
+(expired-use / denied-use) and the webhook sender's notices (expiring / dormant); a key event
+for the webhooks is queued in the same transaction as its audit event. Readers are
+``mlflow-hokusai audit list`` and the REST ``audit/list`` endpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mlflow_hokusai.store.models import AuditEvent
+from mlflow_hokusai.store.webhooks import OutboxRow, outbox_insert
 
 # Every kind of event, with what it means (``audit list --help`` shows this table).
 EVENTS = {
@@ -35,6 +37,8 @@ EVENTS = {
     "session-revoked": "a session was revoked (by its owner or an admin)",
     "sign-in-refused": "a sign-in was refused, with the reason",
     "roles-changed": "sign-in changed a person's admin status or MLflow roles (their groups)",
+    "expiring": "a key's owner was told it expires within 7 days or 1 day (key webhooks)",
+    "dormant": "a key's owner was told it turned dormant, unused too long (key webhooks)",
 }
 _LIMITS = {"actor": 255, "username": 255, "source": 255, "detail": 512}
 
@@ -77,36 +81,44 @@ def _clip(values: dict) -> dict:
     }
 
 
+def audit_values(
+    event: str,
+    *,
+    actor: str,
+    occurred_at: datetime,
+    key_id: str | None = None,
+    username: str | None = None,
+    source: str | None = None,
+    detail: str = "",
+) -> dict:
+    """The values of one audit row (checked and clipped), for a caller's own transaction."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    return _clip(
+        {
+            "event": event,
+            "actor": actor or "-",
+            "occurred_at": occurred_at,
+            "key_id": key_id,
+            "username": username,
+            "source": source,
+            "detail": detail or "",
+        }
+    )
+
+
 class AuditStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def add(
-        self,
-        event: str,
-        *,
-        actor: str,
-        occurred_at: datetime,
-        key_id: str | None = None,
-        username: str | None = None,
-        source: str | None = None,
-        detail: str = "",
-    ) -> None:
-        if event not in EVENTS:
-            raise ValueError(f"unknown audit event {event!r}")
-        values = _clip(
-            {
-                "event": event,
-                "actor": actor or "-",
-                "occurred_at": occurred_at,
-                "key_id": key_id,
-                "username": username,
-                "source": source,
-                "detail": detail or "",
-            }
-        )
+    def add(self, event: str, *, outbox: OutboxRow | None = None, **fields) -> None:
+        """Write one event (``fields``: ``audit_values``'); with ``outbox``, queue that key
+        event for the webhooks in the same transaction."""
+        values = audit_values(event, **fields)
         with self.engine.begin() as conn:
             conn.execute(sa.insert(AuditEvent).values(**values))
+            if outbox is not None:
+                conn.execute(outbox_insert(outbox))
 
     def list(
         self,

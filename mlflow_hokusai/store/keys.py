@@ -158,6 +158,12 @@ class KeyStore:
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def find(self, *conditions) -> list[KeyRecord]:
+        """The keys matching SQLAlchemy ``conditions`` on ``ApiKey``, oldest first."""
+        query = self._select().where(*conditions).order_by(ApiKey.created_at, ApiKey.id)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
     def status_counts(self, now: datetime, dormant_before: datetime | None = None) -> dict:
         """How many keys have each status at ``now`` (as ``KeyRecord.status`` decides it; keys
         active but unused since ``dormant_before`` count as dormant), in one query."""

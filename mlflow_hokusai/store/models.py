@@ -204,6 +204,50 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(String(512), nullable=False, default="")
 
 
+class WebhookDelivery(Base):
+    """One key event to POST to every configured receiver (``store/webhooks.py``, migration
+    0012): written in the transaction that writes its audit event, sent by the one sender
+    holding the ``key-webhooks`` lease. ``payload`` is the exact JSON sent (never the key);
+    ``results`` maps each receiver (by ``keys.webhooks.receiver_id``) to ``delivered`` or
+    ``failed: …``; ``done_at`` is set once every receiver has one."""
+
+    __tablename__ = "hokusai_webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    results: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+
+class KeyNotice(Base):
+    """A notice sent about a key (``expiring-7d``, ``expiring-1d``, ``dormant``; migration
+    0012): the primary key makes each one once per key, whichever replica looks first."""
+
+    __tablename__ = "hokusai_key_notices"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    notice: Mapped[str] = mapped_column(String(16), primary_key=True)
+    noticed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class Lease(Base):
+    """A job only one process of all workers and replicas may run (``store/leases.py``,
+    migration 0012): its holder until ``expires_at`` (epoch seconds), renewed while it runs
+    and taken over once expired."""
+
+    __tablename__ = "hokusai_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 # MLflow's auth ``users`` table, read-only, only the columns needed to resolve a key's owner in
 # the same query. Declared on a separate MetaData so our migrations never manage it.
 mlflow_users = Table(

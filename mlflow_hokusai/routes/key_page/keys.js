@@ -7,7 +7,7 @@ const root = location.pathname.replace(/\/hokusai\/keys\/?$/, "");
 const api = `${root}/ajax-api/2.0/mlflow/hokusai`;
 const EVENTS = ["created", "rotated", "revoked", "expired-use", "denied-use", "login-limited",
   "rate-limited", "limited", "policy-created", "policy-deleted", "exchanged", "exchange-refused",
-  "signed-in", "signed-out", "session-revoked", "sign-in-refused", "roles-changed"];
+  "signed-in", "signed-out", "session-revoked", "sign-in-refused", "roles-changed", "expiring", "dormant"];
 const $ = (selector) => document.querySelector(selector);
 // Keys per page of the table: fewer where each key is a card (the CSS's breakpoint).
 const NARROW = matchMedia("(max-width: 60rem)");

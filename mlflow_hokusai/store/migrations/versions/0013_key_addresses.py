@@ -3,15 +3,15 @@ with when the key was last seen from there (at most five per key, the most recen
 authenticator writes a row at most once a minute per key, address and worker).
 
 Revision ID: 0013
-Revises: 0011
-Create Date: 2026-12-05
+Revises: 0012
+Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
