@@ -32,6 +32,7 @@ from mlflow_hokusai.keys.format import SCANNER_PATTERN, generate_key
 from tests.github_scanning import TOKEN_TYPE, GitHubScanner, public_pem, signature
 from tests.helpers import api_key_for
 from tests.server import Server, clean_env
+from tests.webhook_receiver import Receiver
 
 SCAN = "/api/2.0/mlflow/hokusai/secret-scanning"
 WHOAMI = "/api/2.0/mlflow/hokusai/whoami"
@@ -39,6 +40,7 @@ AUDIT = "/api/2.0/mlflow/hokusai/audit/list"
 LEAK_URL = "https://github.com/octo-org/octo-repo/blob/main/x.py"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "key-management.md"
 LIMIT = 20  # reports per minute and address on the module's server
+WEBHOOK_SECRET = "secret-scanning-webhook-secret-0123"
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +51,20 @@ def github():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, github):
+def receiver():
+    """The key owners' webhook receiver (tests/webhook_receiver.py checks signatures)."""
+    listening = Receiver(WEBHOOK_SECRET).start()
+    yield listening
+    listening.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, github, receiver):
     env = {
         "HOKUSAI_SECRET_SCANNING_KEYS_URL": github.keys_url,
         "HOKUSAI_SECRET_SCANNING_LIMIT": f"{LIMIT}/minute",
+        "HOKUSAI_KEY_WEBHOOK_URLS": receiver.url,
+        "HOKUSAI_KEY_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
     srv = Server(str(tmp_path_factory.mktemp("scanning")), workers=2, env=env).start()
     yield srv
@@ -110,7 +122,7 @@ def both_workers_hold_the_key_set(server, github) -> None:
 
 
 # -- a leaked key ------------------------------------------------------------------------------
-def test_a_leaked_key_is_refused_on_both_workers_within_a_second(server, github):
+def test_a_leaked_key_is_refused_on_both_workers_within_a_second(server, github, receiver):
     both_workers_hold_the_key_set(server, github)
     key = api_key_for(server, "leaky")
     leaked_id = key_id(server, key)
@@ -133,6 +145,17 @@ def test_a_leaked_key_is_refused_on_both_workers_within_a_second(server, github)
     assert revoked["detail"] == f"leaked: {LEAK_URL}"
     assert revoked["actor"] == "secret-scanning" and revoked["username"] == "leaky"
     assert re.fullmatch(r"127\.0\.\d+\.\d+", revoked["address"])
+    # The owner's webhook receiver is told, signed, with the reason.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _revocations(receiver, leaked_id):
+        time.sleep(0.2)
+    (told,) = _revocations(receiver, leaked_id)
+    assert told.valid and told.payload["data"]["reason"] == "leaked"
+    assert told.payload["data"]["owner"] == "leaky" and key not in told.body
+
+
+def _revocations(receiver, revoked_id: str) -> list:
+    return [d for d in receiver.got("revoked") if d.payload["data"]["key_id"] == revoked_id]
 
 
 def test_a_key_already_revoked_is_a_false_positive_and_nothing_changes(server, github):
