@@ -18,8 +18,8 @@ process tree spent per request (less sensitive to other load on the machine than
 SQLite files live in /dev/shm when the machine has it (``--data-dir``), so disk syncs do not
 hide CPU costs; MLflow's background job runner is off on every server alike.
 
-    python bench/throughput.py [--rounds 5] [--duration 10] [--threads 4] [--workers 2]
-                               [--mix mixed|metric-get] [--data-dir DIR]
+    python bench/throughput.py [--rounds 5] [--duration 10] [--slices 5] [--threads 4]
+                               [--workers 2] [--mix mixed|metric-get] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -205,6 +205,27 @@ def measure(
     return done / elapsed, 1000 * cpu / max(done, 1), sum(c[1] for c in counts)
 
 
+def measure_round(order: list[Target], options) -> int:
+    """One round: each target measured for ``duration`` seconds in all, in ``slices`` turns
+    taken in ``order`` (so a slow spell of the machine falls on every target alike); appends
+    each target's rate and CPU per request; returns the failed requests."""
+    slices = [[] for _ in order]
+    errors = 0
+    for _ in range(options.slices):
+        for i, target in enumerate(order):
+            rate, cpu_ms, failed = measure(
+                target, options.threads, options.duration / options.slices, options.mix
+            )
+            slices[i].append((rate, cpu_ms))
+            errors += failed
+    for target, measured in zip(order, slices, strict=True):
+        rates = [rate for rate, _ in measured]
+        target.rates.append(sum(rates) / len(rates))  # equal turns: the mean rate
+        weight = max(sum(rates), 1e-9)
+        target.cpu_ms.append(sum(rate * cpu for rate, cpu in measured) / weight)
+    return errors
+
+
 def basic(user: str, password: str) -> dict:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
@@ -215,6 +236,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target per round")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target, not counted")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=5,
+        help="turns per round: each target gets duration/slices seconds per turn, the targets "
+        "taking turns, so that a slow spell of a shared machine hits all of them",
+    )
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--workers", type=int, default=2, help="server workers (all servers)")
     parser.add_argument(
@@ -283,7 +311,8 @@ def main(argv=None) -> int:
             setup(target, options.threads)
         print(
             f"throughput: {len(targets)} targets, {options.workers} workers each, "
-            f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s, "
+            f"{options.threads} client threads, {options.rounds} rounds x {options.duration:g} s "
+            f"in {options.slices} turns, "
             f"mix {options.mix} ({', '.join(MIXES[options.mix])}), "
             f"SQLite files in {options.data_dir or tempfile.gettempdir()}"
         )
@@ -293,13 +322,7 @@ def main(argv=None) -> int:
         errors = 0
         for round_no in range(options.rounds):
             order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
-            for target in order:
-                rate, cpu_ms, failed = measure(
-                    target, options.threads, options.duration, options.mix
-                )
-                target.rates.append(rate)
-                target.cpu_ms.append(cpu_ms)
-                errors += failed
+            errors += measure_round(order, options)
             for target in targets:
                 target.ratios.append(target.rates[-1] / targets[0].rates[-1])
             print(
