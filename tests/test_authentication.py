@@ -98,6 +98,7 @@ def test_mlflow_password_still_works_through_basic(server):
         "key_id": None,
         "scope": "write",
         "limits": None,
+        "federated": False,
     }
     wrong = server.get("/api/2.0/mlflow/hokusai/whoami", auth=("admin", "not-the-password"))
     assert wrong.status_code == 401 and wrong.json()["error_code"] == "UNAUTHENTICATED"
@@ -124,6 +125,7 @@ def test_whoami(server):
         "key_id": key_id_of(server, key),
         "scope": "write",
         "limits": None,
+        "federated": False,
     }
     ajax = server.get("/ajax-api/2.0/mlflow/hokusai/whoami", key)
     assert ajax.json() == me.json()

@@ -30,7 +30,8 @@ def _keys_of(server, username: str) -> list[dict]:
     listed = server.get(f"{KEYS}/list", server.admin_key, params={"username": username})
     assert listed.status_code == 200, listed.text
     keys = [
-        {k: v for k, v in key.items() if k != "last_used_at"}  # using a key touches this
+        # using a key touches these
+        {k: v for k, v in key.items() if k not in ("last_used_at", "addresses")}
         for key in listed.json()["api_keys"]
     ]
     return sorted(keys, key=lambda k: k["id"])
