@@ -168,18 +168,22 @@ class Target:
 
 def _usable(python: Path) -> bool:
     """``python`` exists and imports this checkout's mlflow_hokusai (a virtual environment
-    left by another checkout may not); said on stderr when it exists but does not."""
+    left by another checkout may import another copy, or none); said on stderr when it exists
+    but does not."""
     if not python.exists():
         return False
     check = subprocess.run(
-        [str(python), "-c", "import mlflow_hokusai"],
+        [str(python), "-c", "import mlflow_hokusai; print(mlflow_hokusai.__file__)"],
         cwd=Path("/"),  # as a server runs it: not from this checkout's folder
         capture_output=True,
+        text=True,
         timeout=120,
     )
-    if check.returncode != 0:
-        print(f"not measuring {python}: it cannot import mlflow_hokusai", file=sys.stderr)
-    return check.returncode == 0
+    here = Path(__file__).resolve().parent.parent / "mlflow_hokusai"
+    found = Path(check.stdout.strip()).resolve().parent if check.returncode == 0 else None
+    if found != here:
+        print(f"not measuring {python}: it imports another mlflow_hokusai", file=sys.stderr)
+    return found == here
 
 
 def main(argv=None) -> int:
