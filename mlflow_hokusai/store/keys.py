@@ -20,7 +20,13 @@ from sqlalchemy.exc import IntegrityError
 
 from mlflow_hokusai.store import key_addresses
 from mlflow_hokusai.store.clock import utcnow
-from mlflow_hokusai.store.models import ApiKey, Setting, mlflow_users
+from mlflow_hokusai.store.models import (
+    ApiKey,
+    Setting,
+    mlflow_users,
+    owner_is_admin,
+    select_with_owner,
+)
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -123,10 +129,9 @@ _COLUMNS = (
 
 def _record(row) -> KeyRecord:
     values = dict(row._mapping)
-    is_admin = values.pop("is_admin", None)
-    has_user = values.pop("user_id", None) is not None
+    user_is_admin = owner_is_admin(values)
     values["allowed_ips"] = tuple(json.loads(values["allowed_ips"] or "[]"))
-    return KeyRecord(**values, user_is_admin=bool(is_admin) if has_user else None)
+    return KeyRecord(**values, user_is_admin=user_is_admin)
 
 
 class KeyStore:
@@ -134,9 +139,7 @@ class KeyStore:
         self.engine = engine
 
     def _select(self):
-        return sa.select(
-            *_COLUMNS, mlflow_users.c.id.label("user_id"), mlflow_users.c.is_admin
-        ).outerjoin(mlflow_users, mlflow_users.c.id == ApiKey.user_id)
+        return select_with_owner(_COLUMNS, ApiKey.user_id)
 
     def lookup(self, digest: str) -> KeyRecord | None:
         """The key with this digest, with its owner's admin flag: one indexed query."""

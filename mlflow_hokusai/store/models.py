@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy import Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -257,3 +258,19 @@ mlflow_users = Table(
     Column("username", String(255)),
     Column("is_admin", Integer),
 )
+
+
+def select_with_owner(columns, user_id):
+    """``columns`` with the owner's id (``user_id``, None once the user is deleted) and admin
+    flag (``is_admin``), outer-joined on ``user_id``; ``owner_is_admin`` reads them back."""
+    return sa.select(
+        *columns, mlflow_users.c.id.label("user_id"), mlflow_users.c.is_admin
+    ).outerjoin(mlflow_users, mlflow_users.c.id == user_id)
+
+
+def owner_is_admin(values: dict) -> bool | None:
+    """Pop what ``select_with_owner`` added from a row's ``values``: the owner's admin flag,
+    or None when the owner no longer exists."""
+    is_admin = values.pop("is_admin", None)
+    has_user = values.pop("user_id", None) is not None
+    return bool(is_admin) if has_user else None

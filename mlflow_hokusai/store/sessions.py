@@ -21,7 +21,8 @@ from mlflow_hokusai.store.models import (
     BrowserSession,
     GroupRoleGrant,
     SignInAttempt,
-    mlflow_users,
+    owner_is_admin,
+    select_with_owner,
 )
 
 SessionStatus = Literal["active", "idle", "expired", "revoked"]
@@ -95,9 +96,8 @@ _COLUMNS = (
 
 def _record(row) -> SessionRecord:
     values = dict(row._mapping)
-    is_admin = values.pop("is_admin", None)
-    has_user = values.pop("user_id", None) is not None
-    return SessionRecord(**values, user_is_admin=bool(is_admin) if has_user else None)
+    user_is_admin = owner_is_admin(values)
+    return SessionRecord(**values, user_is_admin=user_is_admin)
 
 
 class SessionStore:
@@ -105,9 +105,7 @@ class SessionStore:
         self.engine = engine
 
     def _select(self):
-        return sa.select(
-            *_COLUMNS, mlflow_users.c.id.label("user_id"), mlflow_users.c.is_admin
-        ).outerjoin(mlflow_users, mlflow_users.c.id == BrowserSession.user_id)
+        return select_with_owner(_COLUMNS, BrowserSession.user_id)
 
     # -- sessions --------------------------------------------------------------------------
     def add(
