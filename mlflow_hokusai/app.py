@@ -25,6 +25,20 @@ os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 os.environ.setdefault("_MLFLOW_HOKUSAI_SERVER_RUN", secrets.token_hex(8))
 
 
+def _show_package_logs() -> None:
+    """The package's INFO lines (why a secret-scanning report was refused, which process sends
+    the key webhooks) reach the server's stderr. Without a handler Python prints warnings only,
+    and neither uvicorn nor gunicorn configures the root logger; where something did (a logging
+    set-up of the operator's, pytest's capture), the lines go there instead."""
+    package = logging.getLogger("mlflow_hokusai")
+    package.setLevel(logging.INFO)
+    if not package.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        line = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as MLflow's own lines
+        handler.setFormatter(logging.Formatter(line, "%Y/%m/%d %H:%M:%S"))
+        package.addHandler(handler)
+
+
 def create_app():
     from mlflow_hokusai import _mlflow, bootstrap
     from mlflow_hokusai.artifacts import s3_downloads, s3_streaming
@@ -71,7 +85,7 @@ def create_app():
     from mlflow_hokusai.store.clock import utcnow
     from mlflow_hokusai.store.trust_policies import TrustPolicyStore
 
-    logging.getLogger("mlflow_hokusai").setLevel(logging.INFO)
+    _show_package_logs()
     access_log.install()
     settings = load_settings()
     started = bootstrap.start(settings)
