@@ -182,7 +182,7 @@ def _usable(python: Path) -> bool:
     here = Path(__file__).resolve().parent.parent / "mlflow_hokusai"
     found = Path(check.stdout.strip()).resolve().parent if check.returncode == 0 else None
     if found != here:
-        print(f"not measuring {python}: it imports another mlflow_hokusai", file=sys.stderr)
+        print(f"not measuring {python}: it does not import {here}", file=sys.stderr)
     return found == here
 
 

@@ -233,10 +233,11 @@ def test_a_forged_signature_is_401(server, github, bystander):
     status, headers, answer = post(server, body, github.headers(body, private_key=forger))
     _refused(status, answer, 401, "UNAUTHENTICATED", "signature does not verify")
     # The operator sees why in the server's log (an INFO line of the package's).
+    said = "secret scanning report from"
     deadline = time.monotonic() + 10
-    while "secret scanning report from" not in server.log_text() and time.monotonic() < deadline:
+    while said not in server.log_text() and time.monotonic() < deadline:
         time.sleep(0.1)
-    refusals = [line for line in server.log_text().splitlines() if "report from" in line]
+    refusals = [line for line in server.log_text().splitlines() if said in line]
     assert refusals and "refused: " in refusals[-1] and "INFO" in refusals[-1], refusals
 
 
